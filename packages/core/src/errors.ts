@@ -1,0 +1,85 @@
+/**
+ * Every failure the library reports is an HsmError with a stable `code`.
+ * Messages name fields and values but never a secret: callers may log them.
+ */
+export const HSM_ERROR_CODES = [
+  'InvalidConfiguration',
+  'InvalidArgument',
+  'BackendNotInstalled',
+  'UnknownBackend',
+  'InitializationFailed',
+  'NotInitialized',
+  'Closed',
+  'SlotNotFound',
+  'TokenLabelMismatch',
+  'TokenNotPresent',
+  'SessionPoolExhausted',
+  'SessionFailed',
+  'LoginFailed',
+  'PinLocked',
+  'KeyNotFound',
+  'KeyAlreadyExists',
+  'KeyUsageNotAllowed',
+  'KeyExpired',
+  'UnsupportedAlgorithm',
+  'KeyGenerationFailed',
+  'SigningFailed',
+  'VerificationFailed',
+  'InvalidSignatureEncoding',
+  'DeviceUnavailable',
+  'CircuitOpen',
+  'StorageCorrupted',
+  'WrongPassphrase',
+  'Timeout',
+  'Internal',
+] as const;
+
+export type HsmErrorCode = (typeof HSM_ERROR_CODES)[number];
+
+export interface HsmErrorOptions {
+  /** True when the same call may succeed if tried again (device restarting, pool busy). */
+  retryable?: boolean;
+  cause?: unknown;
+  /** Non-secret context: field names, key ids, return-code names. */
+  details?: Record<string, string | number | boolean | undefined>;
+}
+
+const RETRYABLE_BY_DEFAULT: ReadonlySet<HsmErrorCode> = new Set([
+  'SessionPoolExhausted',
+  'SessionFailed',
+  'DeviceUnavailable',
+  'CircuitOpen',
+  'Timeout',
+]);
+
+export class HsmError extends Error {
+  override readonly name = 'HsmError';
+  readonly code: HsmErrorCode;
+  readonly retryable: boolean;
+  readonly details: Readonly<Record<string, string | number | boolean | undefined>>;
+
+  constructor(code: HsmErrorCode, message: string, options: HsmErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.retryable = options.retryable ?? RETRYABLE_BY_DEFAULT.has(code);
+    this.details = Object.freeze({ ...(options.details ?? {}) });
+  }
+
+  /** A plain object for `--json` output and logs. */
+  toJSON(): { code: HsmErrorCode; message: string; retryable: boolean; details: Record<string, unknown> } {
+    return { code: this.code, message: this.message, retryable: this.retryable, details: { ...this.details } };
+  }
+}
+
+export function isHsmError(value: unknown, code?: HsmErrorCode): value is HsmError {
+  return value instanceof HsmError && (code === undefined || value.code === code);
+}
+
+/**
+ * Wrap anything thrown by a dependency. An HsmError passes through untouched so
+ * the most specific classification wins.
+ */
+export function toHsmError(error: unknown, code: HsmErrorCode, message: string, options: Omit<HsmErrorOptions, 'cause'> = {}): HsmError {
+  if (error instanceof HsmError) return error;
+  return new HsmError(code, message, { ...options, cause: error });
+}

@@ -1,0 +1,156 @@
+import { z } from 'zod';
+import { parseWithSchema } from './config.js';
+import { HsmError } from './errors.js';
+import { BackendRegistry } from './registry.js';
+import type {
+  Capabilities,
+  FipsStatus,
+  HealthStatus,
+  HsmBackend,
+  HsmInfo,
+  HsmKeyHandle,
+  KeyPage,
+  KeyRef,
+  KeySpec,
+  ListKeysOptions,
+  PublicKeyInfo,
+  SignOptions,
+} from './types.js';
+import { verifyLocally } from './verify.js';
+import { publicKeyObject } from './encoding.js';
+import type { KeyObject } from 'node:crypto';
+
+export const managerConfigSchema = z
+  .object({
+    backend: z
+      .object({
+        type: z.string({ required_error: 'is required' }).min(1, 'must not be empty'),
+        options: z.unknown().optional(),
+      })
+      .strict(),
+    /** Public keys kept for local verification (entries). 0 verifies through the backend every time. */
+    publicKeyCacheSize: z.number().int().min(0).max(1_000_000).default(10_000),
+  })
+  .strict();
+
+export type ManagerConfig = z.input<typeof managerConfigSchema>;
+
+export interface ManagerOptions {
+  registry?: BackendRegistry;
+}
+
+interface CachedKey {
+  handle: HsmKeyHandle;
+  publicKey: KeyObject;
+}
+
+/**
+ * The entry point: validates config, builds the backend through the registry, and keeps the
+ * signing path short (public keys cached by key id; verification local when the key is known).
+ */
+export class HsmManager {
+  readonly config: z.output<typeof managerConfigSchema>;
+  private readonly registry: BackendRegistry;
+  private backendInstance: HsmBackend | undefined;
+  private state: 'new' | 'initializing' | 'ready' | 'closed' = 'new';
+  private readonly keys = new Map<string, CachedKey>();
+
+  constructor(config: unknown, options: ManagerOptions = {}) {
+    this.config = parseWithSchema(managerConfigSchema, config, 'config');
+    this.registry = options.registry ?? new BackendRegistry();
+  }
+
+  get backend(): HsmBackend {
+    if (this.state === 'closed') throw new HsmError('Closed', 'the HSM manager is closed');
+    if (!this.backendInstance || this.state !== 'ready') throw new HsmError('NotInitialized', 'call initialize() before using the HSM manager');
+    return this.backendInstance;
+  }
+
+  async initialize(): Promise<void> {
+    if (this.state === 'ready') return;
+    if (this.state === 'closed') throw new HsmError('Closed', 'the HSM manager is closed');
+    if (this.state === 'initializing') throw new HsmError('InvalidArgument', 'initialize() is already running');
+    this.state = 'initializing';
+    try {
+      const backend = await this.registry.create(this.config.backend);
+      await backend.initialize();
+      this.backendInstance = backend;
+      this.state = 'ready';
+    } catch (error) {
+      this.state = 'new';
+      throw error;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    this.keys.clear();
+    await this.backendInstance?.close();
+  }
+
+  info(): Promise<HsmInfo> {
+    return this.backend.info();
+  }
+  capabilities(): Promise<Capabilities> {
+    return this.backend.capabilities();
+  }
+  fipsStatus(): Promise<FipsStatus> {
+    return this.backend.fipsStatus();
+  }
+  healthCheck(): Promise<HealthStatus> {
+    return this.backend.healthCheck();
+  }
+  listKeys(options?: ListKeysOptions): Promise<KeyPage> {
+    return this.backend.listKeys(options);
+  }
+
+  async generateKey(spec: KeySpec): Promise<HsmKeyHandle> {
+    const handle = await this.backend.generateKeyPair(spec);
+    this.keys.delete(handle.id);
+    return handle;
+  }
+
+  async getKey(key: KeyRef): Promise<HsmKeyHandle> {
+    return (await this.cached(key))?.handle ?? this.backend.getKey(key);
+  }
+
+  async getPublicKey(key: KeyRef): Promise<PublicKeyInfo> {
+    return this.backend.getPublicKey(key);
+  }
+
+  sign(key: KeyRef, data: Uint8Array, options?: SignOptions): Promise<Uint8Array> {
+    return this.backend.sign(key, data, options);
+  }
+
+  /** Verifies locally with the cached public key; the backend is asked only for the key. */
+  async verify(key: KeyRef, data: Uint8Array, signature: Uint8Array): Promise<boolean> {
+    const entry = await this.cached(key);
+    if (!entry) return this.backend.verify(key, data, signature);
+    return verifyLocally(entry.handle.algorithm, entry.publicKey, data, signature);
+  }
+
+  async destroyKey(key: KeyRef): Promise<void> {
+    const id = typeof key === 'string' ? key : key.id;
+    await this.backend.destroyKey(key);
+    for (const [name, entry] of this.keys) if (name === id || entry.handle.id === id || entry.handle.ref === id) this.keys.delete(name);
+  }
+
+  private async cached(key: KeyRef): Promise<CachedKey | undefined> {
+    if (this.config.publicKeyCacheSize === 0) return undefined;
+    const id = typeof key === 'string' ? key : key.id;
+    const hit = this.keys.get(id);
+    if (hit) return hit;
+    const backend = this.backend;
+    const handle = typeof key === 'string' ? await backend.getKey(key) : key;
+    const info = await backend.getPublicKey(handle);
+    const entry = { handle, publicKey: publicKeyObject(info.spki) };
+    if (this.keys.size >= this.config.publicKeyCacheSize) {
+      const oldest = this.keys.keys().next().value;
+      if (oldest !== undefined) this.keys.delete(oldest);
+    }
+    this.keys.set(id, entry);
+    if (handle.id !== id) this.keys.set(handle.id, entry);
+    return entry;
+  }
+}

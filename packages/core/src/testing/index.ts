@@ -1,0 +1,2 @@
+export { runConformanceSuite, expectHsmError, independentVerify, type ConformanceOptions } from './conformance.js';
+export { runWycheproofFile, runWycheproofDirectory, type WycheproofOutcome } from './wycheproof.js';
