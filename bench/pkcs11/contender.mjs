@@ -1,0 +1,183 @@
+// One benchmark contender in its own process (C_Initialize is per process, and each library
+// loads the module its own way). Prints one JSON line on stdout.
+//   node contender.mjs KIND ALG CONCURRENCY SECONDS
+// KIND: pkcs11js | graphene | olocus. The token comes from SOFTHSM2_CONF / BENCH_MODULE /
+// BENCH_TOKEN and the PIN from BENCH_PIN (environment, not argv).
+import { randomBytes } from 'node:crypto';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+
+const [kind, alg, concArg, secsArg] = process.argv.slice(2);
+const concurrency = Number(concArg);
+const seconds = Number(secsArg);
+const modulePath = process.env.BENCH_MODULE;
+const tokenLabel = process.env.BENCH_TOKEN;
+const pin = process.env.BENCH_PIN;
+
+const EC_PARAMS = {
+  p256: Buffer.from('06082a8648ce3d030107', 'hex'),
+  ed25519: Buffer.from('06032b6570', 'hex'),
+};
+const ALGORITHM = { p256: 'ECDSA_P256', ed25519: 'Ed25519', rsa2048: 'RSA_2048' };
+
+/** Runs `concurrency` loops of `op` for `seconds`; returns rate, latency percentiles, loop delay. */
+async function measure(op) {
+  for (let i = 0; i < 20; i++) await op(); // warm up
+  const latencies = [];
+  const delay = monitorEventLoopDelay({ resolution: 5 });
+  delay.enable();
+  const start = performance.now();
+  const end = start + seconds * 1000;
+  let ops = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < end) {
+        const t = performance.now();
+        await op();
+        latencies.push(performance.now() - t);
+        ops++;
+      }
+    }),
+  );
+  const elapsed = (performance.now() - start) / 1000;
+  delay.disable();
+  latencies.sort((a, b) => a - b);
+  const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))];
+  return {
+    ops,
+    opsPerSec: ops / elapsed,
+    p50Ms: pct(0.5),
+    p99Ms: pct(0.99),
+    loopDelayP99Ms: delay.percentile(99) / 1e6,
+  };
+}
+
+async function rawModule(useGraphene) {
+  if (useGraphene) {
+    const graphene = await import('graphene-pk11');
+    const mod = graphene.Module.load(modulePath, 'softhsm');
+    mod.initialize({ flags: 2 /* CKF_OS_LOCKING_OK */ });
+    const slot = [...mod.getSlots(true)].find((s) => s.getToken().label.trim() === tokenLabel);
+    const login = slot.open(graphene.SessionFlag.SERIAL_SESSION | graphene.SessionFlag.RW_SESSION);
+    login.login(pin, graphene.UserType.USER);
+    const keys = generateGraphene(graphene, login);
+    const sessions = Array.from({ length: concurrency }, () => slot.open(graphene.SessionFlag.SERIAL_SESSION));
+    const free = [...sessions];
+    const mech = alg === 'p256' ? 'ECDSA' : alg === 'ed25519' ? { name: 'EDDSA', params: null } : 'SHA256_RSA_PKCS';
+    const data = alg === 'p256' ? randomBytes(32) : randomBytes(64);
+    const op = () => {
+      const s = free.pop();
+      return new Promise((resolve, reject) =>
+        s.createSign(mech, keys.privateKey).once(data, (err, sig) => {
+          free.push(s);
+          err ? reject(err) : resolve(sig);
+        }),
+      );
+    };
+    const result = await measure(op);
+    for (const s of sessions) s.close();
+    keys.privateKey.destroy();
+    keys.publicKey.destroy();
+    login.logout();
+    login.close();
+    mod.finalize();
+    return result;
+  }
+  const { PKCS11 } = await import('pkcs11js');
+  const p11 = new PKCS11();
+  p11.load(modulePath);
+  p11.C_Initialize({ flags: 2 });
+  const slot = p11.C_GetSlotList(true).find((s) => p11.C_GetTokenInfo(s).label.trim() === tokenLabel);
+  const login = p11.C_OpenSession(slot, 4 | 2);
+  p11.C_Login(login, 1, pin);
+  const { privateKey } = generatePlain(p11, login);
+  const sessions = Array.from({ length: concurrency }, () => p11.C_OpenSession(slot, 4));
+  const free = [...sessions];
+  const mech = { mechanism: alg === 'p256' ? 0x1041 : alg === 'ed25519' ? 0x1057 : 0x40 };
+  const data = alg === 'p256' ? randomBytes(32) : randomBytes(64);
+  const out = () => Buffer.alloc(alg === 'rsa2048' ? 256 : 64);
+  const op = async () => {
+    const s = free.pop();
+    try {
+      p11.C_SignInit(s, mech, privateKey);
+      return await p11.C_SignAsync(s, data, out());
+    } finally {
+      free.push(s);
+    }
+  };
+  const result = await measure(op);
+  for (const s of sessions) p11.C_CloseSession(s);
+  p11.C_DestroyObject(login, privateKey);
+  p11.C_Logout(login);
+  p11.C_CloseSession(login);
+  p11.C_Finalize();
+  return result;
+}
+
+function generatePlain(p11, session) {
+  const yes = true;
+  const priv = [
+    { type: 0x108 /* CKA_SIGN */, value: yes },
+    { type: 0x2 /* CKA_PRIVATE */, value: yes },
+    { type: 0x103 /* CKA_SENSITIVE */, value: yes },
+    { type: 0x1 /* CKA_TOKEN */, value: false },
+  ];
+  if (alg === 'rsa2048') {
+    const pub = [
+      { type: 0x121, value: 2048 },
+      { type: 0x122, value: Buffer.from([1, 0, 1]) },
+      { type: 0x10a, value: yes },
+      { type: 0x1, value: false },
+    ];
+    const keys = p11.C_GenerateKeyPair(session, { mechanism: 0x0 }, pub, priv);
+    return keys;
+  }
+  const pub = [
+    { type: 0x180 /* CKA_EC_PARAMS */, value: EC_PARAMS[alg] },
+    { type: 0x10a, value: yes },
+    { type: 0x1, value: false },
+  ];
+  return p11.C_GenerateKeyPair(session, { mechanism: alg === 'ed25519' ? 0x1055 : 0x1040 }, pub, priv);
+}
+
+function generateGraphene(graphene, session) {
+  if (alg === 'rsa2048') {
+    return session.generateKeyPair(
+      graphene.KeyGenMechanism.RSA,
+      { keyType: graphene.KeyType.RSA, modulusBits: 2048, publicExponent: Buffer.from([1, 0, 1]), verify: true, token: false },
+      { keyType: graphene.KeyType.RSA, sign: true, private: true, sensitive: true, token: false },
+    );
+  }
+  const ed = alg === 'ed25519';
+  return session.generateKeyPair(
+    ed ? { name: 'EC_EDWARDS_KEY_PAIR_GEN', params: null } : graphene.KeyGenMechanism.EC,
+    { keyType: ed ? 0x40 : graphene.KeyType.EC, paramsEC: EC_PARAMS[alg], verify: true, token: false },
+    { keyType: ed ? 0x40 : graphene.KeyType.EC, sign: true, private: true, sensitive: true, token: false },
+  );
+}
+
+async function olocus() {
+  const { BackendRegistry } = await import('@olocus/hsm-core');
+  const registry = new BackendRegistry({ importer: (s) => import(s), env: { ...process.env, OLOCUS_HSM_PIN: pin } });
+  const backend = await registry.create({
+    type: 'pkcs11',
+    options: {
+      libraryPath: modulePath,
+      tokenLabel,
+      pin: { env: 'OLOCUS_HSM_PIN' },
+      sessionPool: { minSessions: concurrency, maxSessions: concurrency },
+    },
+  });
+  await backend.initialize();
+  const id = `bench-${alg}-${process.pid}`;
+  const key = await backend.generateKeyPair({ id, algorithm: ALGORITHM[alg] });
+  const message = randomBytes(64);
+  const result = await measure(() => backend.sign(key, message));
+  await backend.destroyKey(key);
+  await backend.close();
+  return result;
+}
+
+const result = kind === 'olocus' ? await olocus() : await rawModule(kind === 'graphene');
+process.stdout.write(JSON.stringify({ kind, alg, concurrency, ...result }) + '\n');
+// pkcs11js keeps no handles open after C_Finalize, but be explicit for graphene
+process.exit(0);

@@ -1,0 +1,24 @@
+// Adds up the JSON reports that each package's vitest run wrote and prints one closing line.
+// Exits non-zero when any test failed, or when no test ran at all.
+import { readFileSync, readdirSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+const root = new URL('..', import.meta.url).pathname;
+let passed = 0;
+let failed = 0;
+let skipped = 0;
+const missing = [];
+for (const name of readdirSync(join(root, 'packages'))) {
+  const file = join(root, 'packages', name, '.test-results', 'vitest.json');
+  if (!existsSync(file)) {
+    missing.push(name);
+    continue;
+  }
+  const report = JSON.parse(readFileSync(file, 'utf8'));
+  passed += report.numPassedTests;
+  failed += report.numFailedTests;
+  skipped += report.numPendingTests + report.numTodoTests;
+}
+if (missing.length) console.log(`packages without a test report: ${missing.join(', ')}`);
+console.log(`${passed} passed, ${failed} failed` + (skipped ? `, ${skipped} skipped` : ''));
+process.exit(failed > 0 || passed === 0 || missing.length > 0 ? 1 : 0);

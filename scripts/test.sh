@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs everything the tests need (Debian packages, pnpm, npm packages), builds, and runs
+# every test of every package. This is what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-test-deps.sh
+bash scripts/setup.sh
+pnpm typecheck
+pnpm lint:packages
+rm -rf packages/*/.test-results
+status=0
+pnpm test || status=$?
+node scripts/test-summary.mjs || status=$?
+exit $status
