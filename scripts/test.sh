@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-deps.sh
+bash scripts/start-postgres.sh
 bash scripts/setup.sh
 pnpm typecheck
 pnpm lint:packages

@@ -13,7 +13,9 @@ import type {
   KeyRef,
   KeySpec,
   ListKeysOptions,
+  KeyVersionResolver,
   PublicKeyInfo,
+  ResolvedKeyVersion,
   SignOptions,
 } from './types.js';
 import { verifyLocally } from './verify.js';
@@ -37,6 +39,8 @@ export type ManagerConfig = z.input<typeof managerConfigSchema>;
 
 export interface ManagerOptions {
   registry?: BackendRegistry;
+  /** Enables `signWithLogicalKey` / `verifyWithLogicalKey` (the rotation package provides one). */
+  resolver?: KeyVersionResolver;
 }
 
 interface CachedKey {
@@ -54,10 +58,37 @@ export class HsmManager {
   private backendInstance: HsmBackend | undefined;
   private state: 'new' | 'initializing' | 'ready' | 'closed' = 'new';
   private readonly keys = new Map<string, CachedKey>();
+  private resolver: KeyVersionResolver | undefined;
 
   constructor(config: unknown, options: ManagerOptions = {}) {
     this.config = parseWithSchema(managerConfigSchema, config, 'config');
     this.registry = options.registry ?? new BackendRegistry();
+    this.resolver = options.resolver;
+  }
+
+  /** Sets (or replaces) the resolver for logical keys. */
+  useResolver(resolver: KeyVersionResolver): void {
+    this.resolver = resolver;
+  }
+
+  /** Signs with the Active version of a logical key; returns the signature and the version used. */
+  async signWithLogicalKey(baseKeyId: string, data: Uint8Array, options?: SignOptions): Promise<{ signature: Uint8Array; version: ResolvedKeyVersion }> {
+    const resolver = this.requireResolver();
+    const version = await resolver.resolveForSigning(baseKeyId);
+    const signature = await this.backend.sign(version.key, data, options);
+    resolver.recordUsage?.(version);
+    return { signature, version };
+  }
+
+  /** Verifies with the version of a logical key that was valid at `signatureTime`. */
+  async verifyWithLogicalKey(baseKeyId: string, data: Uint8Array, signature: Uint8Array, signatureTime: Date): Promise<boolean> {
+    const version = await this.requireResolver().resolveForVerification(baseKeyId, signatureTime);
+    return this.verify(version.key, data, signature);
+  }
+
+  private requireResolver(): KeyVersionResolver {
+    if (!this.resolver) throw new HsmError('InvalidConfiguration', 'logical keys need a key version resolver (install @olocus/hsm-rotation and pass its registry)');
+    return this.resolver;
   }
 
   get backend(): HsmBackend {

@@ -167,3 +167,28 @@ export interface BackendFactory<TOptions = unknown> {
   parseOptions(raw: unknown): TOptions;
   create(options: TOptions, context: BackendContext): HsmBackend | Promise<HsmBackend>;
 }
+
+/**
+ * Resolves a logical key (a base id whose versions rotate) to the concrete key version to use.
+ * Implemented by @olocus/hsm-rotation's key registry; HsmManager uses it for
+ * `signWithLogicalKey` / `verifyWithLogicalKey` so callers never pick versions themselves.
+ */
+export interface KeyVersionResolver {
+  /** The Active version of `baseKeyId`; KeyNotFound when it has none. */
+  resolveForSigning(baseKeyId: string): Promise<ResolvedKeyVersion>;
+  /**
+   * The version that was valid for signing at `signatureTime` (Active or Superseded then and
+   * still allowed to verify); KeyNotFound when none was.
+   */
+  resolveForVerification(baseKeyId: string, signatureTime: Date): Promise<ResolvedKeyVersion>;
+  /** Called after each successful signature; must not slow the signing path (batch or defer). */
+  recordUsage?(version: ResolvedKeyVersion): void;
+}
+
+export interface ResolvedKeyVersion {
+  baseKeyId: string;
+  version: number;
+  /** The key in the backend: id or stable reference. */
+  key: KeyRef;
+  algorithm: import('./algorithms.js').KeyAlgorithm;
+}
