@@ -1,0 +1,60 @@
+import { parseWithSchema } from '@olocus/hsm-core';
+import { z } from 'zod';
+import { VENDOR_NAMES } from './vendors.js';
+
+const secretSourceSchema = z.union([z.object({ env: z.string().min(1) }).strict(), z.object({ file: z.string().min(1) }).strict()], {
+  errorMap: () => ({ message: 'must be { env: "VARIABLE" } or { file: "/path" } (the PIN itself never goes in config)' }),
+});
+
+const ms = (name: string, min: number) => z.number({ invalid_type_error: `${name} must be a number of milliseconds` }).int().min(min);
+
+export const sessionPoolSchema = z
+  .object({
+    /** Sessions opened at start and kept open. */
+    minSessions: z.number().int().min(0).default(1),
+    /** Ceiling of pooled sessions (the anchor session is extra); capped by the token's ulMaxSessionCount. */
+    maxSessions: z.number().int().min(1).max(1024).default(4),
+    /** Idle sessions above minSessions close after this long; 0 keeps them. */
+    idleTimeout: ms('idleTimeout', 0).default(60_000),
+    /** A caller waiting longer than this for a session gets SessionPoolExhausted. */
+    acquireTimeout: ms('acquireTimeout', 1).default(5_000),
+    /** Idle sessions are checked with C_GetSessionInfo this often; 0 disables. */
+    healthCheckInterval: ms('healthCheckInterval', 0).default(30_000),
+    /** Retries after a dead session or a lost login (never after a wrong PIN or a caller error). */
+    retryAttempts: z.number().int().min(0).max(5).default(1),
+    /** Sessions older than this are closed when returned and replaced; 0 keeps them. */
+    maxSessionAge: ms('maxSessionAge', 0).default(3_600_000),
+    /** Sessions used this many times are closed when returned and replaced; 0 = no limit. */
+    maxSessionUses: z.number().int().min(0).default(0),
+  })
+  .strict()
+  .refine((p) => p.minSessions <= p.maxSessions, { message: 'minSessions must not exceed maxSessions', path: ['minSessions'] });
+
+export const pkcs11OptionsSchema = z
+  .object({
+    /** PKCS#11 module path; default: the first existing path of the vendor profile. */
+    libraryPath: z.string().min(1).optional(),
+    slotId: z.number().int().min(0).optional(),
+    tokenLabel: z.string().min(1).max(32).optional(),
+    /** Where the user PIN comes from. Default { env: 'OLOCUS_HSM_PIN' }. */
+    pin: secretSourceSchema.default({ env: 'OLOCUS_HSM_PIN' }),
+    /** Open read-only sessions: sign/verify/list only, no generate/destroy. */
+    readOnly: z.boolean().default(false),
+    vendor: z.enum(VENDOR_NAMES).default('softhsm'),
+    sessionPool: sessionPoolSchema.default({}),
+  })
+  .strict()
+  .superRefine((o, ctx) => {
+    if (o.slotId === undefined && o.tokenLabel === undefined) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['tokenLabel'], message: 'one of slotId or tokenLabel is required' });
+    }
+  });
+
+export type Pkcs11Options = z.output<typeof pkcs11OptionsSchema>;
+export type Pkcs11OptionsInput = z.input<typeof pkcs11OptionsSchema>;
+export type SessionPoolOptions = z.output<typeof sessionPoolSchema>;
+
+/** Validates raw options; failures are HsmError('InvalidConfiguration') naming the field. */
+export function parsePkcs11Options(raw: unknown): Pkcs11Options {
+  return parseWithSchema(pkcs11OptionsSchema, raw, 'pkcs11');
+}

@@ -1,0 +1,51 @@
+/**
+ * 1,000 concurrent signs on a pool of 4 sessions: all complete, all verify, and the backend holds
+ * exactly the sessions it held before (SoftHSM reports ulSessionCount as unavailable, so sessions
+ * are counted by the backend at C_OpenSession / C_CloseSession and checked against the pool).
+ */
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { exportPublicKey, type KeyAlgorithm } from '@olocus/hsm-core';
+import { independentVerify } from '@olocus/hsm-core/testing';
+import { Pkcs11Backend } from '../src/index.js';
+import { isUnavailable } from '../src/constants.js';
+import { SOFTHSM_LIB, createToken } from './helpers/softhsm.js';
+
+const token = createToken('load');
+
+describe('load', () => {
+  for (const algorithm of ['ECDSA_P256', 'Ed25519', 'RSA_2048'] as KeyAlgorithm[]) {
+    it(`${algorithm}: 1000 concurrent signs on 4 sessions complete, verify, and leave the session count unchanged`, async () => {
+      const backend = new Pkcs11Backend(
+        { libraryPath: SOFTHSM_LIB, tokenLabel: token.label, sessionPool: { minSessions: 4, maxSessions: 4, acquireTimeout: 60_000 } },
+        { pin: token.pin },
+      );
+      await backend.initialize();
+      try {
+        const key = await backend.generateKeyPair({ id: `load-${algorithm}`, algorithm });
+        const pem = exportPublicKey(await backend.getPublicKey(key), 'pem');
+        const before = backend.metrics();
+        const tokenBefore = (await backend.info()).details;
+
+        const messages = Array.from({ length: 1000 }, () => randomBytes(64));
+        const signatures = await Promise.all(messages.map((m) => backend.sign(key.id, m)));
+
+        messages.forEach((m, i) => expect(independentVerify(algorithm, pem, m, signatures[i]!)).toBe(true));
+        const after = backend.metrics();
+        expect(after.sessionsOpen).toBe(before.sessionsOpen);
+        expect(after.sessionsOpen).toBe(5); // 4 pooled + the anchor
+        expect(after.pool!.size).toBe(4);
+        expect(after.pool!.inUse).toBe(0);
+        expect(after.pool!.waiting).toBe(0);
+        expect(after.pool!.created).toBe(before.pool!.created); // no session was opened for the load
+        expect(after.signs - before.signs).toBe(1000);
+        // where the token reports its session count, it agrees
+        const count = (await backend.info()).details;
+        if (typeof tokenBefore?.sessionCount === 'number' && !isUnavailable(tokenBefore.sessionCount)) expect(count?.sessionCount).toBe(tokenBefore.sessionCount);
+      } finally {
+        await backend.close();
+      }
+      expect(backend.metrics().sessionsOpen).toBe(0);
+    });
+  }
+});

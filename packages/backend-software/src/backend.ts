@@ -1,0 +1,965 @@
+import {
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  createSecretKey,
+  generateKeyPair as generateKeyPairCallback,
+  getFips,
+  randomBytes,
+  scrypt,
+  sign as nodeSign,
+  timingSafeEqual,
+  webcrypto,
+  type KeyObject,
+  type ScryptOptions,
+} from 'node:crypto';
+import { mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
+import { join, resolve as resolvePath } from 'node:path';
+import { promisify } from 'node:util';
+import {
+  HsmError,
+  KEY_ALGORITHMS,
+  algorithmInfo,
+  assertKeyMatches,
+  assertValidKeyId,
+  isKeyAlgorithm,
+  nodeHashName,
+  pssSaltLength,
+  readSecret,
+  verifyLocally,
+  type BackendContext,
+  type Capabilities,
+  type FipsStatus,
+  type HealthStatus,
+  type HsmBackend,
+  type HsmInfo,
+  type HsmKeyHandle,
+  type KeyAlgorithm,
+  type KeyPage,
+  type KeyRef,
+  type KeySpec,
+  type KeyUsage,
+  type ListKeysOptions,
+  type PublicKeyInfo,
+  type SignOptions,
+  type VerifyOptions,
+} from '@olocus/hsm-core';
+import {
+  CIPHER,
+  FORMAT_VERSION,
+  KEY_BYTES,
+  KEY_FORMAT,
+  SALT_BYTES,
+  STORE_FILE,
+  STORE_FORMAT,
+  VERIFIER_PLAINTEXT,
+  keyAad,
+  keyFileName,
+  keyFileSchema,
+  keyIdFromFileName,
+  metadataFor,
+  seal,
+  storeAad,
+  storeHeaderSchema,
+  unseal,
+  type KdfParams,
+  type KeyFile,
+  type KeyMetadata,
+  type Sealed,
+  type StoreHeader,
+} from './format.js';
+import { DIRECTORY_MODE, errnoOf, ioError, syncDirectory, tempName, writeFileExclusive } from './fs-util.js';
+import { parseSoftwareOptions, type SoftwareBackendOptions, type SoftwareBackendOptionsInput } from './options.js';
+
+export const SOFTWARE_BACKEND_TYPE = 'software';
+/** Stable references are `software:<id>`. */
+export const REF_PREFIX = `${SOFTWARE_BACKEND_TYPE}:`;
+
+const generateKeyPairAsync = promisify(generateKeyPairCallback);
+
+/**
+ * Algorithms whose one-shot node:crypto sign takes long enough (≳0.3 ms, measured: RSA-2048
+ * 0.3 ms, RSA-3072 1.8 ms, RSA-4096 4.1 ms, P-384 1 ms, P-521 2.4 ms) to stall the event loop:
+ * these sign through WebCrypto, which runs on the libuv thread pool. Ed25519 and P-256 sign in
+ * ~35 µs, less than a thread-pool round trip, so they stay on the calling thread.
+ */
+const OFF_THREAD: ReadonlySet<KeyAlgorithm> = new Set([
+  'ECDSA_P384',
+  'ECDSA_P521',
+  'RSA_2048',
+  'RSA_3072',
+  'RSA_4096',
+  'RSA_PSS_2048',
+  'RSA_PSS_3072',
+  'RSA_PSS_4096',
+]);
+
+const LIST_DEFAULT_LIMIT = 100;
+const LIST_MAX_LIMIT = 1000;
+const MAX_LABELS = 64;
+const MAX_LABEL_KEY = 128;
+const MAX_LABEL_VALUE = 1024;
+
+type Signer = (data: Uint8Array) => Promise<Uint8Array>;
+
+interface FileStamp {
+  ino: number;
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+}
+
+/** A key whose file has been read and authenticated. The private key is unsealed on first sign. */
+interface KeyRecord {
+  readonly id: string;
+  readonly fileName: string;
+  readonly metadata: KeyMetadata;
+  readonly algorithm: KeyAlgorithm;
+  readonly usages: readonly KeyUsage[];
+  readonly createdAt: Date;
+  readonly expiresAt: Date | undefined;
+  readonly spki: Buffer;
+  readonly publicKey: KeyObject;
+  readonly sealed: Sealed;
+  readonly stamp: FileStamp;
+  checkedAt: number;
+  /** The private key as generated, kept until the first sign turns it into a signer. */
+  generated?: KeyObject | undefined;
+  signer?: Promise<Signer> | undefined;
+}
+
+/** Extra constructor arguments for programmatic use. */
+export interface SoftwareBackendInit {
+  /**
+   * The passphrase itself. When given it is used instead of `options.passphrase` (the secret
+   * source). It is kept in a private field only until initialize() has derived the key.
+   */
+  passphrase?: string;
+  /** Secret reader and environment; the registry passes its own. Default: process.env. */
+  context?: BackendContext;
+}
+
+type State = 'new' | 'initializing' | 'ready' | 'closed';
+
+/**
+ * The embedded backend: keys made and used by node:crypto in this process, stored one file per
+ * key, private keys sealed with AES-256-GCM under a scrypt-derived key. Not an HSM: see
+ * fipsStatus() and README.md.
+ */
+export class SoftwareBackend implements HsmBackend {
+  readonly type = SOFTWARE_BACKEND_TYPE;
+  readonly options: SoftwareBackendOptions;
+  /** Absolute path of the key store folder. */
+  readonly directory: string;
+
+  #state: State = 'new';
+  #initializing: Promise<void> | undefined;
+  #passphrase: string | undefined;
+  readonly #context: BackendContext;
+  #key: KeyObject | undefined;
+  #kdf: KdfParams | undefined;
+  readonly #cache = new Map<string, KeyRecord>();
+  readonly #loading = new Map<string, Promise<KeyRecord | undefined>>();
+  /** Key files found corrupted by this instance (file name → reason); reported by healthCheck. */
+  readonly #corrupt = new Map<string, string>();
+
+  constructor(options: SoftwareBackendOptionsInput | SoftwareBackendOptions, init: SoftwareBackendInit = {}) {
+    this.options = parseSoftwareOptions(options);
+    this.directory = resolvePath(this.options.directory);
+    if (init.passphrase !== undefined) {
+      if (typeof init.passphrase !== 'string' || init.passphrase.length === 0) {
+        throw new HsmError('InvalidConfiguration', 'passphrase: must be a non-empty string', { details: { field: 'passphrase' } });
+      }
+      this.#passphrase = init.passphrase;
+    }
+    this.#context = init.context ?? { env: process.env, readSecret: (source, field) => readSecret(source, field, process.env) };
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  async initialize(): Promise<void> {
+    if (this.#state === 'closed') throw closedError();
+    if (this.#state === 'ready') return;
+    if (this.#initializing) return this.#initializing;
+    this.#state = 'initializing';
+    this.#initializing = this.#open().then(
+      ({ key, kdf }) => {
+        this.#initializing = undefined;
+        if (this.#state === 'closed') return; // closed while opening: drop the key
+        this.#key = key;
+        this.#kdf = kdf;
+        this.#passphrase = undefined;
+        this.#state = 'ready';
+      },
+      (error: unknown) => {
+        this.#initializing = undefined;
+        if (this.#state !== 'closed') this.#state = 'new';
+        throw error;
+      },
+    );
+    return this.#initializing;
+  }
+
+  async close(): Promise<void> {
+    if (this.#state === 'closed') return;
+    this.#state = 'closed';
+    this.#key = undefined;
+    this.#kdf = undefined;
+    this.#passphrase = undefined;
+    this.#cache.clear();
+    this.#loading.clear();
+  }
+
+  async #open(): Promise<{ key: KeyObject; kdf: KdfParams }> {
+    await this.#prepareDirectory();
+    const passphrase = await this.#readPassphrase();
+    let header = await this.#readHeader();
+    if (!header) {
+      const created = await this.#createHeader(passphrase);
+      if (created) return created;
+      header = await this.#readHeader(); // another process created it first: use theirs
+      if (!header) throw corrupted(STORE_FILE, 'it appeared and vanished while the store was being created', this.directory);
+    }
+    const key = await deriveKey(passphrase, header.kdf);
+    try {
+      const plain = unseal(key, header.verifier, storeAad(header.kdf));
+      if (!timingSafeEqualStrings(plain.toString('utf8'), VERIFIER_PLAINTEXT)) throw new Error('verifier mismatch');
+    } catch {
+      // Nothing is written before this point for an existing store: a wrong passphrase changes nothing on disk.
+      throw new HsmError(
+        'WrongPassphrase',
+        `the passphrase does not open the software key store at ${this.directory} (wrong passphrase, or ${STORE_FILE} was altered)`,
+        { details: { directory: this.directory, file: STORE_FILE } },
+      );
+    }
+    await this.#removeStaleTempFiles();
+    return { key, kdf: header.kdf };
+  }
+
+  /**
+   * Removes this backend's own temporary files (`.new-*.tmp`, `.health-*.tmp`) older than an hour:
+   * what a process killed between writing and linking leaves behind. Key files are never touched.
+   */
+  async #removeStaleTempFiles(): Promise<void> {
+    const cutoff = Date.now() - 3_600_000;
+    let names: string[];
+    try {
+      names = await readdir(this.directory);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      if (!/^\.(new|health)-\d+-[0-9a-f]{12}\.tmp$/.test(name)) continue;
+      const path = join(this.directory, name);
+      try {
+        if ((await stat(path)).mtimeMs < cutoff) await unlink(path);
+      } catch {
+        // best effort: another process may have removed it
+      }
+    }
+  }
+
+  async #prepareDirectory(): Promise<void> {
+    const dir = this.directory;
+    let info;
+    try {
+      info = await stat(dir);
+    } catch (cause) {
+      if (errnoOf(cause) !== 'ENOENT') {
+        throw new HsmError('InitializationFailed', `cannot access the key store directory ${dir} (${errnoOf(cause) ?? 'error'})`, {
+          cause,
+          details: { directory: dir },
+        });
+      }
+      if (!this.options.create) {
+        throw new HsmError(
+          'InitializationFailed',
+          `the key store directory ${dir} does not exist (backend.options.create is false: create it, or set create: true)`,
+          { details: { directory: dir, field: 'backend.options.directory' } },
+        );
+      }
+      try {
+        await mkdir(dir, { recursive: true, mode: DIRECTORY_MODE });
+      } catch (mkdirCause) {
+        throw new HsmError('InitializationFailed', `cannot create the key store directory ${dir} (${errnoOf(mkdirCause) ?? 'error'})`, {
+          cause: mkdirCause,
+          details: { directory: dir },
+        });
+      }
+      return;
+    }
+    if (!info.isDirectory()) {
+      throw new HsmError('InitializationFailed', `the key store path ${dir} is not a directory`, { details: { directory: dir } });
+    }
+  }
+
+  async #readPassphrase(): Promise<string> {
+    const passphrase = this.#passphrase ?? (await this.#context.readSecret(this.options.passphrase, 'backend.options.passphrase'));
+    if (typeof passphrase !== 'string' || passphrase.length === 0) {
+      throw new HsmError('InvalidConfiguration', 'backend.options.passphrase: the passphrase is empty', {
+        details: { field: 'backend.options.passphrase' },
+      });
+    }
+    return passphrase;
+  }
+
+  async #readHeader(): Promise<StoreHeader | undefined> {
+    const path = join(this.directory, STORE_FILE);
+    let text: string;
+    try {
+      text = await readText(path);
+    } catch (cause) {
+      if (errnoOf(cause) === 'ENOENT') return undefined;
+      throw ioError(cause, 'read', path);
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch (cause) {
+      throw corrupted(STORE_FILE, 'it is not valid JSON (truncated?)', this.directory, cause);
+    }
+    const version = (json as { version?: unknown } | null)?.version;
+    if ((json as { format?: unknown } | null)?.format === STORE_FORMAT && typeof version === 'number' && version > FORMAT_VERSION) {
+      throw new HsmError('InitializationFailed', `${join(this.directory, STORE_FILE)} has format version ${version}; this library reads version ${FORMAT_VERSION}: upgrade @olocus/hsm-backend-software`, {
+        details: { directory: this.directory, file: STORE_FILE },
+      });
+    }
+    const parsed = storeHeaderSchema.safeParse(json);
+    if (!parsed.success) throw corrupted(STORE_FILE, describeIssue(parsed.error), this.directory);
+    return parsed.data;
+  }
+
+  /** Creates store.json; undefined when another writer created it first. */
+  async #createHeader(passphrase: string): Promise<{ key: KeyObject; kdf: KdfParams } | undefined> {
+    const existing = await this.#keyFileNames();
+    if (existing.length > 0) {
+      throw corrupted(
+        STORE_FILE,
+        `it is missing but ${existing.length} key file(s) are present; restore it from a backup (a new header would not open them)`,
+        this.directory,
+      );
+    }
+    const { N, r, p } = this.options.scrypt;
+    const kdf: KdfParams = { name: 'scrypt', N, r, p, salt: randomBytes(SALT_BYTES).toString('base64'), keyLength: KEY_BYTES };
+    const key = await deriveKey(passphrase, kdf);
+    const header: StoreHeader = {
+      format: STORE_FORMAT,
+      version: FORMAT_VERSION,
+      createdAt: new Date().toISOString(),
+      kdf,
+      verifier: seal(key, Buffer.from(VERIFIER_PLAINTEXT, 'utf8'), storeAad(kdf)),
+    };
+    const outcome = await writeFileExclusive(this.directory, STORE_FILE, `${JSON.stringify(header, null, 2)}\n`);
+    return outcome === 'created' ? { key, kdf } : undefined;
+  }
+
+  // ---------------------------------------------------------------- descriptive
+
+  async info(): Promise<HsmInfo> {
+    this.#ready();
+    const kdf = this.#kdf!;
+    return {
+      backend: this.type,
+      description: `software key store at ${this.directory} (keys in process memory, sealed at rest with AES-256-GCM)`,
+      manufacturer: 'Olocus',
+      model: 'software (node:crypto)',
+      libraryVersion: `node ${process.version}, OpenSSL ${process.versions.openssl ?? 'unknown'}`,
+      details: {
+        directory: this.directory,
+        formatVersion: FORMAT_VERSION,
+        cipher: CIPHER,
+        kdf: `scrypt N=${kdf.N} r=${kdf.r} p=${kdf.p}`,
+      },
+    };
+  }
+
+  async capabilities(): Promise<Capabilities> {
+    this.#ready();
+    return { algorithms: [...KEY_ALGORITHMS], persistentKeys: true, hardwareBacked: false, remoteVerify: false };
+  }
+
+  async fipsStatus(): Promise<FipsStatus> {
+    this.#ready();
+    const fipsProvider = safeGetFips();
+    return {
+      standard: 'none',
+      level: 0,
+      approvedMode: false,
+      notes:
+        `The software backend is not a FIPS 140 validated cryptographic module. Keys are generated and used by node:crypto ` +
+        `(OpenSSL ${process.versions.openssl ?? 'unknown'}) inside this process` +
+        (fipsProvider === 1
+          ? ` — OpenSSL reports its FIPS provider enabled (crypto.getFips() = 1), but this library, the key files and the process memory that holds the private keys are outside any validated boundary, so this is not approved-mode operation`
+          : `, which is not running a validated FIPS provider in approved mode (crypto.getFips() = ${fipsProvider})`) +
+        `. Private keys are sealed at rest (AES-256-GCM, scrypt) but are decrypted into process memory on first use and stay there until close(). ` +
+        `There is no hardware boundary. Use a PKCS#11 or cloud HSM backend where FIPS 140-2/140-3 evidence is required (e.g. PCI DSS 3.6.1.2).`,
+    };
+  }
+
+  async healthCheck(): Promise<HealthStatus> {
+    this.#ready();
+    const started = performance.now();
+    const dir = this.directory;
+    const probe = join(dir, tempName('health'));
+    const details: Record<string, string | number | boolean> = { directory: dir, cachedKeys: this.#cache.size };
+    try {
+      const info = await stat(dir);
+      details.directoryMode = (info.mode & 0o777).toString(8).padStart(4, '0');
+      if (process.platform !== 'win32' && (info.mode & 0o077) !== 0) details.directoryWarning = 'group or others have access to the key store directory (expected 0700)';
+      await stat(join(dir, STORE_FILE));
+      const handle = await open(probe, 'wx', 0o600);
+      try {
+        await handle.writeFile('health');
+      } finally {
+        await handle.close();
+      }
+      await unlink(probe);
+      details.keyFiles = (await this.#keyFileNames()).length;
+    } catch (cause) {
+      await unlink(probe).catch(() => undefined);
+      return {
+        healthy: false,
+        latencyMs: performance.now() - started,
+        message: `key store directory ${dir} is not readable and writable (${errnoOf(cause) ?? String(cause)})`,
+        details,
+      };
+    }
+    // Re-check files found corrupted earlier: a restored file clears, a removed one is forgotten.
+    for (const fileName of [...this.#corrupt.keys()]) {
+      const id = keyIdFromFileName(fileName);
+      const outcome = id === undefined ? undefined : await this.#load(id).catch((error: unknown) => error);
+      if (!(outcome instanceof HsmError && outcome.code === 'StorageCorrupted')) this.#corrupt.delete(fileName);
+    }
+    const latencyMs = performance.now() - started;
+    if (this.#corrupt.size > 0) {
+      const files = [...this.#corrupt.keys()].sort();
+      details.corruptKeyFiles = files.join(', ');
+      return { healthy: false, latencyMs, message: `key store ${dir} has ${files.length} corrupted key file(s): ${files.join(', ')}`, details };
+    }
+    return { healthy: true, latencyMs, message: `key store ${dir} is readable and writable`, details };
+  }
+
+  // ---------------------------------------------------------------- keys
+
+  async generateKeyPair(spec: KeySpec): Promise<HsmKeyHandle> {
+    this.#ready();
+    if (spec === null || typeof spec !== 'object') throw new HsmError('InvalidArgument', 'generateKeyPair: spec must be an object');
+    assertValidKeyId(spec.id, 'id');
+    const id = spec.id;
+    if (id.startsWith(REF_PREFIX)) {
+      throw new HsmError('InvalidArgument', `id ${JSON.stringify(id)} may not start with "${REF_PREFIX}": that is how this backend's references begin`, {
+        details: { field: 'id' },
+      });
+    }
+    if (!isKeyAlgorithm(spec.algorithm)) {
+      throw new HsmError('UnsupportedAlgorithm', `algorithm ${JSON.stringify(spec.algorithm)} is not supported; use one of ${KEY_ALGORITHMS.join(', ')}`, {
+        details: { field: 'algorithm' },
+      });
+    }
+    const algorithm = spec.algorithm;
+    const usages = validateUsages(spec.usages);
+    const expiresAt = validateExpiry(spec.expiresAt);
+    const labels = validateLabels(spec.labels);
+
+    const fileName = keyFileName(id);
+    // Cheap early refusal so an RSA-4096 key is not generated for nothing; the exclusive link below decides.
+    if (await this.#exists(fileName)) throw alreadyExists(id);
+
+    let privateKey: KeyObject;
+    let publicKey: KeyObject;
+    try {
+      ({ privateKey, publicKey } = await generate(algorithm));
+    } catch (cause) {
+      throw new HsmError('KeyGenerationFailed', `node:crypto could not generate a ${algorithm} key for ${id}`, { cause, details: { keyId: id, algorithm } });
+    }
+    this.#ready(); // closed while generating: do not write
+    const spki = publicKey.export({ format: 'der', type: 'spki' });
+    const metadata = metadataFor({ id, algorithm, usages, createdAt: new Date(), expiresAt, labels, spki });
+    const pkcs8 = privateKey.export({ format: 'der', type: 'pkcs8' });
+    let sealed: Sealed;
+    try {
+      sealed = seal(this.#key!, pkcs8, keyAad(metadata));
+    } finally {
+      pkcs8.fill(0);
+    }
+    const file: KeyFile = { format: KEY_FORMAT, version: FORMAT_VERSION, metadata, sealed };
+    const outcome = await writeFileExclusive(this.directory, fileName, `${JSON.stringify(file, null, 2)}\n`);
+    if (outcome === 'exists') throw alreadyExists(id);
+
+    const stamp = await this.#stamp(fileName);
+    const record = recordFrom(id, fileName, metadata, sealed, publicKey, spki, stamp ?? { ino: -1, size: -1, mtimeMs: -1, ctimeMs: -1 });
+    record.generated = privateKey;
+    this.#cache.set(id, record);
+    this.#corrupt.delete(fileName);
+    return handleOf(record);
+  }
+
+  async getKey(key: KeyRef): Promise<HsmKeyHandle> {
+    this.#ready();
+    return handleOf(await this.#resolve(key));
+  }
+
+  async getPublicKey(key: KeyRef): Promise<PublicKeyInfo> {
+    this.#ready();
+    const record = await this.#resolve(key);
+    return { algorithm: record.algorithm, spki: new Uint8Array(record.spki) };
+  }
+
+  async sign(key: KeyRef, data: Uint8Array, options?: SignOptions): Promise<Uint8Array> {
+    this.#ready();
+    assertBytes(data, 'data');
+    checkAborted(options?.signal);
+    const record = await this.#resolve(key);
+    if (!record.usages.includes('sign')) {
+      throw new HsmError('KeyUsageNotAllowed', `key ${record.id} may not sign (usages: ${record.usages.join(', ')})`, { details: { keyId: record.id } });
+    }
+    if (record.expiresAt && record.expiresAt.getTime() <= Date.now()) {
+      throw new HsmError('KeyExpired', `key ${record.id} expired at ${record.expiresAt.toISOString()}`, {
+        details: { keyId: record.id, expiresAt: record.expiresAt.toISOString() },
+      });
+    }
+    const signer = await this.#signer(record);
+    checkAborted(options?.signal);
+    try {
+      return await signer(data);
+    } catch (cause) {
+      throw new HsmError('SigningFailed', `signing with key ${record.id} (${record.algorithm}) failed`, { cause, details: { keyId: record.id } });
+    }
+  }
+
+  async verify(key: KeyRef, data: Uint8Array, signature: Uint8Array, options?: VerifyOptions): Promise<boolean> {
+    this.#ready();
+    assertBytes(data, 'data');
+    assertBytes(signature, 'signature');
+    checkAborted(options?.signal);
+    const record = await this.#resolve(key);
+    if (!record.usages.includes('verify')) {
+      throw new HsmError('KeyUsageNotAllowed', `key ${record.id} may not verify (usages: ${record.usages.join(', ')})`, { details: { keyId: record.id } });
+    }
+    return verifyLocally(record.algorithm, record.publicKey, data, signature);
+  }
+
+  async listKeys(options: ListKeysOptions = {}): Promise<KeyPage> {
+    this.#ready();
+    const { prefix, limit, cursor } = validateListOptions(options);
+    const candidates = (await this.#keyFileNames())
+      .map(keyIdFromFileName)
+      .filter((id): id is string => id !== undefined && id.startsWith(prefix) && (cursor === undefined || id > cursor))
+      .sort(compareIds);
+    const keys: HsmKeyHandle[] = [];
+    let index = 0;
+    while (keys.length < limit && index < candidates.length) {
+      const batch = candidates.slice(index, index + (limit - keys.length));
+      index += batch.length;
+      const loaded = await Promise.all(
+        batch.map((id) =>
+          this.#load(id).catch((error: unknown) => {
+            // A corrupted file is left alone and reported by getKey/sign and healthCheck; the rest of the store lists.
+            if (error instanceof HsmError && error.code === 'StorageCorrupted') return undefined;
+            throw error;
+          }),
+        ),
+      );
+      for (const record of loaded) if (record) keys.push(handleOf(record));
+    }
+    const last = candidates[index - 1];
+    return index < candidates.length && last !== undefined ? { keys, nextCursor: last } : { keys };
+  }
+
+  async destroyKey(key: KeyRef): Promise<void> {
+    this.#ready();
+    const record = await this.#resolve(key);
+    const path = join(this.directory, record.fileName);
+    this.#cache.delete(record.id);
+    try {
+      await unlink(path);
+    } catch (cause) {
+      if (errnoOf(cause) === 'ENOENT') throw notFound(record.id);
+      throw ioError(cause, 'remove', path);
+    }
+    await syncDirectory(this.directory);
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  #ready(): void {
+    if (this.#state === 'closed') throw closedError();
+    if (this.#state !== 'ready') throw new HsmError('NotInitialized', 'call initialize() before using the software backend');
+  }
+
+  /**
+   * Finds a key by handle, id, or `software:<id>` reference. Ids may not begin with `software:`
+   * (generateKeyPair refuses them), so a string with that prefix is always a reference.
+   */
+  async #resolve(key: KeyRef): Promise<KeyRecord> {
+    if (key !== null && typeof key === 'object') {
+      if (typeof key.backend === 'string' && key.backend !== this.type) {
+        throw new HsmError('InvalidArgument', `key handle ${String(key.id)} belongs to backend ${key.backend}, not ${this.type}`, {
+          details: { keyId: String(key.id) },
+        });
+      }
+      assertValidKeyId(key.id, 'key.id');
+      return (await this.#load(key.id)) ?? throwNotFound(key.id);
+    }
+    if (typeof key !== 'string') throw new HsmError('InvalidArgument', 'key must be a key id, a software: reference or a key handle');
+    const id = key.startsWith(REF_PREFIX) ? key.slice(REF_PREFIX.length) : key;
+    assertValidKeyId(id, 'key');
+    return (await this.#load(id)) ?? throwNotFound(key);
+  }
+
+  /** The authenticated record for `id`, from cache (re-stat-ed every cacheRevalidateMs) or disk; undefined when absent. */
+  async #load(id: string): Promise<KeyRecord | undefined> {
+    const cached = this.#cache.get(id);
+    if (cached) {
+      const now = Date.now();
+      if (now - cached.checkedAt < this.options.cacheRevalidateMs) return cached;
+      const stamp = await this.#stamp(cached.fileName);
+      if (stamp && sameStamp(stamp, cached.stamp)) {
+        cached.checkedAt = now;
+        return cached;
+      }
+      if (this.#cache.get(id) === cached) this.#cache.delete(id); // destroyed or replaced by someone else
+      if (!stamp) return undefined;
+    }
+    const inflight = this.#loading.get(id);
+    if (inflight) return inflight;
+    const loading = this.#readKeyFile(id).finally(() => this.#loading.delete(id));
+    this.#loading.set(id, loading);
+    return loading;
+  }
+
+  async #readKeyFile(id: string): Promise<KeyRecord | undefined> {
+    const fileName = keyFileName(id);
+    const path = join(this.directory, fileName);
+    let text: string;
+    let stamp: FileStamp;
+    try {
+      const handle = await open(path, 'r');
+      try {
+        const info = await handle.stat();
+        stamp = { ino: info.ino, size: info.size, mtimeMs: info.mtimeMs, ctimeMs: info.ctimeMs };
+        text = await handle.readFile('utf8');
+      } finally {
+        await handle.close();
+      }
+    } catch (cause) {
+      if (errnoOf(cause) === 'ENOENT') return undefined;
+      throw ioError(cause, 'read', path);
+    }
+    const fail = (reason: string, cause?: unknown): never => {
+      this.#corrupt.set(fileName, reason);
+      throw corrupted(fileName, reason, this.directory, cause, id);
+    };
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch (cause) {
+      return fail('it is not valid JSON (truncated?)', cause);
+    }
+    const parsed = keyFileSchema.safeParse(json);
+    if (!parsed.success) return fail(describeIssue(parsed.error));
+    const { metadata, sealed } = parsed.data;
+    if (metadata.id !== id) {
+      if (metadata.id.toLowerCase() === id.toLowerCase()) {
+        // A case-insensitive file system maps both ids to one file: this id does not exist.
+        return undefined;
+      }
+      return fail(`it holds key ${JSON.stringify(metadata.id)}, not ${JSON.stringify(id)} (file renamed or swapped)`);
+    }
+    try {
+      unseal(this.#key!, sealed, keyAad(metadata)).fill(0);
+    } catch (cause) {
+      return fail('authentication failed: the metadata or the sealed key was altered, or the file belongs to another store', cause);
+    }
+    const spki = Buffer.from(metadata.publicKey, 'base64');
+    let publicKey: KeyObject;
+    try {
+      publicKey = createPublicKey({ key: spki, format: 'der', type: 'spki' });
+      assertKeyMatches(metadata.algorithm, publicKey);
+    } catch (cause) {
+      return fail(`its public key does not fit ${metadata.algorithm}`, cause);
+    }
+    const record = recordFrom(id, fileName, metadata, sealed, publicKey, spki, stamp);
+    this.#ready(); // closed meanwhile: do not repopulate the cache
+    this.#cache.set(id, record);
+    this.#corrupt.delete(fileName);
+    return record;
+  }
+
+  /** The record's signer, unsealing the private key on first use (shared by concurrent callers). */
+  #signer(record: KeyRecord): Promise<Signer> {
+    if (!record.signer) {
+      record.signer = this.#makeSigner(record);
+      record.signer.catch(() => {
+        record.signer = undefined; // allow a retry after e.g. a transient failure
+      });
+    }
+    return record.signer;
+  }
+
+  async #makeSigner(record: KeyRecord): Promise<Signer> {
+    let privateKey = record.generated;
+    let pkcs8: Buffer | undefined;
+    const fail = (reason: string, cause?: unknown): never => {
+      this.#corrupt.set(record.fileName, reason);
+      throw corrupted(record.fileName, reason, this.directory, cause, record.id);
+    };
+    try {
+      if (!privateKey) {
+        try {
+          pkcs8 = unseal(this.#key!, record.sealed, keyAad(record.metadata));
+        } catch (cause) {
+          return fail('authentication failed: the sealed key was altered', cause);
+        }
+        try {
+          privateKey = createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' });
+        } catch (cause) {
+          return fail('the sealed private key is not valid PKCS#8', cause);
+        }
+        const derived = createPublicKey(privateKey).export({ format: 'der', type: 'spki' });
+        if (!derived.equals(record.spki)) fail('the private key does not match the public key in the metadata');
+      }
+      const key = privateKey;
+      const info = algorithmInfo(record.algorithm);
+      if (!OFF_THREAD.has(record.algorithm)) {
+        if (info.family === 'EdDSA') return async (data) => new Uint8Array(nodeSign(null, data, key));
+        const hash = nodeHashName(info.hash!);
+        return async (data) => new Uint8Array(nodeSign(hash, data, { key, dsaEncoding: 'ieee-p1363' }));
+      }
+      const der = pkcs8 ?? key.export({ format: 'der', type: 'pkcs8' });
+      try {
+        return await webCryptoSigner(record.algorithm, der);
+      } finally {
+        der.fill(0);
+      }
+    } finally {
+      pkcs8?.fill(0);
+      record.generated = undefined;
+    }
+  }
+
+  async #exists(fileName: string): Promise<boolean> {
+    return (await this.#stamp(fileName)) !== undefined;
+  }
+
+  async #stamp(fileName: string): Promise<FileStamp | undefined> {
+    const path = join(this.directory, fileName);
+    try {
+      const info = await stat(path);
+      return { ino: info.ino, size: info.size, mtimeMs: info.mtimeMs, ctimeMs: info.ctimeMs };
+    } catch (cause) {
+      if (errnoOf(cause) === 'ENOENT') return undefined;
+      throw ioError(cause, 'stat', path);
+    }
+  }
+
+  async #keyFileNames(): Promise<string[]> {
+    try {
+      return (await readdir(this.directory)).filter((name) => keyIdFromFileName(name) !== undefined);
+    } catch (cause) {
+      throw ioError(cause, 'list', this.directory);
+    }
+  }
+}
+
+// -------------------------------------------------------------------- helpers
+
+async function generate(algorithm: KeyAlgorithm): Promise<{ privateKey: KeyObject; publicKey: KeyObject }> {
+  const info = algorithmInfo(algorithm);
+  if (info.family === 'EdDSA') return generateKeyPairAsync('ed25519');
+  if (info.family === 'ECDSA') return generateKeyPairAsync('ec', { namedCurve: info.curve! });
+  // rsaEncryption keys (not id-RSASSA-PSS) for both paddings: the most interoperable SPKI.
+  return generateKeyPairAsync('rsa', { modulusLength: info.modulusBits!, publicExponent: 0x10001 });
+}
+
+async function webCryptoSigner(algorithm: KeyAlgorithm, pkcs8: Buffer): Promise<Signer> {
+  const info = algorithmInfo(algorithm);
+  const hash = info.hash!;
+  const subtle = webcrypto.subtle;
+  let importParams: Parameters<typeof subtle.importKey>[2];
+  let signParams: Parameters<typeof subtle.sign>[0];
+  if (info.family === 'ECDSA') {
+    importParams = { name: 'ECDSA', namedCurve: info.curve! };
+    signParams = { name: 'ECDSA', hash }; // WebCrypto ECDSA signatures are IEEE P1363 r||s
+  } else if (info.padding === 'PSS') {
+    importParams = { name: 'RSA-PSS', hash };
+    signParams = { name: 'RSA-PSS', saltLength: pssSaltLength(hash) };
+  } else {
+    importParams = { name: 'RSASSA-PKCS1-v1_5', hash };
+    signParams = { name: 'RSASSA-PKCS1-v1_5' };
+  }
+  const cryptoKey = await subtle.importKey('pkcs8', pkcs8, importParams, false, ['sign']);
+  return async (data) => new Uint8Array(await subtle.sign(signParams, cryptoKey, data));
+}
+
+async function deriveKey(passphrase: string, kdf: KdfParams): Promise<KeyObject> {
+  const password = Buffer.from(passphrase.normalize('NFC'), 'utf8');
+  const options: ScryptOptions = { N: kdf.N, r: kdf.r, p: kdf.p, maxmem: 256 * kdf.N * kdf.r + 32 * 1024 * 1024 };
+  try {
+    const derived = await new Promise<Buffer>((resolve, reject) =>
+      scrypt(password, Buffer.from(kdf.salt, 'base64'), kdf.keyLength, options, (error, key) => (error ? reject(error) : resolve(key))),
+    );
+    try {
+      return createSecretKey(derived);
+    } finally {
+      derived.fill(0);
+    }
+  } catch (cause) {
+    throw new HsmError('InitializationFailed', `scrypt key derivation failed (N=${kdf.N} r=${kdf.r} p=${kdf.p})`, { cause });
+  } finally {
+    password.fill(0);
+  }
+}
+
+function recordFrom(id: string, fileName: string, metadata: KeyMetadata, sealed: Sealed, publicKey: KeyObject, spki: Buffer, stamp: FileStamp): KeyRecord {
+  return {
+    id,
+    fileName,
+    metadata,
+    algorithm: metadata.algorithm,
+    usages: Object.freeze([...metadata.usages]),
+    createdAt: new Date(metadata.createdAt),
+    expiresAt: metadata.expiresAt === undefined ? undefined : new Date(metadata.expiresAt),
+    spki,
+    publicKey,
+    sealed,
+    stamp,
+    checkedAt: Date.now(),
+  };
+}
+
+function handleOf(record: KeyRecord): HsmKeyHandle {
+  const metadata: Record<string, string> = {
+    file: record.fileName,
+    publicKeySha256: createHash('sha256').update(record.spki).digest('hex'),
+  };
+  for (const [name, value] of Object.entries(record.metadata.labels)) metadata[`label.${name}`] = value;
+  return {
+    id: record.id,
+    ref: `${REF_PREFIX}${record.id}`,
+    algorithm: record.algorithm,
+    usages: [...record.usages],
+    createdAt: new Date(record.createdAt),
+    ...(record.expiresAt ? { expiresAt: new Date(record.expiresAt) } : {}),
+    backend: SOFTWARE_BACKEND_TYPE,
+    metadata,
+  };
+}
+
+function sameStamp(a: FileStamp, b: FileStamp): boolean {
+  return a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs;
+}
+
+function validateUsages(usages: unknown): KeyUsage[] {
+  if (usages === undefined) return ['sign', 'verify'];
+  if (!Array.isArray(usages) || usages.length === 0 || !usages.every((u) => u === 'sign' || u === 'verify')) {
+    throw new HsmError('InvalidArgument', `usages must be a non-empty list of 'sign' and 'verify'`, { details: { field: 'usages' } });
+  }
+  return (['sign', 'verify'] as const).filter((u) => usages.includes(u));
+}
+
+function validateExpiry(expiresAt: unknown): Date | undefined {
+  if (expiresAt === undefined) return undefined;
+  if (!(expiresAt instanceof Date) || Number.isNaN(expiresAt.getTime())) {
+    throw new HsmError('InvalidArgument', 'expiresAt must be a valid Date', { details: { field: 'expiresAt' } });
+  }
+  return new Date(expiresAt.getTime());
+}
+
+function validateLabels(labels: unknown): Record<string, string> {
+  if (labels === undefined) return {};
+  if (labels === null || typeof labels !== 'object' || Array.isArray(labels)) {
+    throw new HsmError('InvalidArgument', 'labels must be an object of string values', { details: { field: 'labels' } });
+  }
+  const entries = Object.entries(labels as Record<string, unknown>);
+  if (entries.length > MAX_LABELS) throw new HsmError('InvalidArgument', `at most ${MAX_LABELS} labels`, { details: { field: 'labels' } });
+  const out: [string, string][] = [];
+  for (const [name, value] of entries) {
+    if (name === '__proto__' || name.length === 0 || name.length > MAX_LABEL_KEY || typeof value !== 'string' || value.length > MAX_LABEL_VALUE) {
+      throw new HsmError('InvalidArgument', `label ${JSON.stringify(name.slice(0, MAX_LABEL_KEY))}: names are 1-${MAX_LABEL_KEY} characters, values strings of at most ${MAX_LABEL_VALUE}`, {
+        details: { field: `labels.${name.slice(0, MAX_LABEL_KEY)}` },
+      });
+    }
+    out.push([name, value]);
+  }
+  return Object.fromEntries(out);
+}
+
+function validateListOptions(options: ListKeysOptions): { prefix: string; limit: number; cursor: string | undefined } {
+  if (options === null || typeof options !== 'object') throw new HsmError('InvalidArgument', 'listKeys options must be an object');
+  const { prefix = '', limit = LIST_DEFAULT_LIMIT, cursor } = options;
+  if (typeof prefix !== 'string') throw new HsmError('InvalidArgument', 'listKeys: prefix must be a string', { details: { field: 'prefix' } });
+  if (!Number.isInteger(limit) || limit < 1 || limit > LIST_MAX_LIMIT) {
+    throw new HsmError('InvalidArgument', `listKeys: limit must be an integer from 1 to ${LIST_MAX_LIMIT}`, { details: { field: 'limit' } });
+  }
+  if (cursor !== undefined && typeof cursor !== 'string') throw new HsmError('InvalidArgument', 'listKeys: cursor must be a string', { details: { field: 'cursor' } });
+  return { prefix, limit, cursor: cursor === '' ? undefined : cursor };
+}
+
+function compareIds(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function assertBytes(value: unknown, field: string): void {
+  if (!(value instanceof Uint8Array)) throw new HsmError('InvalidArgument', `${field} must be a Uint8Array`, { details: { field } });
+}
+
+function checkAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new HsmError('Timeout', 'the operation was aborted', { cause: signal.reason, retryable: true });
+}
+
+function timingSafeEqualStrings(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+function safeGetFips(): number {
+  try {
+    return getFips();
+  } catch {
+    return 0;
+  }
+}
+
+function closedError(): HsmError {
+  return new HsmError('Closed', 'the software backend is closed');
+}
+
+function notFound(key: string): HsmError {
+  return new HsmError('KeyNotFound', `no key ${JSON.stringify(key)} in the software key store`, { details: { keyId: key } });
+}
+
+function throwNotFound(key: string): never {
+  throw notFound(key);
+}
+
+function alreadyExists(id: string): HsmError {
+  return new HsmError(
+    'KeyAlreadyExists',
+    `key ${JSON.stringify(id)} already exists in the software key store (on a case-insensitive file system, ids differing only in case collide)`,
+    { details: { keyId: id } },
+  );
+}
+
+function corrupted(file: string, reason: string, directory: string, cause?: unknown, keyId?: string): HsmError {
+  return new HsmError('StorageCorrupted', `key store file ${join(directory, file)} is corrupted: ${reason}. The file was left as it is.`, {
+    ...(cause === undefined ? {} : { cause }),
+    details: { file, directory, ...(keyId ? { keyId } : {}) },
+  });
+}
+
+function describeIssue(error: import('zod').ZodError): string {
+  const issue = error.issues[0];
+  if (!issue) return 'unexpected structure';
+  return `field ${issue.path.join('.') || '(root)'}: ${issue.message}`;
+}
+
+async function readText(path: string): Promise<string> {
+  const handle = await open(path, 'r');
+  try {
+    return await handle.readFile('utf8');
+  } finally {
+    await handle.close();
+  }
+}

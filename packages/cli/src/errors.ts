@@ -1,0 +1,84 @@
+/**
+ * Errors and exit codes of the command. Kept free of heavy imports: bin.ts loads it at start-up.
+ */
+
+/** Exit codes: 0 success; 1 a negative answer (invalid signature, unhealthy backend, failed demo check); 2 an error. */
+export const EXIT_OK = 0;
+export const EXIT_NEGATIVE = 1;
+export const EXIT_ERROR = 2;
+
+/** Codes the CLI itself reports, besides the HsmError codes of @olocus/hsm-core. */
+export type CliErrorCode =
+  | 'UsageError'
+  | 'InvalidArgument'
+  | 'InvalidConfiguration'
+  | 'ConfigNotFound'
+  | 'ConfigExists'
+  | 'FileNotFound'
+  | 'IoError'
+  | 'InvalidSignatureEncoding'
+  | 'Internal';
+
+export class CliError extends Error {
+  override readonly name = 'CliError';
+  constructor(
+    /** A CliErrorCode, or an HsmError code carried through with a more specific message. */
+    readonly code: CliErrorCode | (string & {}),
+    message: string,
+    options: { cause?: unknown } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+  }
+}
+
+export interface ErrorSummary {
+  code: string;
+  message: string;
+  retryable?: boolean;
+  details?: Record<string, unknown>;
+}
+
+/** HsmError, detected without importing core (start-up stays light). */
+function isHsmErrorLike(error: unknown): error is { code: string; message: string; retryable: boolean; details: Record<string, unknown> } {
+  const e = error as { name?: unknown; code?: unknown };
+  return typeof e === 'object' && e !== null && e.name === 'HsmError' && typeof e.code === 'string';
+}
+
+export function summarize(error: unknown): ErrorSummary {
+  if (error instanceof CliError) return { code: error.code, message: error.message };
+  if (isHsmErrorLike(error)) {
+    const summary: ErrorSummary = { code: error.code, message: error.message, retryable: error.retryable };
+    if (error.details && Object.keys(error.details).length > 0) summary.details = { ...error.details };
+    return summary;
+  }
+  const e = error as NodeJS.ErrnoException;
+  if (e && typeof e === 'object' && typeof e.code === 'string' && typeof e.message === 'string') {
+    return { code: 'IoError', message: e.message };
+  }
+  return { code: 'Internal', message: e instanceof Error ? e.message : String(error) };
+}
+
+/**
+ * Secrets the process has seen (environment values, secrets read for a backend, generated
+ * passphrases). Every line the CLI prints passes through `redact`, as a last line of defence.
+ */
+const secrets = new Set<string>();
+
+export function rememberSecret(value: string | undefined): void {
+  if (value && value.length >= 4) secrets.add(value);
+}
+
+export function redact(text: string): string {
+  let out = text;
+  for (const s of secrets) if (out.includes(s)) out = out.split(s).join('[REDACTED]');
+  return out;
+}
+
+/** Reads a file for a flag; a missing file is a clear FileNotFound naming the flag and the path. */
+export function fileError(flag: string, path: string, cause: unknown): CliError {
+  const code = (cause as NodeJS.ErrnoException)?.code;
+  if (code === 'ENOENT') return new CliError('FileNotFound', `${flag}: file not found: ${path}`, { cause });
+  if (code === 'EISDIR') return new CliError('InvalidArgument', `${flag}: ${path} is a directory`, { cause });
+  if (code === 'EACCES' || code === 'EPERM') return new CliError('IoError', `${flag}: permission denied: ${path}`, { cause });
+  return new CliError('IoError', `${flag}: cannot access ${path} (${code ?? (cause as Error)?.message})`, { cause });
+}

@@ -1,0 +1,185 @@
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { ENCODINGS, INIT_BACKENDS, PKCS11_VENDORS, PUBLIC_KEY_FORMATS, SIGNATURE_FORMATS } from './constants.js';
+import { createContext, type CliContext, type GlobalOptions } from './context.js';
+import { CliError, EXIT_ERROR, EXIT_OK, redact, rememberSecret, summarize } from './errors.js';
+
+/**
+ * The command tree. Only commander and node built-ins load here: every action imports its
+ * module (and through it core and the backends) when it runs, so `--version` and `--help`
+ * stay fast.
+ */
+
+export function cliVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+type Action<O> = (ctx: CliContext, options: O) => Promise<void>;
+
+/** Wraps an action: builds the context from the global options and records the exit code. */
+function run<O>(load: () => Promise<Action<O>>, state: { ctx?: CliContext }) {
+  return async (options: O, command: Command): Promise<void> => {
+    const globals = command.optsWithGlobals<GlobalOptions & O>();
+    const ctx = createContext(globals);
+    state.ctx = ctx;
+    const action = await load();
+    await action(ctx, options);
+  };
+}
+
+export function buildProgram(state: { ctx?: CliContext } = {}): Command {
+  const program = new Command('olocus-hsm')
+    .description('Keys, signatures and benchmarks over an Olocus HSM backend (software, PKCS#11, ...).')
+    .version(cliVersion(), '-V, --version', 'print the version')
+    .option('--config <path>', 'config file (default: $OLOCUS_HSM_CONFIG, else ./.olocus/config.json)')
+    .option('--json', 'machine-readable output on stdout')
+    .option('--passphrase-file <path>', 'software backend: read the passphrase from this file')
+    .option('--pin-file <path>', 'PKCS#11 backend: read the user PIN from this file')
+    .helpCommand(false)
+    .showSuggestionAfterError(true);
+
+  program
+    .command('init')
+    .description('write a config file (default: ./.olocus/config.json for the software backend)')
+    .option('--dir <dir>', 'folder for config.json', '.olocus')
+    .addOption(new Option('--backend <type>', 'backend type').choices(INIT_BACKENDS).default('software'))
+    .option('--force', 'overwrite an existing config')
+    .option('--module <path>', 'pkcs11: the PKCS#11 library')
+    .option('--token-label <label>', 'pkcs11: token label')
+    .option('--slot <id>', 'pkcs11: slot id')
+    .addOption(new Option('--vendor <name>', 'pkcs11: vendor profile').choices(PKCS11_VENDORS))
+    .action(run(async () => (await import('./commands/init.js')).init, state));
+
+  const keys = program.command('keys').description('create, list, show, export and destroy keys').helpCommand(false);
+  keys
+    .command('create')
+    .description('generate a key pair in the backend')
+    .requiredOption('--id <id>', 'key id: letters, digits, . _ - :')
+    .requiredOption('--algorithm <alg>', 'Ed25519, ECDSA_P256, ECDSA_P384, ECDSA_P521, RSA_2048, RSA_3072, RSA_4096, RSA_PSS_2048, RSA_PSS_3072, RSA_PSS_4096')
+    .action(run(async () => (await import('./commands/keys.js')).create, state));
+  keys
+    .command('list')
+    .description('list keys (every page)')
+    .option('--prefix <p>', 'only ids starting with this')
+    .action(run(async () => (await import('./commands/keys.js')).list, state));
+  keys
+    .command('show')
+    .description('show one key')
+    .requiredOption('--id <id>', 'key id or backend reference')
+    .action(run(async () => (await import('./commands/keys.js')).show, state));
+  keys
+    .command('export-public')
+    .description('export a public key')
+    .requiredOption('--id <id>', 'key id or backend reference')
+    .addOption(new Option('--format <format>', 'output format').choices(PUBLIC_KEY_FORMATS).makeOptionMandatory())
+    .option('--out <file>', 'write to this file instead of stdout')
+    .action(run(async () => (await import('./commands/keys.js')).exportPublic, state));
+  keys
+    .command('destroy')
+    .description('destroy a key (irreversible)')
+    .requiredOption('--id <id>', 'key id or backend reference')
+    .action(run(async () => (await import('./commands/keys.js')).destroy, state));
+
+  program
+    .command('sign')
+    .description('sign a message; ECDSA signatures are DER unless --signature-format raw')
+    .requiredOption('--key <ref>', 'key id or backend reference (e.g. pkcs11:id=%0a;type=private)')
+    .requiredOption('--in <file>', 'message file, or - for stdin')
+    .requiredOption('--out <file>', 'signature file, or - for stdout')
+    .addOption(new Option('--signature-format <format>', 'ECDSA signature format').choices(SIGNATURE_FORMATS).default('der'))
+    .addOption(new Option('--encoding <encoding>', 'signature file encoding').choices(ENCODINGS).default('binary'))
+    .action(run(async () => (await import('./commands/sign.js')).sign, state));
+
+  program
+    .command('verify')
+    .description('verify a signature: exit 0 valid, 1 invalid, 2 error')
+    .requiredOption('--key <ref>', 'key id or backend reference')
+    .requiredOption('--in <file>', 'message file, or - for stdin')
+    .requiredOption('--signature <file>', 'signature file')
+    .addOption(new Option('--signature-format <format>', 'ECDSA signature format').choices(SIGNATURE_FORMATS).default('der'))
+    .addOption(new Option('--encoding <encoding>', 'signature file encoding').choices(ENCODINGS).default('binary'))
+    .action(run(async () => (await import('./commands/sign.js')).verify, state));
+
+  program
+    .command('demo')
+    .description('end-to-end demonstration on the embedded default, in a fresh temporary directory')
+    .option('--dir <dir>', 'work in this directory instead of a temporary one')
+    .option('--keep', 'keep the directory and the keys')
+    .action(run(async () => (await import('./commands/demo.js')).demo, state));
+
+  program
+    .command('info')
+    .description('backend information, capabilities and FIPS status')
+    .action(run(async () => (await import('./commands/info.js')).info, state));
+  program
+    .command('health')
+    .description('backend health check: exit 0 healthy, 1 unhealthy')
+    .action(run(async () => (await import('./commands/info.js')).health, state));
+
+  program
+    .command('bench')
+    .description('signing throughput benchmark against the configured backend')
+    .option('--algorithm <alg>', 'key algorithm', 'ECDSA_P256')
+    .option('--concurrency <list>', 'comma-separated concurrency levels', '1,2,4,16')
+    .option('--duration <seconds>', 'seconds per concurrency level', '5')
+    .option('--keep-key', 'keep the bench key afterwards')
+    .action(run(async () => (await import('./commands/bench.js')).bench, state));
+
+  return program;
+}
+
+function printError(error: unknown, json: boolean): void {
+  const summary = summarize(error);
+  if (json) process.stdout.write(redact(JSON.stringify({ error: summary })) + '\n');
+  const line = summary.message.split('\n')[0] ?? '';
+  process.stderr.write(redact(`olocus-hsm: ${summary.code}: ${line}`) + '\n');
+  if (process.env.OLOCUS_HSM_DEBUG === '1' && error instanceof Error) {
+    let e: unknown = error;
+    while (e instanceof Error) {
+      process.stderr.write(redact(e.stack ?? String(e)) + '\n');
+      e = e.cause;
+      if (e) process.stderr.write('caused by: ');
+    }
+  }
+}
+
+/** Runs the command line; resolves to the process exit code. */
+export async function main(argv: string[] = process.argv): Promise<number> {
+  rememberSecret(process.env.OLOCUS_HSM_PASSPHRASE);
+  rememberSecret(process.env.OLOCUS_HSM_PIN);
+  const jsonWanted = argv.slice(2).includes('--json');
+  const state: { ctx?: CliContext } = {};
+  const program = buildProgram(state);
+  program.exitOverride();
+  program.configureOutput({
+    // Commander's own errors (unknown option, bad choice, missing option) are reported below.
+    outputError: () => {},
+  });
+  for (const sub of allCommands(program)) {
+    sub.exitOverride();
+    sub.configureOutput({ outputError: () => {} });
+  }
+  try {
+    if (argv.length <= 2) {
+      program.outputHelp();
+      return EXIT_ERROR;
+    }
+    await program.parseAsync(argv);
+    return state.ctx?.exitCode ?? EXIT_OK;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.code === 'commander.help') {
+        return error.code === 'commander.help' ? EXIT_ERROR : EXIT_OK;
+      }
+      printError(new CliError('UsageError', error.message.replace(/^error: /, '')), jsonWanted);
+      return EXIT_ERROR;
+    }
+    printError(error, state.ctx?.json ?? jsonWanted);
+    return EXIT_ERROR;
+  }
+}
+
+function allCommands(command: Command): Command[] {
+  return command.commands.flatMap((c) => [c, ...allCommands(c)]);
+}

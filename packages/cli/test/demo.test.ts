@@ -1,0 +1,63 @@
+import { existsSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cleanEnv, cli, tempDir } from './helpers.js';
+
+const ALGORITHMS = ['Ed25519', 'ECDSA_P256', 'ECDSA_P384', 'ECDSA_P521', 'RSA_2048', 'RSA_3072', 'RSA_4096', 'RSA_PSS_2048', 'RSA_PSS_3072', 'RSA_PSS_4096'];
+
+let dir: string;
+let cleanup: () => Promise<void>;
+beforeAll(async () => ({ dir, cleanup } = await tempDir()));
+afterAll(async () => cleanup?.());
+
+describe('demo', () => {
+  it('runs end to end in a fresh directory with no OLOCUS_* variable and prints a verified signature', async () => {
+    const env = cleanEnv();
+    expect(Object.keys(env).some((k) => k.startsWith('OLOCUS_'))).toBe(false);
+    const result = await cli(['demo'], { cwd: dir, env });
+    expect(result.code, result.stderr).toBe(0);
+    for (const alg of ALGORITHMS) expect(result.stdout).toMatch(new RegExp(`^${alg}\\s+demo-\\S+\\s.*\\syes\\s+yes\\s`, 'm'));
+    expect(result.stdout).toContain('demo passed');
+    expect(result.stderr).toContain('creating RSA_4096 key');
+    // The temporary directory is the demo's own: nothing is left in the working directory.
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('--json prints the whole result', async () => {
+    const result = await cli(['demo', '--json'], { cwd: dir });
+    expect(result.code, result.stderr).toBe(0);
+    const out = JSON.parse(result.stdout) as {
+      ok: boolean;
+      dir: string;
+      kept: boolean;
+      steps: { id: string; ok: boolean }[];
+      keys: { algorithm: string; verified: boolean; tamperedRejected: boolean; signature: string; publicKeyPem: string }[];
+    };
+    expect(out.ok).toBe(true);
+    expect(out.kept).toBe(false);
+    expect(existsSync(out.dir)).toBe(false);
+    expect(out.steps.map((s) => s.id)).toEqual(['init', 'open', 'create-keys', 'sign', 'verify', 'public-keys', 'tamper']);
+    expect(out.steps.every((s) => s.ok)).toBe(true);
+    expect(out.keys.map((k) => k.algorithm)).toEqual(ALGORITHMS);
+    for (const k of out.keys) {
+      expect(k.verified).toBe(true);
+      expect(k.tamperedRejected).toBe(true);
+      expect(k.signature).toMatch(/^[A-Za-z0-9+/]+=*$/);
+      expect(k.publicKeyPem).toContain('BEGIN PUBLIC KEY');
+    }
+  });
+
+  it('--dir DIR --keep leaves the config and keys there', async () => {
+    const result = await cli(['demo', '--dir', 'work', '--keep', '--json'], { cwd: dir });
+    expect(result.code, result.stderr).toBe(0);
+    const out = JSON.parse(result.stdout) as { dir: string; kept: boolean; keys: { id: string }[] };
+    expect(out.dir).toBe(join(dir, 'work'));
+    expect(out.kept).toBe(true);
+    expect(existsSync(join(dir, 'work', '.olocus', 'config.json'))).toBe(true);
+    const list = await cli(['--config', join(dir, 'work', '.olocus', 'config.json'), 'keys', 'list', '--json'], { cwd: dir });
+    expect(list.code, list.stderr).toBe(0);
+    const ids = (JSON.parse(list.stdout) as { keys: { id: string }[] }).keys.map((k) => k.id).sort();
+    expect(ids).toEqual(out.keys.map((k) => k.id).sort());
+  });
+});

@@ -1,0 +1,59 @@
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const BIN = fileURLToPath(new URL('../dist/bin.js', import.meta.url));
+
+if (!existsSync(BIN)) {
+  throw new Error(`${BIN} is missing: build the CLI first (cd packages/cli && pnpm build, or pnpm build at the root)`);
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  stdoutBytes: Buffer;
+}
+
+/** The environment without any OLOCUS_* variable (and no colours). */
+export function cleanEnv(extra: Record<string, string> = {}): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('OLOCUS_')) env[k] = v;
+  return { ...env, ...extra };
+}
+
+/** Runs the built binary: `node dist/bin.js ...args`. */
+export function cli(args: string[], options: { cwd: string; env?: Record<string, string>; input?: Uint8Array | string } ): Promise<RunResult> {
+  return run(process.execPath, [BIN, ...args], options);
+}
+
+export function run(command: string, args: string[], options: { cwd: string; env?: Record<string, string>; input?: Uint8Array | string }): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { cwd: options.cwd, env: options.env ?? cleanEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (d: Buffer) => out.push(d));
+    child.stderr.on('data', (d: Buffer) => err.push(d));
+    child.on('error', reject);
+    // A command that exits before reading stdin closes the pipe: that is not a test failure.
+    child.stdin.on('error', () => {});
+    child.on('close', (code) => {
+      const stdoutBytes = Buffer.concat(out);
+      resolve({ code: code ?? -1, stdout: stdoutBytes.toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), stdoutBytes });
+    });
+    child.stdin.end(options.input ?? '');
+  });
+}
+
+export async function tempDir(prefix = 'olocus-cli-test-'): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** Lines of text, without the empty last one. */
+export function lines(text: string): string[] {
+  return text.split('\n').filter((l, i, all) => !(l === '' && i === all.length - 1));
+}

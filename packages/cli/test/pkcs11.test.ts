@@ -1,0 +1,167 @@
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cleanEnv, cli, lines, run, tempDir } from './helpers.js';
+
+/**
+ * The CLI against a fresh SoftHSM token made in a temporary directory with its own
+ * SOFTHSM2_CONF. PINs never appear on a command line: softhsm2-util and pkcs11-tool read them
+ * at their prompts, through a pseudo-terminal made by `script`.
+ */
+
+const MODULE = '/usr/lib/softhsm/libsofthsm2.so';
+const LABEL = 'olocus-cli';
+const PIN = randomBytes(6).toString('hex');
+const SO_PIN = randomBytes(6).toString('hex');
+
+let dir: string;
+let cleanup: () => Promise<void>;
+let env: Record<string, string>;
+
+/** Runs `command` in a pseudo-terminal and answers each "PIN:" prompt with the next secret. */
+function withPrompts(command: string, answers: string[], cwd: string, extraEnv: Record<string, string>): Promise<{ code: number; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('script', ['-qec', command, '/dev/null'], { cwd, env: extraEnv, stdio: ['pipe', 'pipe', 'pipe'] });
+    let output = '';
+    let answered = 0;
+    const onData = (d: Buffer) => {
+      output += d.toString();
+      const prompts = output.match(/PIN[^:\n]*:/g)?.length ?? 0;
+      while (answered < prompts && answered < answers.length) child.stdin.write(answers[answered++] + '\n');
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.on('error', reject);
+    child.stdin.on('error', () => {});
+    child.on('close', (code) => {
+      child.stdin.destroy();
+      resolve({ code: code ?? -1, output });
+    });
+  });
+}
+
+beforeAll(async () => {
+  for (const [tool, hint] of [
+    [MODULE, 'apt-get install softhsm2'],
+    ['/usr/bin/softhsm2-util', 'apt-get install softhsm2'],
+    ['/usr/bin/pkcs11-tool', 'apt-get install opensc'],
+    ['/usr/bin/script', 'apt-get install bsdutils'],
+  ]) {
+    if (!existsSync(tool!)) throw new Error(`${tool} is needed for the PKCS#11 CLI test (${hint})`);
+  }
+  ({ dir, cleanup } = await tempDir('olocus-cli-p11-'));
+  // The token folder holds only tokens: SoftHSM treats every folder in it as one.
+  await mkdir(join(dir, 'tokens'));
+  await writeFile(join(dir, 'softhsm2.conf'), `directories.tokendir = ${join(dir, 'tokens')}\nobjectstore.backend = file\nlog.level = ERROR\n`);
+  env = cleanEnv({ SOFTHSM2_CONF: join(dir, 'softhsm2.conf') });
+  const init = await withPrompts(`softhsm2-util --init-token --free --label ${LABEL}`, [SO_PIN, SO_PIN, PIN, PIN], dir, env);
+  expect(init.code, init.output).toBe(0);
+  await writeFile(join(dir, 'pin.txt'), PIN + '\n', { mode: 0o600 });
+  await writeFile(join(dir, 'wrong-pin.txt'), 'not-the-pin\n', { mode: 0o600 });
+  // A key made outside the library, addressed by its RFC 7512 URI.
+  const gen = await withPrompts(`pkcs11-tool --module ${MODULE} --token-label ${LABEL} --login --keypairgen --key-type EC:prime256v1 --id 0a0b --label ext-key`, [PIN], dir, env);
+  expect(gen.code, gen.output).toBe(0);
+  await writeFile(join(dir, 'msg'), 'signed inside SoftHSM');
+  await writeFile(join(dir, 'tampered'), 'signed inside SoftHSM?');
+});
+
+afterAll(async () => cleanup?.());
+
+function noSecrets(...outputs: string[]): void {
+  for (const o of outputs) {
+    expect(o).not.toContain(PIN);
+    expect(o).not.toContain(SO_PIN);
+  }
+}
+
+describe('PKCS#11 (SoftHSM) through the CLI', () => {
+  it('init --backend pkcs11 writes the config and checks the token', async () => {
+    const r = await cli(['--pin-file', 'pin.txt', 'init', '--backend', 'pkcs11', '--module', MODULE, '--token-label', LABEL, '--vendor', 'softhsm', '--json'], { cwd: dir, env });
+    expect(r.code, r.stderr).toBe(0);
+    noSecrets(r.stdout, r.stderr);
+    const config = JSON.parse(await readFile(join(dir, '.olocus', 'config.json'), 'utf8')) as unknown;
+    expect(config).toEqual({
+      backend: { type: 'pkcs11', options: { libraryPath: MODULE, tokenLabel: LABEL, vendor: 'softhsm', pin: { file: join(dir, 'pin.txt') } } },
+    });
+  });
+
+  it('init without --pin-file references OLOCUS_HSM_PIN; --slot needs a number', async () => {
+    const r = await cli(['init', '--dir', 'by-env', '--backend', 'pkcs11', '--module', MODULE, '--token-label', LABEL, '--json'], { cwd: dir, env: { ...env, OLOCUS_HSM_PIN: PIN } });
+    expect(r.code, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as { backend: { options: { pin: unknown } } }).backend.options.pin).toEqual({ env: 'OLOCUS_HSM_PIN' });
+    const list = await cli(['--config', 'by-env/config.json', 'keys', 'list', '--json'], { cwd: dir, env: { ...env, OLOCUS_HSM_PIN: PIN } });
+    expect(list.code, list.stderr).toBe(0);
+    noSecrets(r.stdout, r.stderr, list.stdout, list.stderr);
+
+    const bad = await cli(['init', '--dir', 'bad', '--backend', 'pkcs11', '--module', MODULE, '--slot', 'zero'], { cwd: dir, env });
+    expect(bad.code).toBe(2);
+    expect(lines(bad.stderr)).toHaveLength(1);
+    expect(bad.stderr).toContain('--slot');
+  });
+
+  it('keys create, sign, verify (openssl agrees), tamper', async () => {
+    const created = await cli(['keys', 'create', '--id', 'p11-p256', '--algorithm', 'ECDSA_P256', '--json'], { cwd: dir, env });
+    expect(created.code, created.stderr).toBe(0);
+    expect((JSON.parse(created.stdout) as { key: { ref: string } }).key.ref).toMatch(/^pkcs11:/);
+    const signed = await cli(['sign', '--key', 'p11-p256', '--in', 'msg', '--out', 'sig.der'], { cwd: dir, env });
+    expect(signed.code, signed.stderr).toBe(0);
+    const pub = await cli(['keys', 'export-public', '--id', 'p11-p256', '--format', 'pem', '--out', 'pub.pem'], { cwd: dir, env });
+    expect(pub.code, pub.stderr).toBe(0);
+    const ossl = await run('openssl', ['dgst', '-sha256', '-verify', 'pub.pem', '-signature', 'sig.der', 'msg'], { cwd: dir });
+    expect(ossl.stdout).toContain('Verified OK');
+    expect((await cli(['verify', '--key', 'p11-p256', '--in', 'msg', '--signature', 'sig.der'], { cwd: dir, env })).code).toBe(0);
+    expect((await cli(['verify', '--key', 'p11-p256', '--in', 'tampered', '--signature', 'sig.der'], { cwd: dir, env })).code).toBe(1);
+
+    const rsa = await cli(['keys', 'create', '--id', 'p11-rsa', '--algorithm', 'RSA_2048'], { cwd: dir, env });
+    expect(rsa.code, rsa.stderr).toBe(0);
+    expect((await cli(['sign', '--key', 'p11-rsa', '--in', 'msg', '--out', 'rsa.sig'], { cwd: dir, env })).code).toBe(0);
+    expect((await cli(['keys', 'export-public', '--id', 'p11-rsa', '--format', 'pem', '--out', 'rsa.pem'], { cwd: dir, env })).code).toBe(0);
+    const osslRsa = await run('openssl', ['dgst', '-sha256', '-verify', 'rsa.pem', '-signature', 'rsa.sig', 'msg'], { cwd: dir });
+    expect(osslRsa.stdout).toContain('Verified OK');
+  });
+
+  it('signs with a key made by pkcs11-tool, named by its pkcs11: URI', async () => {
+    const uri = 'pkcs11:id=%0a%0b;type=private';
+    const signed = await cli(['sign', '--key', uri, '--in', 'msg', '--out', 'ext.sig'], { cwd: dir, env });
+    expect(signed.code, signed.stderr).toBe(0);
+    // The public key read by pkcs11-tool (no login needed), checked by openssl.
+    const read = await run('pkcs11-tool', ['--module', MODULE, '--token-label', LABEL, '--read-object', '--type', 'pubkey', '--id', '0a0b', '--output-file', 'ext.der'], { cwd: dir, env });
+    expect(read.code, read.stderr).toBe(0);
+    const pem = await run('openssl', ['pkey', '-pubin', '-inform', 'DER', '-in', 'ext.der', '-out', 'ext.pem'], { cwd: dir });
+    expect(pem.code, pem.stderr).toBe(0);
+    const ossl = await run('openssl', ['dgst', '-sha256', '-verify', 'ext.pem', '-signature', 'ext.sig', 'msg'], { cwd: dir });
+    expect(ossl.stdout).toContain('Verified OK');
+    const ours = await cli(['verify', '--key', uri, '--in', 'msg', '--signature', 'ext.sig', '--json'], { cwd: dir, env });
+    expect(ours.code, ours.stderr).toBe(0);
+    expect(JSON.parse(ours.stdout)).toMatchObject({ valid: true });
+  });
+
+  it('keys list, info and health', async () => {
+    const list = await cli(['keys', 'list', '--json'], { cwd: dir, env });
+    expect(list.code, list.stderr).toBe(0);
+    expect((JSON.parse(list.stdout) as { keys: { id: string }[] }).keys.map((k) => k.id)).toEqual(expect.arrayContaining(['p11-p256', 'p11-rsa']));
+    const info = await cli(['info', '--json'], { cwd: dir, env });
+    expect(info.code, info.stderr).toBe(0);
+    expect((JSON.parse(info.stdout) as { info: { backend: string } }).info.backend).toBe('pkcs11');
+    const health = await cli(['health'], { cwd: dir, env });
+    expect(health.code, health.stderr).toBe(0);
+    noSecrets(list.stdout, info.stdout, health.stdout, health.stderr);
+  });
+
+  it('a wrong PIN is one line, exit 2, and no PIN in the output', async () => {
+    const r = await cli(['--pin-file', 'wrong-pin.txt', 'keys', 'list'], { cwd: dir, env });
+    expect(r.code).toBe(2);
+    expect(lines(r.stderr)).toHaveLength(1);
+    expect(r.stderr).toMatch(/^olocus-hsm: LoginFailed: /);
+    expect(r.stderr).not.toContain('not-the-pin');
+    noSecrets(r.stdout, r.stderr);
+  });
+
+  it('keys destroy', async () => {
+    expect((await cli(['keys', 'destroy', '--id', 'p11-rsa'], { cwd: dir, env })).code).toBe(0);
+    expect((await cli(['keys', 'show', '--id', 'p11-rsa'], { cwd: dir, env })).code).toBe(2);
+  });
+});
