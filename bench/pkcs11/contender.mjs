@@ -62,7 +62,7 @@ async function rawModule(useGraphene) {
     const keys = generateGraphene(graphene, login);
     const sessions = Array.from({ length: concurrency }, () => slot.open(graphene.SessionFlag.SERIAL_SESSION));
     const free = [...sessions];
-    const mech = alg === 'p256' ? 'ECDSA' : alg === 'ed25519' ? { name: 'EDDSA', params: null } : 'SHA256_RSA_PKCS';
+    const mech = alg === 'p256' ? 'ECDSA' : alg === 'ed25519' ? 0x1057 : 'SHA256_RSA_PKCS';
     const data = alg === 'p256' ? randomBytes(32) : randomBytes(64);
     const op = () => {
       const s = free.pop();
@@ -149,7 +149,7 @@ function generateGraphene(graphene, session) {
   }
   const ed = alg === 'ed25519';
   return session.generateKeyPair(
-    ed ? { name: 'EC_EDWARDS_KEY_PAIR_GEN', params: null } : graphene.KeyGenMechanism.EC,
+    ed ? 0x1055 : graphene.KeyGenMechanism.EC,
     { keyType: ed ? 0x40 : graphene.KeyType.EC, paramsEC: EC_PARAMS[alg], verify: true, token: false },
     { keyType: ed ? 0x40 : graphene.KeyType.EC, sign: true, private: true, sensitive: true, token: false },
   );

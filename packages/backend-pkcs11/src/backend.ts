@@ -627,6 +627,8 @@ export class Pkcs11Backend implements HsmBackend {
     this.circuit = { open: true, reason, since: Date.now() };
     this.counters.circuitOpens++;
     this.keys.clear();
+    // callers already queued for a session fail fast instead of waiting out acquireTimeout
+    this.pool?.rejectWaiters(this.circuitError());
     void this.pool?.drain();
     this.recovery = this.recoveryLoop();
   }
@@ -642,6 +644,8 @@ export class Pkcs11Backend implements HsmBackend {
         await this.reattach();
         this.circuit = { open: false, reason: '', since: 0 };
         this.counters.recoveries++;
+        // refill to minSessions so the first callers after recovery do not pay for session opens
+        await this.pool?.warm().catch(() => undefined);
         return;
       } catch (error) {
         if (isHsmError(error) && (error.code === 'LoginFailed' || error.code === 'PinLocked')) return; // fatal is set: never retry a PIN

@@ -144,6 +144,22 @@ export class ResourcePool<T> {
     }
   }
 
+  /** Opens resources up to `min` again (after a device restart drained the pool). */
+  warm(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    return this.ensureMin();
+  }
+
+  /** Fails every caller currently waiting with `error` (e.g. when a circuit opens: fail fast). */
+  rejectWaiters(error: unknown): void {
+    for (const waiter of this.waiters.splice(0)) {
+      if (waiter.settled) continue;
+      waiter.settled = true;
+      clearTimeout(waiter.timer);
+      waiter.reject(error);
+    }
+  }
+
   onEvent(listener: (event: PoolEvent) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
@@ -383,9 +399,10 @@ export class ResourcePool<T> {
     } catch (error) {
       this.pending--;
       this.counters.createFailures++;
-      // The first waiter learns why; the others keep waiting for a returned resource or their timeout.
+      // The first waiter learns why; the others try again (a new create, or a returned resource).
       const waiter = this.nextWaiter();
       waiter?.reject(error);
+      if (this.waiters.length > 0) setImmediate(() => this.dispatch());
       return;
     }
     this.pending--;

@@ -199,3 +199,35 @@ describe('ResourcePool', () => {
     expect(f.alive.size).toBe(0);
   });
 });
+
+describe('ResourcePool recovery helpers', () => {
+  it('warm() refills to min after a drain, and rejectWaiters() fails queued callers at once', async () => {
+    const f = factory();
+    const pool = new ResourcePool(f, { min: 2, max: 2, acquireTimeoutMs: 5000 });
+    await pool.start();
+    await pool.drain();
+    expect(pool.metrics().idle).toBe(0);
+    await pool.warm();
+    expect(pool.metrics().idle).toBe(2);
+    const a = await pool.acquire();
+    const b = await pool.acquire();
+    const queued = [pool.acquire(), pool.acquire()];
+    await tick();
+    pool.rejectWaiters(new HsmError('CircuitOpen', 'device down'));
+    for (const q of queued) await expect(q).rejects.toMatchObject({ code: 'CircuitOpen' });
+    expect(pool.metrics().waiting).toBe(0);
+    a.release();
+    b.release();
+    await pool.close();
+  });
+
+  it('keeps trying to create for the remaining waiters after one creation fails', async () => {
+    let failures = 1;
+    const pool = new ResourcePool(factory({ failCreate: () => failures-- > 0 }), { max: 1, acquireTimeoutMs: 2000 });
+    const results = await Promise.allSettled([pool.acquire(), pool.acquire()]);
+    expect(results[0]!.status).toBe('rejected');
+    expect(results[1]!.status).toBe('fulfilled');
+    (results[1] as PromiseFulfilledResult<{ release(): void }>).value.release();
+    await pool.close();
+  });
+});
