@@ -1,0 +1,160 @@
+import BetterSqlite3 from 'better-sqlite3';
+import pg from 'pg';
+import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql } from 'kysely';
+import { HsmError } from '@olocus/hsm-core';
+import type { StorageConfig } from '../config.js';
+import type { Database } from './schema.js';
+import { migrationProvider, type DialectName } from './migrations.js';
+
+/** The registry's database: Kysely plus the few things that differ between SQLite and PostgreSQL. */
+export interface Store {
+  readonly dialect: DialectName;
+  readonly db: Kysely<Database>;
+  /**
+   * Runs `fn` in one write transaction. SQLite: `BEGIN IMMEDIATE` (takes the single write lock
+   * up front, so two processes never deadlock upgrading a read lock; waits up to busy_timeout).
+   * PostgreSQL: READ COMMITTED with explicit row locks (`FOR UPDATE`) where a decision is read
+   * before it is written; deadlocks and serialization failures are retried.
+   */
+  tx<T>(fn: (trx: Kysely<Database>) => Promise<T>): Promise<T>;
+  /** Applies pending migrations. */
+  migrate(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Whether an error is a unique-constraint violation (one Active version, one open rotation...). */
+export function isUniqueViolation(error: unknown): boolean {
+  const e = error as { code?: string } | undefined;
+  return e?.code === '23505' || e?.code === 'SQLITE_CONSTRAINT_UNIQUE' || e?.code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
+}
+
+function describeTarget(connectionString: string): string {
+  try {
+    const url = new URL(connectionString);
+    return `${url.hostname}:${url.port || '5432'}${url.pathname}`;
+  } catch {
+    return '(unparseable connection string)';
+  }
+}
+
+function storageError(error: unknown, what: string, target: string): HsmError {
+  if (error instanceof HsmError) return error;
+  const e = error as NodeJS.ErrnoException & { code?: string };
+  const code = e?.code ?? '';
+  const unreachable = ['ECONNREFUSED', 'ENOTFOUND', 'ETIMEDOUT', 'EHOSTUNREACH', 'ECONNRESET', '57P03', '3D000', '28000', '28P01'].includes(code);
+  return new HsmError(unreachable ? 'DeviceUnavailable' : 'Internal', `${what} ${target} failed: ${code ? `${code} ` : ''}${e?.message ?? String(error)}`, {
+    cause: error,
+    retryable: unreachable,
+    details: { rotationCode: 'StorageUnavailable', target, errorCode: code || undefined },
+  });
+}
+
+export async function openStore(config: StorageConfig): Promise<Store> {
+  return config.kind === 'sqlite' ? openSqlite(config) : openPostgres(config);
+}
+
+function openSqlite(config: Extract<StorageConfig, { kind: 'sqlite' }>): Store {
+  let database: BetterSqlite3.Database;
+  try {
+    database = new BetterSqlite3(config.path, { timeout: config.busyTimeout });
+    database.pragma('journal_mode = WAL');
+    database.pragma(`synchronous = ${config.synchronous}`);
+    database.pragma('foreign_keys = ON');
+  } catch (error) {
+    throw storageError(error, 'opening SQLite database', config.path);
+  }
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
+  return makeStore('sqlite', db, config.path);
+}
+
+async function openPostgres(config: Extract<StorageConfig, { kind: 'postgres' }>): Promise<Store> {
+  const target = describeTarget(config.connectionString);
+  // BIGINT (oid 20) holds millisecond timestamps and counters: read them as numbers.
+  const types = {
+    getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+      oid === 20 ? (value: string) => Number(value) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+  };
+  if (config.schema) {
+    const client = new pg.Client({ connectionString: config.connectionString, types });
+    try {
+      await client.connect();
+      await client.query(`create schema if not exists "${config.schema}"`).catch(async (error: unknown) => {
+        // Two processes creating the schema at once: the loser sees a unique violation.
+        const exists = await client.query('select 1 from pg_namespace where nspname = $1', [config.schema]);
+        if (exists.rowCount === 0) throw error;
+      });
+    } catch (error) {
+      throw storageError(error, 'connecting to PostgreSQL at', target);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+  const pool = new pg.Pool({
+    connectionString: config.connectionString,
+    max: config.maxConnections,
+    types,
+    ...(config.schema ? { options: `-c search_path=${config.schema}` } : {}),
+  });
+  pool.on('error', () => undefined); // an idle client's connection dropped: the pool replaces it
+  let schema: string;
+  try {
+    const client = await pool.connect();
+    try {
+      schema = (await client.query<{ schema: string }>('select current_schema() as schema')).rows[0]?.schema ?? 'public';
+    } finally {
+      client.release();
+    }
+  } catch (error) {
+    await pool.end().catch(() => undefined);
+    throw storageError(error, 'connecting to PostgreSQL at', target);
+  }
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  // Kysely's Migrator looks its tables up across every schema unless told which one: name it.
+  return makeStore('postgres', db, target, schema);
+}
+
+const RETRY_PG = new Set(['40001', '40P01']);
+
+function makeStore(dialect: DialectName, db: Kysely<Database>, target: string, migrationTableSchema?: string): Store {
+  let closed = false;
+  const store: Store = {
+    dialect,
+    db,
+    async tx<T>(fn: (trx: Kysely<Database>) => Promise<T>): Promise<T> {
+      if (closed) throw new HsmError('Closed', 'the key registry is closed');
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await db.connection().execute(async (conn) => {
+            await sql.raw(dialect === 'sqlite' ? 'begin immediate' : 'begin').execute(conn);
+            try {
+              const result = await fn(conn);
+              await sql.raw('commit').execute(conn);
+              return result;
+            } catch (error) {
+              await sql.raw('rollback').execute(conn).catch(() => undefined);
+              throw error;
+            }
+          });
+        } catch (error) {
+          const code = (error as { code?: string }).code ?? '';
+          if (dialect === 'postgres' && RETRY_PG.has(code) && attempt < 5) continue;
+          throw error;
+        }
+      }
+    },
+    async migrate() {
+      const migrator = new Migrator({ db, provider: migrationProvider(dialect), ...(migrationTableSchema ? { migrationTableSchema } : {}) });
+      const { error, results } = await migrator.migrateToLatest();
+      if (error) {
+        const failed = results?.find((r) => r.status === 'Error')?.migrationName;
+        throw storageError(error, `migrating (${failed ?? 'lock'})`, target);
+      }
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await db.destroy();
+    },
+  };
+  return store;
+}

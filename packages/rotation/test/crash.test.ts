@@ -1,0 +1,143 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { openRotation, ROTATION_STEPS, type StorageConfigInput } from '../src/index.js';
+import { cleanupStorage, freshStorage, PASSPHRASE, rawSql, runChild, softwareBackend, softwareBackendConfig, softwareRegistry, softwareStore, STORAGE_KINDS, type StorageKind } from './helpers.js';
+
+afterAll(cleanupStorage);
+
+const data = Buffer.from('signed before the crash');
+
+async function openCtx(storage: StorageConfigInput, keysDir: string, reconcile: boolean) {
+  return openRotation({ storage, backend: softwareBackendConfig(keysDir), backendRegistry: softwareRegistry(), reconcile });
+}
+
+async function activeCount(storage: StorageConfigInput, base: string): Promise<number> {
+  const raw = await rawSql(storage);
+  try {
+    const rows = (await raw.exec(`select count(*) as n from key_versions where base_key_id = ? and state = 'Active'`, [base])) as { n: number | string }[];
+    return Number(rows[0]?.n);
+  } finally {
+    await raw.close();
+  }
+}
+
+async function prepare(kind: StorageKind, label: string) {
+  const storage = await freshStorage(kind, label);
+  const keysDir = await softwareStore();
+  const ctx = await openCtx(storage, keysDir, false);
+  await ctx.manager.createKey('k', 'Ed25519', { actor: 'alice' });
+  const signedAt = new Date();
+  const { signature } = await ctx.hsm!.signWithLogicalKey('k', data);
+  await ctx.close();
+  return { storage, keysDir, signature, signedAt };
+}
+
+describe.each(STORAGE_KINDS)('a rotating process killed at each step (%s)', (kind) => {
+  it.each(ROTATION_STEPS)('SIGKILL right after "%s": reconcile leaves exactly one Active version and signing works', async (step) => {
+    const { storage, keysDir, signature, signedAt } = await prepare(kind, `crash_${step}`);
+    const child = runChild(
+      { storage, keysDir, passphrase: PASSPHRASE, action: 'rotate', baseKeyId: 'k', nodeId: 'doomed-node', policy: { rotationLease: '1ms' } },
+      { OLOCUS_ROTATION_TEST_HOOKS: '1', OLOCUS_ROTATION_CRASH_AT: step },
+    );
+    const result = await child.done;
+    expect(result.signal, result.stderr).toBe('SIGKILL');
+    expect(result.result).toBeUndefined();
+
+    // Right after the crash, before any repair: never two Active, never a signing outage.
+    expect(await activeCount(storage, 'k')).toBe(1);
+    const before = await openCtx(storage, keysDir, false);
+    const expectedActive = step === 'activated' ? 2 : 1;
+    expect((await before.hsm!.signWithLogicalKey('k', data)).version.version).toBe(expectedActive);
+    await before.close();
+
+    // Restart: reconcile on open.
+    const ctx = await openCtx(storage, keysDir, true);
+    try {
+      const report = ctx.reconcileReport!;
+      expect(report.failed).toEqual([]);
+      expect(report.orphans).toEqual([]);
+      if (step === 'activated') expect(report.resumed).toEqual([]);
+      else {
+        // killed after "generated" but before the journal recorded it: the journal still says
+        // "intent" and the key found in the backend is adopted rather than generated again
+        const fromStep = step === 'generated' ? 'intent' : step;
+        expect(report.resumed).toEqual([{ baseKeyId: 'k', version: 2, kind: 'manual', fromStep, adopted: step !== 'intent' }]);
+      }
+      expect(await activeCount(storage, 'k')).toBe(1);
+      const versions = await ctx.registry.getKeyVersions('k');
+      expect(versions.map((v) => [v.version, v.state])).toEqual([
+        [1, 'Superseded'],
+        [2, 'Active'],
+      ]);
+      // the history records the original actor for the completed rotation
+      expect((await ctx.registry.getHistory('k.v2')).at(-1)).toMatchObject({ to: 'Active', actor: 'child:doomed-node' });
+      const signed = await ctx.hsm!.signWithLogicalKey('k', data);
+      expect(signed.version.version).toBe(2);
+      expect(await ctx.hsm!.verifyWithLogicalKey('k', data, signed.signature, new Date())).toBe(true);
+      expect(await ctx.hsm!.verifyWithLogicalKey('k', data, signature, signedAt)).toBe(true);
+      // exactly one backend key per version: nothing generated twice
+      const keys = (await ctx.backend.listKeys({ prefix: 'k.v' })).keys.map((h) => h.id).sort();
+      expect(keys).toEqual(['k.v1', 'k.v2']);
+      // and the key can be rotated again
+      expect((await ctx.manager.rotateKey('k', { actor: 'alice', reason: 'after recovery' })).current.version).toBe(3);
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  it.each(['intent', 'generated', 'registered'] as const)('a process killed while creating a key (after "%s") leaves a key that reconcile completes', async (step) => {
+    const storage = await freshStorage(kind, `create_${step}`);
+    const keysDir = await softwareStore();
+    const init = await openCtx(storage, keysDir, false); // creates the key store and the schema
+    await init.close();
+    const child = runChild(
+      { storage, keysDir, passphrase: PASSPHRASE, action: 'create', baseKeyId: 'fresh', nodeId: 'doomed', policy: { rotationLease: '1ms' } },
+      { OLOCUS_ROTATION_TEST_HOOKS: '1', OLOCUS_ROTATION_CRASH_AT: step },
+    );
+    expect((await child.done).signal).toBe('SIGKILL');
+    const ctx = await openCtx(storage, keysDir, true);
+    try {
+      expect(ctx.reconcileReport!.resumed).toMatchObject([{ baseKeyId: 'fresh', version: 1, kind: 'create' }]);
+      expect((await ctx.registry.getKeyVersions('fresh')).map((v) => [v.version, v.state])).toEqual([[1, 'Active']]);
+      const signed = await ctx.hsm!.signWithLogicalKey('fresh', data);
+      expect(await ctx.hsm!.verifyWithLogicalKey('fresh', data, signed.signature, new Date())).toBe(true);
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  it('a backend key named <base>.v<N> with no recorded intent is reported, not adopted', async () => {
+    const { storage, keysDir } = await prepare(kind, 'orphan');
+    const backend = softwareBackend(keysDir);
+    await backend.initialize();
+    await backend.generateKeyPair({ id: 'k.v7', algorithm: 'Ed25519' });
+    await backend.generateKeyPair({ id: 'unrelated.v1', algorithm: 'Ed25519' });
+    await backend.close();
+    const ctx = await openCtx(storage, keysDir, true);
+    try {
+      expect(ctx.reconcileReport!.orphans.map((o) => [o.keyId, o.baseKeyId, o.version])).toEqual([['k.v7', 'k', 7]]);
+      expect((await ctx.registry.getKeyVersions('k')).map((v) => v.version)).toEqual([1]);
+      expect((await ctx.registry.getActiveKey('k')).version).toBe(1);
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  it("an unfinished rotation still within its owner's lease is left alone (another node is working on it)", async () => {
+    const { storage, keysDir } = await prepare(kind, 'lease');
+    const child = runChild(
+      { storage, keysDir, passphrase: PASSPHRASE, action: 'rotate', baseKeyId: 'k', nodeId: 'slow-node', policy: { rotationLease: '1h' } },
+      { OLOCUS_ROTATION_TEST_HOOKS: '1', OLOCUS_ROTATION_CRASH_AT: 'registered' },
+    );
+    expect((await child.done).signal).toBe('SIGKILL');
+    const ctx = await openCtx(storage, keysDir, true);
+    try {
+      expect(ctx.reconcileReport).toMatchObject({ resumed: [], inProgressElsewhere: [{ baseKeyId: 'k', version: 2, owner: 'slow-node' }] });
+      await expect(ctx.manager.rotateKey('k', { actor: 'a', reason: 'b' })).rejects.toMatchObject({ details: { rotationCode: 'RotationInProgress' } });
+      const forced = await ctx.manager.reconcile({ force: true });
+      expect(forced.resumed).toMatchObject([{ version: 2, fromStep: 'registered' }]);
+      expect((await ctx.registry.getActiveKey('k')).version).toBe(2);
+    } finally {
+      await ctx.close();
+    }
+  });
+});
