@@ -29,6 +29,9 @@ export const HSM_ERROR_CODES = [
   'DeviceUnavailable',
   'CircuitOpen',
   'StorageCorrupted',
+  'IllegalStateTransition',
+  'Conflict',
+  'PolicyViolation',
   'WrongPassphrase',
   'Timeout',
   'Internal',
@@ -50,6 +53,7 @@ const RETRYABLE_BY_DEFAULT: ReadonlySet<HsmErrorCode> = new Set([
   'DeviceUnavailable',
   'CircuitOpen',
   'Timeout',
+  'Conflict',
 ]);
 
 export class HsmError extends Error {

@@ -2,9 +2,9 @@ import { HsmError, type HsmErrorCode } from '@olocus/hsm-core';
 import type { KeyState } from './states.js';
 
 /**
- * Finer reasons than core's codes carry. Each maps onto the nearest core code and is kept in
- * `details.rotationCode` so callers (and the CLI) can tell them apart until core has codes of
- * its own for them (see the package README, "Proposed core changes").
+ * Finer reasons than core's codes carry. Each maps onto a core code (IllegalStateTransition,
+ * Conflict, PolicyViolation, ...) and is kept in `details.rotationCode` so callers can tell
+ * e.g. a rotation already in flight from a stale expectedVersion.
  */
 export type RotationErrorReason =
   | 'IllegalStateTransition'
@@ -16,12 +16,12 @@ export type RotationErrorReason =
   | 'StorageUnavailable';
 
 const CORE_CODE: Record<RotationErrorReason, HsmErrorCode> = {
-  IllegalStateTransition: 'InvalidArgument',
-  RotationInProgress: 'InvalidArgument',
-  VersionConflict: 'InvalidArgument',
-  EmergencyRotationDisabled: 'InvalidArgument',
+  IllegalStateTransition: 'IllegalStateTransition',
+  RotationInProgress: 'Conflict',
+  VersionConflict: 'Conflict',
+  EmergencyRotationDisabled: 'PolicyViolation',
   MissingActorOrReason: 'InvalidArgument',
-  DestructionNotDue: 'InvalidArgument',
+  DestructionNotDue: 'PolicyViolation',
   StorageUnavailable: 'DeviceUnavailable',
 };
 

@@ -201,7 +201,7 @@ describe.each(STORAGE_KINDS)('rotation manager (%s)', (kind) => {
     contexts.push(ctx);
     await ctx.manager.createKey('p', 'Ed25519', { actor: 'alice' });
     await ctx.manager.rotateKey('p', { ...who, expectedVersion: 1 });
-    expect(inner).toMatchObject({ code: 'InvalidArgument', retryable: true, details: { rotationCode: 'RotationInProgress' } });
+    expect(inner).toMatchObject({ code: 'Conflict', retryable: true, details: { rotationCode: 'RotationInProgress' } });
     await expect(ctx.manager.rotateKey('p', { ...who, expectedVersion: 1 })).rejects.toMatchObject({ details: { rotationCode: 'VersionConflict' } });
     expect((await ctx.registry.getKeyVersions('p')).map((v) => v.state)).toEqual(['Superseded', 'Active']);
   });
@@ -221,7 +221,7 @@ describe.each(STORAGE_KINDS)('rotation manager (%s)', (kind) => {
       clock.advance(30 * DAY);
       await expect(manager.destroyIfDue('d.v1')).resolves.toBe(true);
       const error = (await manager.rotateKey('d', who).catch((e: unknown) => e)) as HsmError;
-      expect(error).toMatchObject({ code: 'InvalidArgument', details: { rotationCode: 'IllegalStateTransition' } });
+      expect(error).toMatchObject({ code: 'IllegalStateTransition', details: { rotationCode: 'IllegalStateTransition' } });
       expect(error.message).toMatch(/Destroyed/);
     });
 

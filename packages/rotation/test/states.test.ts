@@ -80,7 +80,7 @@ describe.each(STORAGE_KINDS)('transitions through the registry (%s)', (kind) => 
         (e: unknown) => e,
       );
       expect(error).toBeInstanceOf(HsmError);
-      expect((error as HsmError).code).toBe('InvalidArgument');
+      expect((error as HsmError).code).toBe('IllegalStateTransition');
       expect((error as HsmError).details['rotationCode']).toBe('IllegalStateTransition');
       expect((error as HsmError).message).toContain(from);
       expect((error as HsmError).message).toContain(to);
