@@ -2,7 +2,7 @@
 # Debian packages the tests use as real components and independent checkers.
 # Installs only what is missing, so a prepared machine starts the tests at once.
 set -euo pipefail
-want=(softhsm2 opensc p11-kit libp11-kit-dev openssl gcc)
+want=(softhsm2 opensc p11-kit p11-kit-modules libp11-kit-dev openssl gcc chromium bsdutils)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

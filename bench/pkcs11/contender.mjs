@@ -1,7 +1,7 @@
 // One benchmark contender in its own process (C_Initialize is per process, and each library
 // loads the module its own way). Prints one JSON line on stdout.
 //   node contender.mjs KIND ALG CONCURRENCY SECONDS
-// KIND: pkcs11js | graphene | olocus. The token comes from SOFTHSM2_CONF / BENCH_MODULE /
+// KIND: pkcs11js | graphene | olocus | olocus-tN (signThreads = N). The token comes from SOFTHSM2_CONF / BENCH_MODULE /
 // BENCH_TOKEN and the PIN from BENCH_PIN (environment, not argv).
 import { randomBytes } from 'node:crypto';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -155,7 +155,7 @@ function generateGraphene(graphene, session) {
   );
 }
 
-async function olocus() {
+async function olocus(signThreads) {
   const { BackendRegistry } = await import('@olocus/hsm-core');
   const registry = new BackendRegistry({ importer: (s) => import(s), env: { ...process.env, OLOCUS_HSM_PIN: pin } });
   const backend = await registry.create({
@@ -165,6 +165,7 @@ async function olocus() {
       tokenLabel,
       pin: { env: 'OLOCUS_HSM_PIN' },
       sessionPool: { minSessions: concurrency, maxSessions: concurrency },
+      ...(signThreads === undefined ? {} : { signThreads }),
     },
   });
   await backend.initialize();
@@ -177,7 +178,8 @@ async function olocus() {
   return result;
 }
 
-const result = kind === 'olocus' ? await olocus() : await rawModule(kind === 'graphene');
+const threadsSuffix = /^olocus-t(\d+)$/.exec(kind);
+const result = kind === 'olocus' || threadsSuffix ? await olocus(threadsSuffix ? Number(threadsSuffix[1]) : undefined) : await rawModule(kind === 'graphene');
 process.stdout.write(JSON.stringify({ kind, alg, concurrency, ...result }) + '\n');
 // pkcs11js keeps no handles open after C_Finalize, but be explicit for graphene
 process.exit(0);

@@ -3,6 +3,7 @@
 //   and @olocus/hsm-backend-pkcs11 — for ECDSA P-256, Ed25519 and RSA-2048 at several
 //   concurrencies. Rounds are interleaved and medians reported, because this machine is shared.
 // usage: pnpm --filter @olocus/bench bench:pkcs11 [--seconds 3] [--rounds 3] [--algs p256,ed25519,rsa2048] [--concurrency 1,2,4,16]
+//        [--olocus-threads 0,4]  (extra contenders: the backend with signThreads = 0, 4; 'olocus' is its default)
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -53,7 +54,9 @@ try {
   const limit = join(work, 'p11-limit');
   execFileSync('cc', ['-O2', '-I/usr/include/p11-kit-1', '-o', limit, limitSource, '-ldl', '-lpthread'], { stdio: 'inherit' });
 
-  const contenders = ['p11-limit', 'pkcs11js', 'graphene', 'olocus'];
+  // --olocus-threads 0,4 adds contenders olocus-t0, olocus-t4: the backend with signThreads = N
+  const extra = args['olocus-threads'] ? String(args['olocus-threads']).split(',').map((n) => `olocus-t${Number(n)}`) : [];
+  const contenders = ['p11-limit', 'pkcs11js', 'graphene', 'olocus', ...extra];
   const samples = new Map(); // key -> [result]
   const total = rounds * algs.length * concurrencies.length * contenders.length;
   let done = 0;

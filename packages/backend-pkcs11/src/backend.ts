@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import type { KeyObject } from 'node:crypto';
 import {
   HsmError,
@@ -90,6 +91,7 @@ import {
   type SignPlan,
 } from './keys.js';
 import { acquireModule, releaseModule, type SharedModule } from './module.js';
+import { SignThreads } from './sign-threads.js';
 import { parsePkcs11Options, type Pkcs11Options, type Pkcs11OptionsInput } from './options.js';
 import { formatPkcs11Uri, parsePkcs11Uri } from './uri.js';
 import { getVendorProfile, type VendorProfile } from './vendors.js';
@@ -145,6 +147,10 @@ export interface Pkcs11Metrics {
   circuitOpens: number;
   recoveries: number;
   signs: number;
+  /** Signs that ran on a sign thread (the rest ran C_SignInit on the main thread). */
+  threadSigns: number;
+  /** Sign threads: 'off' (signThreads = 0), 'starting', 'ready', or 'unsupported' (the module does not share sessions across threads). */
+  signThreads: 'off' | 'starting' | 'ready' | 'unsupported';
 }
 
 type State = 'new' | 'ready' | 'closed';
@@ -173,6 +179,7 @@ export class Pkcs11Backend implements HsmBackend {
   private anchorGeneration = -1;
   private seenGeneration = 0;
   private pool: ResourcePool<Pkcs11Session> | undefined;
+  private signThreads: SignThreads | undefined;
   private state: State = 'new';
   private initPromise: Promise<void> | undefined;
   private closePromise: Promise<void> | undefined;
@@ -186,7 +193,7 @@ export class Pkcs11Backend implements HsmBackend {
   private reloginPromise: Promise<void> | undefined;
   private reattachPromise: Promise<void> | undefined;
   private sessionsOpen = 0;
-  private readonly counters = { logins: 0, relogins: 0, retries: 0, circuitOpens: 0, recoveries: 0, signs: 0 };
+  private readonly counters = { logins: 0, relogins: 0, retries: 0, circuitOpens: 0, recoveries: 0, signs: 0, threadSigns: 0 };
 
   constructor(options: Pkcs11OptionsInput | Pkcs11Options, init: Pkcs11BackendInit = {}) {
     this.options = parsePkcs11Options(options);
@@ -246,6 +253,8 @@ export class Pkcs11Backend implements HsmBackend {
         },
       );
       await this.pool.start();
+      const threads = this.options.signThreads ?? Math.min(max, availableParallelism());
+      if (threads > 0) this.signThreads = new SignThreads(this.libraryPath, Math.min(threads, max), max, Uint8Array.from(this.anchor!.handle));
     } catch (error) {
       throw this.nativeError(error, 'InitializationFailed', 'initialization');
     }
@@ -270,6 +279,8 @@ export class Pkcs11Backend implements HsmBackend {
     const pool = this.pool;
     this.pool = undefined;
     if (pool) void pool.close();
+    this.signThreads?.close();
+    this.signThreads = undefined;
     if (this.anchor) {
       this.closeSession(this.anchor);
       this.anchor = undefined;
@@ -871,7 +882,10 @@ export class Pkcs11Backend implements HsmBackend {
     return plan;
   }
 
-  /** The hot path: C_SignInit (synchronous, fast) + C_Sign on the libuv thread pool. */
+  /**
+   * The hot path: C_SignInit + C_Sign on a sign thread (see sign-threads.ts), or, with
+   * signThreads = 0, C_SignInit on the main thread + C_Sign on the libuv thread pool.
+   */
   private signWith(entry: KeyEntry, plan: SignPlan, input: Buffer, signal?: AbortSignal): Promise<Uint8Array> {
     return this.withSession(
       'SigningFailed',
@@ -880,10 +894,18 @@ export class Pkcs11Backend implements HsmBackend {
         if (entry.generation !== session.generation) {
           throw new HsmError('SigningFailed', `key ${entry.id}: cached handle is from before a re-initialisation`, { retryable: true, details: { stale: true } });
         }
+        const mod = this.mod!;
+        const threads = this.signThreads;
+        if (threads && threads.accepts(session.handle.length, plan.signatureBytes) && entry.priv.length === session.handle.length) {
+          const signature = await mod.track(threads.sign(session.handle, entry.priv, plan.mechanism(), input, plan.signatureBytes));
+          this.counters.signs++;
+          this.counters.threadSigns++;
+          return signature;
+        }
         // a fresh mechanism object per call: pkcs11js keeps native state on the object it is given
         p11.C_SignInit(session.handle, plan.mechanism(), entry.priv);
         const out = Buffer.allocUnsafe(plan.signatureBytes);
-        const signature = await this.mod!.track(p11.C_SignAsync(session.handle, input, out));
+        const signature = await mod.track(p11.C_SignAsync(session.handle, input, out));
         this.counters.signs++;
         return new Uint8Array(signature.buffer, signature.byteOffset, signature.byteLength);
       },
@@ -1180,6 +1202,7 @@ export class Pkcs11Backend implements HsmBackend {
       circuitOpen: this.circuit.open,
       generation: this.mod?.generation ?? -1,
       ...this.counters,
+      signThreads: this.signThreads?.state ?? 'off',
     };
   }
 

@@ -42,6 +42,12 @@ export const pkcs11OptionsSchema = z
     readOnly: z.boolean().default(false),
     vendor: z.enum(VENDOR_NAMES).default('softhsm'),
     sessionPool: sessionPoolSchema.default({}),
+    /**
+     * Worker threads that run C_SignInit + C_Sign (see README, "Signing path and threading").
+     * 0 = sign on the main thread (C_SignInit) + the libuv pool (C_Sign). Default: one per CPU,
+     * at most maxSessions.
+     */
+    signThreads: z.number().int().min(0).max(64).optional(),
   })
   .strict()
   .superRefine((o, ctx) => {

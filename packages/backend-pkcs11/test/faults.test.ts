@@ -23,6 +23,13 @@ const work = mkdtempSync(join(tmpdir(), 'olocus-faults-'));
 
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
+/** Waits (bounded) until the sign threads have checked whether they share the module's sessions. */
+async function signThreadsSettled(backend: Pkcs11Backend): Promise<string> {
+  const deadline = Date.now() + 10_000;
+  while (backend.metrics().signThreads === 'starting' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  return backend.metrics().signThreads;
+}
+
 const direct = (extra: Record<string, unknown> = {}, token = localToken) =>
   new Pkcs11Backend({ libraryPath: SOFTHSM_LIB, tokenLabel: token.label, ...extra }, { pin: token.pin });
 
@@ -39,6 +46,9 @@ describe('network HSM restart (SoftHSM behind p11-kit server)', () => {
       await backend.initialize();
       // EdDSA is not forwarded by p11-kit 0.24's RPC: the probe must not claim it
       expect((await backend.capabilities()).algorithms).not.toContain('Ed25519');
+      // p11-kit-client.so gives every C_GetFunctionList caller its own RPC connection, so a worker
+      // thread cannot see the main thread's sessions: sign threads are found unusable and not used
+      expect(await signThreadsSettled(backend)).toBe('unsupported');
       const key = await backend.generateKeyPair({ id: 'net-p256', algorithm: 'ECDSA_P256' });
       const pem = exportPublicKey(await backend.getPublicKey(key), 'pem');
 
@@ -81,9 +91,109 @@ describe('network HSM restart (SoftHSM behind p11-kit server)', () => {
         expect((failure as HsmError).retryable, `${(failure as HsmError).code}: ${(failure as HsmError).message}`).toBe(true);
       }
       expect((await backend.healthCheck()).healthy).toBe(true);
+      expect(backend.metrics().threadSigns).toBe(0);
     } finally {
       await backend.close();
       server.kill();
+    }
+  });
+});
+
+describe('sign threads', () => {
+  it('survive a module reset (C_Finalize behind the backend): recovery, fresh session and key handles, signing resumes on the threads', async () => {
+    const backend = direct({ signThreads: 2, sessionPool: { minSessions: 4, maxSessions: 4 } });
+    await backend.initialize();
+    try {
+      expect(await signThreadsSettled(backend)).toBe('ready');
+      const key = await backend.generateKeyPair({ id: 'reset-threads', algorithm: 'ECDSA_P256' });
+      const pem = exportPublicKey(await backend.getPublicKey(key), 'pem');
+      const signed: Array<{ data: Buffer; signature: Uint8Array }> = [];
+      const failures: unknown[] = [];
+      let stop = false;
+      const worker = async () => {
+        while (!stop) {
+          const data = randomBytes(32);
+          try {
+            signed.push({ data, signature: await backend.sign(key, data) });
+          } catch (error) {
+            failures.push(error);
+            await new Promise((r) => setTimeout(r, 20));
+          }
+        }
+      };
+      const load = async (count: number) => {
+        stop = false;
+        const target = signed.length + count;
+        const workers = Array.from({ length: 8 }, worker);
+        const deadline = Date.now() + 30_000; // a bound for a hung test, not a performance assertion
+        while (signed.length < target && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+        stop = true;
+        await Promise.all(workers);
+      };
+      await load(200);
+      expect(backend.metrics().threadSigns).toBeGreaterThan(0);
+      const generation = backend.metrics().generation;
+      const threadSignsBefore = backend.metrics().threadSigns;
+      // the module is reset while no call is in flight (SoftHSM does not survive C_Finalize racing C_Sign)
+      (backend as unknown as { mod: { p11: { C_Finalize(): void } } }).mod.p11.C_Finalize();
+      const before = signed.length;
+      await load(200);
+      expect(signed.length - before).toBeGreaterThanOrEqual(200);
+      const m = backend.metrics();
+      expect(m.circuitOpens).toBeGreaterThanOrEqual(1);
+      expect(m.recoveries).toBeGreaterThanOrEqual(1);
+      expect(m.generation).toBeGreaterThan(generation);
+      expect(m.signThreads).toBe('ready');
+      expect(m.threadSigns - threadSignsBefore).toBeGreaterThanOrEqual(100); // the threads sign with the new sessions and handles
+      for (const { data, signature } of signed) expect(nodeVerify('sha256', data, { key: pem, dsaEncoding: 'ieee-p1363' }, signature)).toBe(true);
+      for (const failure of failures) {
+        expect(failure).toBeInstanceOf(HsmError);
+        expect((failure as HsmError).retryable, `${(failure as HsmError).code}: ${(failure as HsmError).message}`).toBe(true);
+      }
+      expect((await backend.healthCheck()).healthy).toBe(true);
+    } finally {
+      await backend.close();
+    }
+  });
+
+  it('sign empty, slot-sized and large (side-channel) Ed25519 messages and RSA-PSS on the threads', async () => {
+    const backend = direct({ signThreads: 2, sessionPool: { minSessions: 2, maxSessions: 2 } });
+    await backend.initialize();
+    try {
+      expect(await signThreadsSettled(backend)).toBe('ready');
+      const ed = await backend.generateKeyPair({ id: 'thread-ed', algorithm: 'Ed25519' });
+      const edPem = exportPublicKey(await backend.getPublicKey(ed), 'pem');
+      const messages = [Buffer.alloc(0), randomBytes(1024), randomBytes(1025), randomBytes(65_536)];
+      const signatures = await Promise.all(messages.map((m) => backend.sign(ed, m)));
+      messages.forEach((m, i) => expect(nodeVerify(null, m, edPem, signatures[i]!)).toBe(true));
+      const pss = await backend.generateKeyPair({ id: 'thread-pss', algorithm: 'RSA_PSS_2048' });
+      const pssPem = exportPublicKey(await backend.getPublicKey(pss), 'pem');
+      const data = randomBytes(100);
+      const signature = await backend.sign(pss, data);
+      expect(nodeVerify('sha256', data, { key: pssPem, padding: 6 /* RSA_PKCS1_PSS_PADDING */, saltLength: 32 }, signature)).toBe(true);
+      expect(backend.metrics().threadSigns).toBe(5);
+    } finally {
+      await backend.close();
+    }
+  });
+
+  it('report a failing sign on a thread like a failing sign on the main thread (caller error, session replaced)', async () => {
+    const backend = direct({ signThreads: 1, sessionPool: { minSessions: 1, maxSessions: 2 } });
+    await backend.initialize();
+    try {
+      expect(await signThreadsSettled(backend)).toBe('ready');
+      const key = await backend.generateKeyPair({ id: 'thread-errors', algorithm: 'ECDSA_P256', usages: ['verify', 'sign'] });
+      // a stale key handle: the thread's C_SignInit fails with CKR_OBJECT_HANDLE_INVALID / CKR_KEY_HANDLE_INVALID,
+      // the backend drops its cache entry, looks the key up again and signs
+      const internals = backend as unknown as { keys: Map<string, { priv: Buffer }> };
+      for (const entry of internals.keys.values()) entry.priv = Buffer.from(entry.priv).fill(0xee);
+      const data = randomBytes(32);
+      const signature = await backend.sign(key, data);
+      const pem = exportPublicKey(await backend.getPublicKey(key), 'pem');
+      expect(nodeVerify('sha256', data, { key: pem, dsaEncoding: 'ieee-p1363' }, signature)).toBe(true);
+      expect(backend.metrics().threadSigns).toBeGreaterThanOrEqual(1);
+    } finally {
+      await backend.close();
     }
   });
 });

@@ -14,15 +14,25 @@ import { SOFTHSM_LIB, createToken } from './helpers/softhsm.js';
 const token = createToken('load');
 
 describe('load', () => {
-  for (const algorithm of ['ECDSA_P256', 'Ed25519', 'RSA_2048'] as KeyAlgorithm[]) {
-    it(`${algorithm}: 1000 concurrent signs on 4 sessions complete, verify, and leave the session count unchanged`, async () => {
+  for (const [algorithm, signThreads] of [
+    ['ECDSA_P256', undefined],
+    ['Ed25519', undefined],
+    ['RSA_2048', undefined],
+    ['ECDSA_P256', 0],
+    ['Ed25519', 3],
+  ] as Array<[KeyAlgorithm, number | undefined]>) {
+    it(`${algorithm}, signThreads ${signThreads ?? 'default'}: 1000 concurrent signs on 4 sessions complete, verify, and leave the session count unchanged`, async () => {
       const backend = new Pkcs11Backend(
-        { libraryPath: SOFTHSM_LIB, tokenLabel: token.label, sessionPool: { minSessions: 4, maxSessions: 4, acquireTimeout: 60_000 } },
+        { libraryPath: SOFTHSM_LIB, tokenLabel: token.label, signThreads, sessionPool: { minSessions: 4, maxSessions: 4, acquireTimeout: 60_000 } },
         { pin: token.pin },
       );
       await backend.initialize();
       try {
-        const key = await backend.generateKeyPair({ id: `load-${algorithm}`, algorithm });
+        // the threads check at start that they see the main thread's sessions (bounded wait)
+        const deadline = Date.now() + 10_000;
+        while (backend.metrics().signThreads === 'starting' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+        expect(backend.metrics().signThreads).toBe(signThreads === 0 ? 'off' : 'ready');
+        const key = await backend.generateKeyPair({ id: `load-${algorithm}-${signThreads ?? 'default'}`, algorithm });
         const pem = exportPublicKey(await backend.getPublicKey(key), 'pem');
         const before = backend.metrics();
         const tokenBefore = (await backend.info()).details;
@@ -39,6 +49,8 @@ describe('load', () => {
         expect(after.pool!.waiting).toBe(0);
         expect(after.pool!.created).toBe(before.pool!.created); // no session was opened for the load
         expect(after.signs - before.signs).toBe(1000);
+        // with threads, every sign ran on one (a free request slot per pooled session); without, none did
+        expect(after.threadSigns - before.threadSigns).toBe(signThreads === 0 ? 0 : 1000);
         // where the token reports its session count, it agrees
         const count = (await backend.info()).details;
         if (typeof tokenBefore?.sessionCount === 'number' && !isUnavailable(tokenBefore.sessionCount)) expect(count?.sessionCount).toBe(tokenBefore.sessionCount);

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { CliError, fileError, rememberSecret } from './errors.js';
+import { DEFAULT_ROTATION_SECTION, parseRotationSection, resolveRotationPaths, type RotationSection } from './rotation-config.js';
 import type { CliContext } from './context.js';
 
 import { CONFIG_ENV, CONFIG_FILE, DEFAULT_DIR, PASSPHRASE_ENV, PIN_ENV } from './constants.js';
@@ -12,6 +13,8 @@ export type SecretRef = { env: string } | { file: string };
 
 export interface ConfigFile {
   backend: { type: string; options?: Record<string, unknown> };
+  /** Key registry and rotation policy (see rotation-config.ts); not part of core's HsmManager config. */
+  rotation?: unknown;
   [key: string]: unknown;
 }
 
@@ -20,6 +23,8 @@ export interface LoadedConfig {
   path: string;
   /** The config with relative paths resolved and command-line secret sources applied. */
   config: ConfigFile;
+  /** The validated `rotation` section (the default when absent), paths resolved. */
+  rotation: RotationSection;
 }
 
 /** Where the config is: --config, then $OLOCUS_HSM_CONFIG, then ./.olocus/config.json. */
@@ -48,7 +53,23 @@ export async function loadConfig(ctx: CliContext): Promise<LoadedConfig> {
     text = await readFile(path, 'utf8');
   }
   const raw = parseConfigText(text, path);
-  return { path, config: applyOverrides(ctx, resolveConfigPaths(raw, dirname(path)), path) };
+  const rotation = resolveRotationPaths(parseRotationSection(raw.rotation, path), dirname(path));
+  if (rotation.policy !== undefined) {
+    // The policy is checked by the rotation package's own schema (a bad field is named).
+    const { parsePolicy } = await import('@olocus/hsm-rotation');
+    try {
+      parsePolicy(rotation.policy, 'rotation.policy');
+    } catch (error) {
+      throw new CliError('InvalidConfiguration', `${path}: ${(error as Error).message}`, { cause: error });
+    }
+  }
+  return { path, config: applyOverrides(ctx, resolveConfigPaths(raw, dirname(path)), path), rotation };
+}
+
+/** What core's HsmManager accepts from the config file: everything but the CLI's `rotation` section. */
+export function managerConfig(config: ConfigFile): Record<string, unknown> {
+  const { rotation: _rotation, ...rest } = config;
+  return rest;
 }
 
 export function parseConfigText(text: string, path: string): ConfigFile {
@@ -178,7 +199,7 @@ export async function prepareSoftware(ctx: CliContext, opts: { dir: string; forc
   const keys = join(dir, 'keys');
   if (!(await exists(keys))) createdPaths.push(keys);
   await mkdir(keys, { recursive: true, mode: 0o700 });
-  const config: ConfigFile = { backend: { type: 'software', options: { directory: 'keys', passphrase } } };
+  const config: ConfigFile = { backend: { type: 'software', options: { directory: 'keys', passphrase } }, rotation: defaultRotation() };
   const result: InitResult = { path, config, createdPaths };
   if (generatedPassphraseFile) result.generatedPassphraseFile = generatedPassphraseFile;
   return result;
@@ -217,7 +238,12 @@ export async function preparePkcs11(ctx: CliContext, opts: Pkcs11InitOptions): P
   if (slotId !== undefined) options.slotId = slotId;
   if (opts.vendor !== undefined) options.vendor = opts.vendor;
   options.pin = ctx.globals.pinFile !== undefined ? { file: resolve(ctx.cwd, ctx.globals.pinFile) } : { env: PIN_ENV };
-  return { path, config: { backend: { type: 'pkcs11', options } }, createdPaths };
+  return { path, config: { backend: { type: 'pkcs11', options }, rotation: defaultRotation() }, createdPaths };
+}
+
+/** The rotation section `init` writes: SQLite next to the config, emergency rotation off until enabled. */
+function defaultRotation(): ConfigFile['rotation'] {
+  return structuredClone(DEFAULT_ROTATION_SECTION) as unknown as ConfigFile['rotation'];
 }
 
 export async function writeConfig(result: InitResult): Promise<void> {

@@ -51,13 +51,54 @@ export function buildProgram(state: { ctx?: CliContext } = {}): Command {
     .addOption(new Option('--vendor <name>', 'pkcs11: vendor profile').choices(PKCS11_VENDORS))
     .action(run(async () => (await import('./commands/init.js')).init, state));
 
-  const keys = program.command('keys').description('create, list, show, export and destroy keys').helpCommand(false);
+  const keys = program.command('keys').description('create, list, show, export, rotate, revoke and destroy keys').helpCommand(false);
   keys
     .command('create')
-    .description('generate a key pair in the backend')
+    .description('create a logical key: version 1 (<id>.v1) generated in the backend, registered and Active (--no-rotation: a plain backend key)')
     .requiredOption('--id <id>', 'key id: letters, digits, . _ - :')
     .requiredOption('--algorithm <alg>', 'Ed25519, ECDSA_P256, ECDSA_P384, ECDSA_P521, RSA_2048, RSA_3072, RSA_4096, RSA_PSS_2048, RSA_PSS_3072, RSA_PSS_4096')
+    .option('--no-rotation', 'a plain backend key named <id>, not registered for rotation')
+    .option('--rotation-interval <duration>', 'rotate on a schedule (e.g. 90d; run by "rotation run"); default: the policy\'s')
+    .option('--reason <text>', 'recorded in the key history (default: "create logical key <id>")')
+    .option('--actor <name>', 'who makes the change (default: the OS user)')
     .action(run(async () => (await import('./commands/keys.js')).create, state));
+  keys
+    .command('rotate')
+    .description('rotate a logical key: a new version becomes Active, the old one Superseded (verifies by signature time)')
+    .requiredOption('--id <id>', 'logical key id')
+    .option('--emergency', 'suspected compromise: the old version becomes Compromised at once (needs --reason and policy.allowEmergencyRotation)')
+    .option('--reason <text>', 'recorded in the key history (required with --emergency; default: "manual rotation")')
+    .option('--actor <name>', 'who makes the change (default: the OS user)')
+    .action(run(async () => (await import('./commands/rotation.js')).rotate, state));
+  keys
+    .command('history')
+    .description("a logical key's versions with their states, and every state change (time, from, to, actor, reason)")
+    .requiredOption('--id <id>', 'logical key id')
+    .action(run(async () => (await import('./commands/rotation.js')).history, state));
+  keys
+    .command('revoke')
+    .description('revoke a version (default: the current one): it never signs or verifies again')
+    .requiredOption('--id <id>', 'logical key id')
+    .option('--version <n>', 'the version to revoke (default: the Active, else the Suspended one)')
+    // `--version` is also the program's; main() routes it after `keys revoke` to this hidden name.
+    .addOption(new Option('--key-version <n>').hideHelp())
+    .requiredOption('--reason <text>', 'recorded in the key history')
+    .option('--actor <name>', 'who makes the change (default: the OS user)')
+    .action(run(async () => (await import('./commands/rotation.js')).revoke, state));
+  keys
+    .command('suspend')
+    .description('suspend the Active version: no signing until resumed (or rotated)')
+    .requiredOption('--id <id>', 'logical key id')
+    .requiredOption('--reason <text>', 'recorded in the key history')
+    .option('--actor <name>', 'who makes the change (default: the OS user)')
+    .action(run(async () => (await import('./commands/rotation.js')).suspend, state));
+  keys
+    .command('resume')
+    .description('make the Suspended version Active again')
+    .requiredOption('--id <id>', 'logical key id')
+    .requiredOption('--reason <text>', 'recorded in the key history')
+    .option('--actor <name>', 'who makes the change (default: the OS user)')
+    .action(run(async () => (await import('./commands/rotation.js')).resume, state));
   keys
     .command('list')
     .description('list keys (every page)')
@@ -84,7 +125,7 @@ export function buildProgram(state: { ctx?: CliContext } = {}): Command {
   program
     .command('sign')
     .description('sign a message; ECDSA signatures are DER unless --signature-format raw')
-    .requiredOption('--key <ref>', 'key id or backend reference (e.g. pkcs11:id=%0a;type=private)')
+    .requiredOption('--key <ref>', 'logical key (signs with its Active version), key id or backend reference (e.g. pkcs11:id=%0a;type=private)')
     .requiredOption('--in <file>', 'message file, or - for stdin')
     .requiredOption('--out <file>', 'signature file, or - for stdout')
     .addOption(new Option('--signature-format <format>', 'ECDSA signature format').choices(SIGNATURE_FORMATS).default('der'))
@@ -94,12 +135,24 @@ export function buildProgram(state: { ctx?: CliContext } = {}): Command {
   program
     .command('verify')
     .description('verify a signature: exit 0 valid, 1 invalid, 2 error')
-    .requiredOption('--key <ref>', 'key id or backend reference')
+    .requiredOption('--key <ref>', 'logical key, key id or backend reference')
     .requiredOption('--in <file>', 'message file, or - for stdin')
     .requiredOption('--signature <file>', 'signature file')
     .addOption(new Option('--signature-format <format>', 'ECDSA signature format').choices(SIGNATURE_FORMATS).default('der'))
     .addOption(new Option('--encoding <encoding>', 'signature file encoding').choices(ENCODINGS).default('binary'))
+    .option('--signed-at <time>', 'logical keys: when the signature was made (ISO 8601; default now): the version Active then verifies')
     .action(run(async () => (await import('./commands/sign.js')).verify, state));
+
+  const rotation = program.command('rotation').description('the key registry: run due scheduler tasks, show status').helpCommand(false);
+  rotation
+    .command('run')
+    .description('run the due scheduler tasks once (rotations, deactivations, cleanups, destructions) and print what ran')
+    .action(run(async () => (await import('./commands/rotation.js')).run, state));
+  rotation
+    .command('status')
+    .description('logical keys and their Active version, next scheduled tasks, pending destructions, orphans')
+    .option('--limit <n>', 'next tasks shown (default 20)')
+    .action(run(async () => (await import('./commands/rotation.js')).status, state));
 
   program
     .command('demo')
@@ -165,7 +218,7 @@ export async function main(argv: string[] = process.argv): Promise<number> {
       program.outputHelp();
       return EXIT_ERROR;
     }
-    await program.parseAsync(argv);
+    await program.parseAsync(routeRevokeVersion(argv));
     return state.ctx?.exitCode ?? EXIT_OK;
   } catch (error) {
     if (error instanceof CommanderError) {
@@ -178,6 +231,18 @@ export async function main(argv: string[] = process.argv): Promise<number> {
     printError(error, state.ctx?.json ?? jsonWanted);
     return EXIT_ERROR;
   }
+}
+
+/**
+ * `keys revoke --version N`: commander gives an option the program also has (`--version`) to the
+ * program wherever it appears, so after `keys revoke` it is renamed to the command's hidden
+ * `--key-version`. `olocus-hsm --version` is unchanged.
+ */
+export function routeRevokeVersion(argv: string[]): string[] {
+  const args = argv.slice(2);
+  const at = args.findIndex((a, i) => a === 'keys' && args[i + 1] === 'revoke');
+  if (at === -1) return argv;
+  return [...argv.slice(0, 2), ...args.map((a, i) => (i > at + 1 && (a === '--version' || a.startsWith('--version=')) ? a.replace('--version', '--key-version') : a))];
 }
 
 function allCommands(command: Command): Command[] {

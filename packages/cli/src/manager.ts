@@ -1,7 +1,7 @@
 import { BackendRegistry, HsmManager, type BackendContext } from '@olocus/hsm-core';
 import { CliError, rememberSecret } from './errors.js';
 import type { CliContext } from './context.js';
-import type { LoadedConfig } from './config.js';
+import type { ConfigFile, LoadedConfig } from './config.js';
 
 /**
  * A registry that remembers every secret it hands to a backend, so that no line the CLI prints
@@ -23,11 +23,13 @@ class CliRegistry extends BackendRegistry {
 }
 
 /** Builds and initialises the manager for a loaded config. Errors name the config file. */
-export async function openManager(ctx: CliContext, loaded: LoadedConfig): Promise<HsmManager> {
+export async function openManager(ctx: CliContext, loaded: { path: string; config: ConfigFile }): Promise<HsmManager> {
   const registry = new CliRegistry({ importer: (s) => import(s), env: ctx.env });
+  const { managerConfig } = await import('./config.js');
   let manager: HsmManager;
   try {
-    manager = new HsmManager(loaded.config, { registry });
+    // Core's config is strict: it gets `backend` (and `publicKeyCacheSize`), never the CLI's `rotation` section.
+    manager = new HsmManager(managerConfig(loaded.config), { registry });
   } catch (error) {
     throw inFile(error, loaded.path);
   }
@@ -40,7 +42,7 @@ export async function openManager(ctx: CliContext, loaded: LoadedConfig): Promis
 }
 
 /** Config problems say which file they are in. */
-function inFile(error: unknown, path: string): unknown {
+export function inFile(error: unknown, path: string): unknown {
   const e = error as { name?: string; code?: string; message?: string };
   if (e?.name === 'HsmError' && (e.code === 'InvalidConfiguration' || e.code === 'UnknownBackend') && !e.message?.includes(path)) {
     return new CliError(e.code, `${path}: ${e.message}`, { cause: error });

@@ -22,7 +22,8 @@ describe('--json on every command', () => {
     const out = JSON.parse(r.stdout) as { config: string; backend: { type: string; options: Record<string, unknown> }; passphraseFile: string };
     expect(out.config).toBe(join(dir, '.olocus', 'config.json'));
     expect(out.backend).toEqual({ type: 'software', options: { directory: 'keys', passphrase: { file: 'passphrase' } } });
-    expect(JSON.parse(await readFile(out.config, 'utf8'))).toEqual({ backend: out.backend });
+    // init also writes the rotation section (key registry next to the config, emergency rotation off).
+    expect(JSON.parse(await readFile(out.config, 'utf8'))).toEqual({ backend: out.backend, rotation: { storage: { kind: 'sqlite', path: 'rotation.db' }, policy: { allowEmergencyRotation: false } } });
     expect(statSync(join(dir, '.olocus', 'passphrase')).mode & 0o777).toBe(0o600);
     expect(r.stderr).toMatch(/development setup/);
     expect(r.stderr).not.toContain((await readFile(join(dir, '.olocus', 'passphrase'), 'utf8')).trim());
@@ -32,7 +33,8 @@ describe('--json on every command', () => {
     const created = await json<{ key: { id: string; algorithm: string; ref: string; createdAt: string } }>(['keys', 'create', '--id', 'j1', '--algorithm', 'ECDSA_P256']);
     expect(created.key).toMatchObject({ id: 'j1', algorithm: 'ECDSA_P256' });
     expect(Number.isNaN(Date.parse(created.key.createdAt))).toBe(false);
-    await json(['keys', 'create', '--id', 'other-1', '--algorithm', 'Ed25519']);
+    // A plain backend key (not a logical key): `keys destroy` below destroys it at once.
+    await json(['keys', 'create', '--id', 'other-1', '--algorithm', 'Ed25519', '--no-rotation']);
 
     const all = await json<{ keys: { id: string }[] }>(['keys', 'list']);
     expect(all.keys.map((k) => k.id).sort()).toEqual(['j1', 'other-1']);

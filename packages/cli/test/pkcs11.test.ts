@@ -85,6 +85,7 @@ describe('PKCS#11 (SoftHSM) through the CLI', () => {
     const config = JSON.parse(await readFile(join(dir, '.olocus', 'config.json'), 'utf8')) as unknown;
     expect(config).toEqual({
       backend: { type: 'pkcs11', options: { libraryPath: MODULE, tokenLabel: LABEL, vendor: 'softhsm', pin: { file: join(dir, 'pin.txt') } } },
+      rotation: { storage: { kind: 'sqlite', path: 'rotation.db' }, policy: { allowEmergencyRotation: false } },
     });
   });
 
@@ -115,7 +116,8 @@ describe('PKCS#11 (SoftHSM) through the CLI', () => {
     expect((await cli(['verify', '--key', 'p11-p256', '--in', 'msg', '--signature', 'sig.der'], { cwd: dir, env })).code).toBe(0);
     expect((await cli(['verify', '--key', 'p11-p256', '--in', 'tampered', '--signature', 'sig.der'], { cwd: dir, env })).code).toBe(1);
 
-    const rsa = await cli(['keys', 'create', '--id', 'p11-rsa', '--algorithm', 'RSA_2048'], { cwd: dir, env });
+    // A plain backend key (--no-rotation): `keys destroy` below destroys it at once.
+    const rsa = await cli(['keys', 'create', '--id', 'p11-rsa', '--algorithm', 'RSA_2048', '--no-rotation'], { cwd: dir, env });
     expect(rsa.code, rsa.stderr).toBe(0);
     expect((await cli(['sign', '--key', 'p11-rsa', '--in', 'msg', '--out', 'rsa.sig'], { cwd: dir, env })).code).toBe(0);
     expect((await cli(['keys', 'export-public', '--id', 'p11-rsa', '--format', 'pem', '--out', 'rsa.pem'], { cwd: dir, env })).code).toBe(0);

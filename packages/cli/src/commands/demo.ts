@@ -4,10 +4,12 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { decodeSignature, encodeSignature, exportPublicKey, KEY_ALGORITHMS, type HsmKeyHandle, type HsmManager, type KeyAlgorithm } from '@olocus/hsm-core';
-import { CONFIG_FILE, DEFAULT_DIR, initSoftware, loadConfig } from '../config.js';
+import type { RotationContext } from '@olocus/hsm-rotation';
+import { CONFIG_FILE, DEFAULT_DIR, initSoftware, loadConfig, type LoadedConfig } from '../config.js';
 import { EXIT_NEGATIVE } from '../errors.js';
 import { toBase64 } from '../io.js';
 import { openManager } from '../manager.js';
+import { actorOf, openRotationFor } from '../rotation.js';
 import { table } from './keys.js';
 import type { CliContext } from '../context.js';
 
@@ -26,14 +28,35 @@ export interface DemoKey {
   publicKeyPem?: string;
 }
 
+/** The rotation steps' trip: one logical key rotated from v1 to v2. */
+export interface DemoRotation {
+  /** The logical key (Ed25519). */
+  key: string;
+  actor: string;
+  reason: string;
+  /** Made with v1 before the rotation (raw Ed25519 signature, base64). */
+  oldSignature?: { version: number; keyId: string; signedAt: string; signature: string; verifiedBySigningTime?: boolean };
+  /** Made after the rotation. */
+  newSignature?: { version: number; keyId: string; signedAt: string; signature: string; verified?: boolean };
+  activeVersion?: number;
+  /** The history row of the change: v1 Active -> Superseded. */
+  change?: { at: string; version: number; from: string | null; to: string; actor: string; reason: string };
+  /** What happened to the key at the end (--dir without --keep). */
+  cleanup?: string;
+}
+
 export interface DemoState {
   ctx: CliContext;
   /** Working directory; the embedded default lives in `<dir>/.olocus`. */
   dir: string;
   configPath: string;
+  loaded?: LoadedConfig;
   manager?: HsmManager;
+  /** The key registry (opened by the rotation step). */
+  rotation?: RotationContext;
   message: Uint8Array;
   keys: DemoKey[];
+  rotationDemo: DemoRotation;
 }
 
 export interface DemoStepResult {
@@ -93,7 +116,8 @@ export const DEMO_STEPS: DemoStep[] = [
     id: 'open',
     title: 'open the backend',
     async run(state) {
-      state.manager = await openManager(state.ctx, await loadConfig(state.ctx));
+      state.loaded = await loadConfig(state.ctx);
+      state.manager = await openManager(state.ctx, state.loaded);
       const info = await state.manager.info();
       return { ok: true, detail: info.description };
     },
@@ -165,7 +189,57 @@ export const DEMO_STEPS: DemoStep[] = [
       return { ok: bad.length === 0, detail: bad.length === 0 ? 'every tampered message was rejected' : `tampered message ACCEPTED by: ${bad.map((k) => k.algorithm).join(', ')}` };
     },
   },
+  {
+    id: 'rotate',
+    title: 'rotate a logical key; the new version signs',
+    async run(state) {
+      const m = manager(state);
+      if (!state.loaded) throw new Error('the config is not loaded (the open step did not run)');
+      state.rotation = await openRotationFor(state.ctx, state.loaded, m, { reconcile: true });
+      const rot = state.rotation;
+      const r = state.rotationDemo;
+      await rot.manager.createKey(r.key, 'Ed25519', { actor: r.actor, reason: 'olocus-hsm demo: create a logical key' });
+      const signedAt = new Date();
+      const first = await m.signWithLogicalKey(r.key, state.message);
+      r.oldSignature = { version: first.version.version, keyId: keyIdOf(first.version.key), signedAt: signedAt.toISOString(), signature: toBase64(first.signature) };
+      // The rotation must come after the signing time (millisecond clock): v1's window ends at the rotation.
+      while (Date.now() <= signedAt.getTime()) await new Promise((ok) => setTimeout(ok, 2));
+      const rotated = await rot.manager.rotateKey(r.key, { actor: r.actor, reason: r.reason });
+      const newAt = new Date();
+      const second = await m.signWithLogicalKey(r.key, state.message);
+      r.newSignature = { version: second.version.version, keyId: keyIdOf(second.version.key), signedAt: newAt.toISOString(), signature: toBase64(second.signature) };
+      const ok = first.version.version === 1 && rotated.current.version === 2 && second.version.version === 2;
+      return { ok, detail: `${r.key}: v${first.version.version} -> v${rotated.current.version} by ${r.actor}; the next signature used v${second.version.version} (${r.newSignature.keyId})` };
+    },
+  },
+  {
+    id: 'rotation-checks',
+    title: 'the old signature verifies by its signing time; the new version is Active; the history has the change',
+    async run(state) {
+      const m = manager(state);
+      const rot = state.rotation;
+      const r = state.rotationDemo;
+      if (!rot || !r.oldSignature || !r.newSignature) throw new Error('the rotate step did not run');
+      const bytes = (b64: string) => new Uint8Array(Buffer.from(b64, 'base64'));
+      r.oldSignature.verifiedBySigningTime = await m.verifyWithLogicalKey(r.key, state.message, bytes(r.oldSignature.signature), new Date(r.oldSignature.signedAt));
+      r.newSignature.verified = await m.verifyWithLogicalKey(r.key, state.message, bytes(r.newSignature.signature), new Date());
+      r.activeVersion = (await rot.registry.getActiveKeyUncached(r.key)).version;
+      const change = (await rot.registry.getHistory(r.key)).find((c) => c.version === 1 && c.from === 'Active' && c.to === 'Superseded');
+      if (change) r.change = { at: change.at.toISOString(), version: change.version, from: change.from, to: change.to, actor: change.actor, reason: change.reason };
+      const problems: string[] = [];
+      if (!r.oldSignature.verifiedBySigningTime) problems.push('the v1 signature did not verify at its signing time');
+      if (!r.newSignature.verified) problems.push('the v2 signature did not verify');
+      if (r.activeVersion !== 2) problems.push(`v${r.activeVersion} is Active, not v2`);
+      if (!change || change.actor !== r.actor || change.reason !== r.reason) problems.push('the history has no v1 Active -> Superseded change with the actor and reason');
+      if (problems.length > 0) return { ok: false, detail: problems.join('; ') };
+      return { ok: true, detail: `v1 signature of ${r.oldSignature.signedAt} verified; v2 Active; history: ${r.change!.at} v1 Active -> Superseded, actor ${r.change!.actor}, reason "${r.change!.reason}"` };
+    },
+  },
 ];
+
+function keyIdOf(key: string | { id: string }): string {
+  return typeof key === 'string' ? key : key.id;
+}
 
 /** The signature back in the library's raw form: the demo keeps what `sign` writes (DER for ECDSA), as `verify` reads it. */
 function rawOf(key: DemoKey, handle: HsmKeyHandle): Uint8Array {
@@ -190,6 +264,7 @@ export async function demo(ctx: CliContext, opts: { dir?: string; keep?: boolean
     configPath,
     message: new TextEncoder().encode(`Olocus HSM demo ${new Date().toISOString()}: sign me, verify me, tamper with me.`),
     keys: KEY_ALGORITHMS.map((algorithm) => ({ algorithm, id: `demo-${run}-${algorithm.toLowerCase().replace(/_/g, '-')}` })),
+    rotationDemo: { key: `demo-${run}-rotation`, actor: actorOf(ctx), reason: 'olocus-hsm demo: scheduled key rotation' },
   };
   const steps: DemoStepResult[] = [];
   if (!ctx.json) ctx.print(`olocus-hsm demo in ${dir}`);
@@ -207,7 +282,7 @@ export async function demo(ctx: CliContext, opts: { dir?: string; keep?: boolean
   if (!ok) ctx.exitCode = EXIT_NEGATIVE;
   const kept = opts.keep === true || !temporary;
   if (ctx.json) {
-    ctx.printJson({ ok, dir, kept, configPath, message: new TextDecoder().decode(state.message), steps, keys: state.keys.map(round) });
+    ctx.printJson({ ok, dir, kept, configPath, message: new TextDecoder().decode(state.message), steps, keys: state.keys.map(round), rotation: state.rotationDemo });
     return;
   }
   ctx.print();
@@ -232,6 +307,12 @@ export async function demo(ctx: CliContext, opts: { dir?: string; keep?: boolean
     ctx.print(`message:   ${JSON.stringify(new TextDecoder().decode(state.message))}`);
     ctx.print(`signature: ${shown.signature} (${shown.algorithm}, base64, verified)`);
   }
+  const r = state.rotationDemo;
+  if (r.change) {
+    ctx.print(`rotation:  ${r.key} v1 -> v${r.activeVersion} (Active) at ${r.change.at} by ${r.change.actor}: "${r.change.reason}"`);
+    ctx.print(`           the v1 signature of ${r.oldSignature?.signedAt} ${r.oldSignature?.verifiedBySigningTime ? 'still verifies' : 'did NOT verify'} by its signing time`);
+  }
+  if (r.cleanup) ctx.print(`           ${r.cleanup}`);
   ctx.print();
   for (const s of steps) ctx.print(`${s.ok ? 'ok  ' : 'FAIL'} ${s.title}: ${s.detail} (${s.ms} ms)`);
   ctx.print();
@@ -248,6 +329,23 @@ async function cleanup(state: DemoState, temporary: boolean, keep: boolean): Pro
   if (m && !keep && !temporary) {
     for (const key of state.keys) if (key.ref) await m.destroyKey(key.id).catch(() => {});
   }
+  const rot = state.rotation;
+  if (rot && !keep && !temporary) {
+    // A logical key's versions are not destroyed at once (LC-PENDING): they are revoked and
+    // scheduled for destruction after policy.destructionDelay (olocus-hsm rotation run).
+    const r = state.rotationDemo;
+    const ctx = { actor: r.actor, reason: 'olocus-hsm demo: clean-up' };
+    try {
+      for (const v of await rot.registry.getKeyVersions(r.key)) {
+        if (v.state === 'Active' || v.state === 'Superseded' || v.state === 'Suspended') await rot.manager.revokeKey(v.keyId, ctx);
+        await rot.manager.scheduleDestruction(v.keyId, ctx);
+      }
+      r.cleanup = `${r.key}: every version revoked and scheduled for destruction after the policy's destructionDelay (olocus-hsm rotation run destroys them)`;
+    } catch (error) {
+      if (!(error instanceof Error && /unknown logical key/.test(error.message))) r.cleanup = `${r.key}: clean-up failed: ${(error as Error).message}`;
+    }
+  }
+  await rot?.close();
   await m?.close();
   if (temporary && !keep) await rm(state.dir, { recursive: true, force: true });
 }

@@ -1,0 +1,187 @@
+import { existsSync } from 'node:fs';
+import { userInfo } from 'node:os';
+import { isHsmError, readSecret, type HsmManager } from '@olocus/hsm-core';
+import { openRotation, parseVersionKeyId, type KeyVersion, type RotationContext, type StorageConfigInput } from '@olocus/hsm-rotation';
+import { CliError, rememberSecret } from './errors.js';
+import { inFile, openManager } from './manager.js';
+import type { LoadedConfig } from './config.js';
+import type { CliContext } from './context.js';
+
+/**
+ * The key registry and rotation manager of a loaded config, opened over the CLI's own
+ * HsmManager (so the backend is built once, through the CLI's registry that remembers secrets,
+ * and core's strict config only ever sees `backend` / `publicKeyCacheSize`). The manager gets
+ * the registry as its resolver: `signWithLogicalKey` / `verifyWithLogicalKey` work on it.
+ */
+
+/** Who makes a change: `--actor NAME`, else the OS user. */
+export function actorOf(ctx: CliContext, given?: string): string {
+  if (given !== undefined) {
+    if (given.trim() === '') throw new CliError('InvalidArgument', '--actor: must not be empty');
+    return given;
+  }
+  try {
+    const name = userInfo().username;
+    if (name) return name;
+  } catch {
+    // No passwd entry (some containers): fall back below.
+  }
+  return ctx.env['USER'] || ctx.env['LOGNAME'] || `uid:${process.getuid?.() ?? 'unknown'}`;
+}
+
+async function storageInput(ctx: CliContext, loaded: LoadedConfig): Promise<StorageConfigInput> {
+  const storage = loaded.rotation.storage;
+  if (storage.kind === 'sqlite') return storage;
+  let connectionString: string;
+  try {
+    connectionString = await readSecret(storage.connectionString, 'rotation.storage.connectionString', ctx.env);
+  } catch (error) {
+    throw inFile(error, loaded.path);
+  }
+  rememberSecret(connectionString);
+  try {
+    const password = new URL(connectionString).password;
+    if (password) {
+      rememberSecret(password);
+      rememberSecret(decodeURIComponent(password));
+    }
+  } catch {
+    // Not a URL (a libpq key=value string): the whole string is remembered above.
+  }
+  return { ...storage, connectionString };
+}
+
+/** Opens the registry for an opened manager. `reconcile` repairs interrupted rotations and lists orphans (commands that change or report state). */
+export async function openRotationFor(ctx: CliContext, loaded: LoadedConfig, manager: HsmManager, options: { reconcile: boolean }): Promise<RotationContext> {
+  const storage = await storageInput(ctx, loaded);
+  let rot: RotationContext;
+  try {
+    rot = await openRotation({
+      storage,
+      backend: manager.backend,
+      ...(loaded.rotation.policy ? { policy: loaded.rotation.policy } : {}),
+      reconcile: options.reconcile,
+    });
+  } catch (error) {
+    throw inFile(error, loaded.path);
+  }
+  manager.useResolver(rot.registry);
+  return rot;
+}
+
+export interface RotationScope {
+  loaded: LoadedConfig;
+  manager: HsmManager;
+  rot: RotationContext;
+}
+
+/** Loads the config, opens the manager and the registry; runs `fn`; always closes both. */
+export async function withRotation<T>(ctx: CliContext, fn: (scope: RotationScope) => Promise<T>, options: { reconcile?: boolean } = {}): Promise<T> {
+  const { loadConfig } = await import('./config.js');
+  const loaded = await loadConfig(ctx);
+  const manager = await openManager(ctx, loaded);
+  try {
+    const rot = await openRotationFor(ctx, loaded, manager, { reconcile: options.reconcile ?? true });
+    try {
+      return await fn({ loaded, manager, rot });
+    } finally {
+      await rot.close();
+    }
+  } finally {
+    await manager.close();
+  }
+}
+
+/**
+ * For commands that take a key that may be a logical key or a backend key (sign, verify, show,
+ * export-public, destroy, list): the registry is opened only when it can hold keys — a SQLite
+ * registry file that does not exist yet holds none, and is not created by these commands.
+ */
+export async function withManagerAndRegistry<T>(ctx: CliContext, fn: (manager: HsmManager, rot: RotationContext | undefined) => Promise<T>): Promise<T> {
+  const { loadConfig } = await import('./config.js');
+  const loaded = await loadConfig(ctx);
+  const manager = await openManager(ctx, loaded);
+  try {
+    const storage = loaded.rotation.storage;
+    const present = storage.kind === 'postgres' || (storage.path !== ':memory:' && existsSync(storage.path));
+    if (!present) return await fn(manager, undefined);
+    const rot = await openRotationFor(ctx, loaded, manager, { reconcile: false });
+    try {
+      return await fn(manager, rot);
+    } finally {
+      await rot.close();
+    }
+  } finally {
+    await manager.close();
+  }
+}
+
+/** What a key name given on the command line is. */
+export type KeyTarget =
+  | { kind: 'logical'; baseKeyId: string }
+  /** A backend key id `<base>.v<N>` that is a registered version of a logical key. */
+  | { kind: 'version'; version: KeyVersion }
+  /** Anything else: a backend key id or reference (pkcs11: URI, ARN...), passed to the backend unchanged. */
+  | { kind: 'backend' };
+
+export async function classifyKey(rot: RotationContext | undefined, id: string): Promise<KeyTarget> {
+  if (!rot) return { kind: 'backend' };
+  if (await rot.registry.hasLogicalKey(id)) return { kind: 'logical', baseKeyId: id };
+  if (parseVersionKeyId(id)) {
+    try {
+      return { kind: 'version', version: await rot.registry.getKeyVersion(id) };
+    } catch (error) {
+      if (!isHsmError(error, 'KeyNotFound')) throw error;
+    }
+  }
+  return { kind: 'backend' };
+}
+
+/**
+ * A logical key named by a rotation command. Unknown keys are KeyNotFound naming the key; a
+ * backend key that exists but is not registered says so.
+ */
+export async function requireLogicalKey(scope: RotationScope, id: string, flag = '--id'): Promise<void> {
+  if (await scope.rot.registry.hasLogicalKey(id)) return;
+  const version = parseVersionKeyId(id);
+  if (version && (await scope.rot.registry.hasLogicalKey(version.baseKeyId))) {
+    throw new CliError('InvalidArgument', `${flag}: "${id}" is version ${version.version} of logical key "${version.baseKeyId}"; name the logical key (${flag} ${version.baseKeyId})`);
+  }
+  let backendKey = false;
+  try {
+    await scope.manager.getKey(id);
+    backendKey = true;
+  } catch {
+    // not a backend key either
+  }
+  if (backendKey) {
+    throw new CliError('KeyNotFound', `"${id}" is a backend key, not a logical key: only keys created by "keys create" (without --no-rotation) have versions and can be rotated`);
+  }
+  throw new CliError('KeyNotFound', `unknown logical key "${id}" (create it with: olocus-hsm keys create --id ${id} --algorithm ALG)`);
+}
+
+/** A KeyVersion as printed by --json. */
+export function versionJson(v: KeyVersion): Record<string, unknown> {
+  return {
+    keyId: v.keyId,
+    version: v.version,
+    state: v.state,
+    algorithm: v.algorithm,
+    ref: v.keyRef,
+    createdAt: v.createdAt,
+    activatedAt: v.activatedAt,
+    deactivatedAt: v.deactivatedAt,
+    expiresAt: v.expiresAt,
+    stateChangedAt: v.stateChangedAt,
+    overlapUntil: v.overlapUntil,
+    destroyAfter: v.destroyAfter,
+    revokedAt: v.revokedAt,
+    usageCount: v.usageCount,
+    lastUsedAt: v.lastUsedAt,
+  };
+}
+
+/** ISO time or '-'. */
+export function iso(d: Date | undefined): string {
+  return d ? d.toISOString() : '-';
+}

@@ -1,0 +1,32 @@
+export {
+  HealthMonitor,
+  TOKEN_FLAGS,
+  tokenFlags,
+  worst,
+  type CheckName,
+  type CheckResult,
+  type FipsRequirement,
+  type HealthLevel,
+  type HealthMonitorOptions,
+  type HealthReport,
+  type HealthThresholds,
+  type ReportListener,
+} from './health.js';
+export { HsmMetrics, instrument, OPERATIONS, type ErrorListener, type HsmMetricsOptions, type MetricsSnapshot, type Operation, type OperationStats } from './metrics.js';
+export { readBackendMetrics, type BackendMetricsView } from './backend-metrics.js';
+export {
+  AlertManager,
+  callbackSink,
+  logSink,
+  webhookSink,
+  type Alert,
+  type AlertManagerOptions,
+  type AlertRules,
+  type AlertSeverity,
+  type AlertSink,
+  type AlertState,
+  type WebhookSinkOptions,
+} from './alerts.js';
+export { startMonitorServer, parseListen, type MonitorServer, type MonitorServerOptions } from './server.js';
+export { renderStatusPage, escapeHtml } from './status-page.js';
+export { createMonitoring, type Monitoring, type MonitoringOptions } from './monitoring.js';
