@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ecdsaRawToDer, exportPublicKey, type KeyAlgorithm } from '@olocus/hsm-core';
 import { Pkcs11Backend } from '../src/index.js';
-import { SOFTHSM_LIB, createToken, runTool } from './helpers/softhsm.js';
+import { SOFTHSM_LIB, createToken, runTool } from '../src/testing/index.js';
 
 const token = createToken('interop');
 const PIN_VAR = 'OLOCUS_TEST_PIN';

@@ -159,6 +159,17 @@ export interface InitResult {
   createdPaths: string[];
 }
 
+/** Creates the config folder (0700) unless it exists; refuses an existing config without --force. */
+async function prepareConfigDir(ctx: CliContext, opts: { dir: string; force: boolean }): Promise<{ dir: string; path: string; createdPaths: string[] }> {
+  const dir = resolve(ctx.cwd, opts.dir);
+  const path = join(dir, CONFIG_FILE);
+  await ensureWritable(path, opts.force);
+  const createdPaths: string[] = [];
+  if (!(await exists(dir))) createdPaths.push(dir);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  return { dir, path, createdPaths };
+}
+
 async function ensureWritable(path: string, force: boolean): Promise<void> {
   if (!force && (await exists(path))) {
     throw new CliError('ConfigExists', `${path} already exists; pass --force to overwrite it`);
@@ -171,12 +182,7 @@ async function ensureWritable(path: string, force: boolean): Promise<void> {
  * {env: OLOCUS_HSM_PASSPHRASE} when that variable is set, else a generated development passphrase in `<dir>/passphrase` (0600).
  */
 export async function prepareSoftware(ctx: CliContext, opts: { dir: string; force: boolean }): Promise<InitResult> {
-  const dir = resolve(ctx.cwd, opts.dir);
-  const path = join(dir, CONFIG_FILE);
-  await ensureWritable(path, opts.force);
-  const createdPaths: string[] = [];
-  if (!(await exists(dir))) createdPaths.push(dir);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const { dir, path, createdPaths } = await prepareConfigDir(ctx, opts);
   let passphrase: SecretRef;
   let generatedPassphraseFile: string | undefined;
   if (ctx.globals.passphraseFile !== undefined) {
@@ -226,12 +232,7 @@ export async function preparePkcs11(ctx: CliContext, opts: Pkcs11InitOptions): P
       throw new CliError('InvalidArgument', `--slot: "${opts.slot}" is not a slot number (a non-negative integer)`);
     }
   }
-  const dir = resolve(ctx.cwd, opts.dir);
-  const path = join(dir, CONFIG_FILE);
-  await ensureWritable(path, opts.force);
-  const createdPaths: string[] = [];
-  if (!(await exists(dir))) createdPaths.push(dir);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const { dir, path, createdPaths } = await prepareConfigDir(ctx, opts);
   const libraryPath = opts.module.includes('/') ? resolve(ctx.cwd, opts.module) : opts.module;
   const options: Record<string, unknown> = { libraryPath };
   if (opts.tokenLabel !== undefined) options.tokenLabel = opts.tokenLabel;

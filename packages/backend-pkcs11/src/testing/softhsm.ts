@@ -9,8 +9,8 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
-import { CKF_RW_SESSION, CKF_SERIAL_SESSION, CKF_TOKEN_INITIALIZED, CKU_SO, CKU_USER } from '../../src/constants.js';
-import { acquireModule, releaseModule } from '../../src/module.js';
+import { CKF_RW_SESSION, CKF_SERIAL_SESSION, CKF_TOKEN_INITIALIZED, CKU_SO, CKU_USER } from '../constants.js';
+import { acquireModule, releaseModule } from '../module.js';
 
 export const SOFTHSM_LIB = '/usr/lib/softhsm/libsofthsm2.so';
 export const SPY_LIB = '/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so';
