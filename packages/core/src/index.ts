@@ -8,4 +8,5 @@ export * from './registry.js';
 export * from './secrets.js';
 export * from './config.js';
 export * from './manager.js';
+export * from './audit.js';
 export * from './key-id.js';

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { parseWithSchema } from './config.js';
 import { HsmError } from './errors.js';
 import { BackendRegistry } from './registry.js';
+import type { KeyAlgorithm } from './algorithms.js';
 import type {
   Capabilities,
   FipsStatus,
@@ -21,6 +22,7 @@ import type {
 import { verifyLocally } from './verify.js';
 import { publicKeyObject } from './encoding.js';
 import type { KeyObject } from 'node:crypto';
+import { audited, auditedBackend, type OperationAuditor, type OperationEvent } from './audit.js';
 
 export const managerConfigSchema = z
   .object({
@@ -41,6 +43,12 @@ export interface ManagerOptions {
   registry?: BackendRegistry;
   /** Enables `signWithLogicalKey` / `verifyWithLogicalKey` (the rotation package provides one). */
   resolver?: KeyVersionResolver;
+  /**
+   * Receives every key operation, including verifications done locally with a cached public
+   * key; results are returned only after it resolves (see `OperationAuditor`). `backend` is the
+   * audited backend, so code that uses it directly (the rotation manager) is audited too.
+   */
+  auditor?: OperationAuditor;
 }
 
 interface CachedKey {
@@ -56,6 +64,9 @@ export class HsmManager {
   readonly config: z.output<typeof managerConfigSchema>;
   private readonly registry: BackendRegistry;
   private backendInstance: HsmBackend | undefined;
+  /** The backend itself, under the audit wrapper (the same object when there is no auditor). */
+  private innerBackend: HsmBackend | undefined;
+  private readonly auditor: OperationAuditor | undefined;
   private state: 'new' | 'initializing' | 'ready' | 'closed' = 'new';
   private readonly keys = new Map<string, CachedKey>();
   private resolver: KeyVersionResolver | undefined;
@@ -64,6 +75,7 @@ export class HsmManager {
     this.config = parseWithSchema(managerConfigSchema, config, 'config');
     this.registry = options.registry ?? new BackendRegistry();
     this.resolver = options.resolver;
+    this.auditor = options.auditor;
   }
 
   /** Sets (or replaces) the resolver for logical keys. */
@@ -75,7 +87,11 @@ export class HsmManager {
   async signWithLogicalKey(baseKeyId: string, data: Uint8Array, options?: SignOptions): Promise<{ signature: Uint8Array; version: ResolvedKeyVersion }> {
     const resolver = this.requireResolver();
     const version = await resolver.resolveForSigning(baseKeyId);
-    const signature = await this.backend.sign(version.key, data, options);
+    const backend = this.backend;
+    const sign = (): Promise<Uint8Array> => this.innerBackend!.sign(version.key, data, options);
+    const signature = this.auditor
+      ? await audited(this.auditor, { ...this.eventBase('sign', version.key, version.algorithm), data, logicalKey: { baseKeyId, version: version.version } }, sign)
+      : await backend.sign(version.key, data, options);
     resolver.recordUsage?.(version);
     return { signature, version };
   }
@@ -83,7 +99,12 @@ export class HsmManager {
   /** Verifies with the version of a logical key that was valid at `signatureTime`. */
   async verifyWithLogicalKey(baseKeyId: string, data: Uint8Array, signature: Uint8Array, signatureTime: Date): Promise<boolean> {
     const version = await this.requireResolver().resolveForVerification(baseKeyId, signatureTime);
-    return this.verify(version.key, data, signature);
+    return this.verifyWith(version.key, data, signature, { baseKeyId, version: version.version });
+  }
+
+  private eventBase(operation: 'sign' | 'verify', key: KeyRef, algorithm?: KeyAlgorithm): Pick<OperationEvent, 'operation' | 'backend' | 'keyId' | 'algorithm'> {
+    const known = algorithm ?? (typeof key === 'string' ? undefined : key.algorithm);
+    return { operation, backend: this.backend.type, keyId: typeof key === 'string' ? key : key.id, ...(known ? { algorithm: known } : {}) };
   }
 
   private requireResolver(): KeyVersionResolver {
@@ -105,7 +126,8 @@ export class HsmManager {
     try {
       const backend = await this.registry.create(this.config.backend);
       await backend.initialize();
-      this.backendInstance = backend;
+      this.innerBackend = backend;
+      this.backendInstance = this.auditor ? auditedBackend(backend, this.auditor) : backend;
       this.state = 'ready';
     } catch (error) {
       this.state = 'new';
@@ -117,7 +139,7 @@ export class HsmManager {
     if (this.state === 'closed') return;
     this.state = 'closed';
     this.keys.clear();
-    await this.backendInstance?.close();
+    await (this.innerBackend ?? this.backendInstance)?.close();
   }
 
   info(): Promise<HsmInfo> {
@@ -155,10 +177,23 @@ export class HsmManager {
   }
 
   /** Verifies locally with the cached public key; the backend is asked only for the key. */
-  async verify(key: KeyRef, data: Uint8Array, signature: Uint8Array): Promise<boolean> {
-    const entry = await this.cached(key);
-    if (!entry) return this.backend.verify(key, data, signature);
-    return verifyLocally(entry.handle.algorithm, entry.publicKey, data, signature);
+  verify(key: KeyRef, data: Uint8Array, signature: Uint8Array): Promise<boolean> {
+    return this.verifyWith(key, data, signature);
+  }
+
+  private async verifyWith(key: KeyRef, data: Uint8Array, signature: Uint8Array, logicalKey?: { baseKeyId: string; version: number }): Promise<boolean> {
+    const auditor = this.auditor;
+    if (!auditor) {
+      const entry = await this.cached(key);
+      if (!entry) return this.backend.verify(key, data, signature);
+      return verifyLocally(entry.handle.algorithm, entry.publicKey, data, signature);
+    }
+    // Audited: one record per verification, whichever way it is done (the key lookup for the
+    // cache goes to the unaudited backend: it is part of this verification, not a key access).
+    const entry = await this.cached(key, this.innerBackend);
+    const base = { ...this.eventBase('verify', key, entry?.handle.algorithm), data, ...(logicalKey ? { logicalKey } : {}) };
+    if (!entry) return audited(auditor, base, () => this.innerBackend!.verify(key, data, signature), (valid) => ({ valid }));
+    return audited(auditor, { ...base, verifiedLocally: true }, async () => verifyLocally(entry.handle.algorithm, entry.publicKey, data, signature), (valid) => ({ valid }));
   }
 
   async destroyKey(key: KeyRef): Promise<void> {
@@ -167,12 +202,12 @@ export class HsmManager {
     for (const [name, entry] of this.keys) if (name === id || entry.handle.id === id || entry.handle.ref === id) this.keys.delete(name);
   }
 
-  private async cached(key: KeyRef): Promise<CachedKey | undefined> {
+  private async cached(key: KeyRef, through?: HsmBackend): Promise<CachedKey | undefined> {
     if (this.config.publicKeyCacheSize === 0) return undefined;
     const id = typeof key === 'string' ? key : key.id;
     const hit = this.keys.get(id);
     if (hit) return hit;
-    const backend = this.backend;
+    const backend = through ?? this.backend;
     const handle = typeof key === 'string' ? await backend.getKey(key) : key;
     const info = await backend.getPublicKey(handle);
     const entry = { handle, publicKey: publicKeyObject(info.spki) };
