@@ -38,6 +38,12 @@ export interface OperationAuditor {
    * failures (and raises an alert) instead.
    */
   record(event: OperationEvent): Promise<void>;
+  /**
+   * Called once by HsmManager.initialize() with the backend itself (not audited), before the
+   * manager is ready: an audit log signs its checkpoints with it, and those signatures must
+   * not themselves wait on the log they protect.
+   */
+  attach?(backend: HsmBackend): Promise<void> | void;
 }
 
 function keyIdOf(key: KeyRef): string {

@@ -126,6 +126,12 @@ export class HsmManager {
     try {
       const backend = await this.registry.create(this.config.backend);
       await backend.initialize();
+      try {
+        await this.auditor?.attach?.(backend);
+      } catch (error) {
+        await backend.close().catch(() => undefined);
+        throw error;
+      }
       this.innerBackend = backend;
       this.backendInstance = this.auditor ? auditedBackend(backend, this.auditor) : backend;
       this.state = 'ready';

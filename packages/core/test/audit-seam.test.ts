@@ -141,3 +141,26 @@ describe('HsmManager with an auditor', () => {
     expect(auditor.events).toHaveLength(0);
   });
 });
+
+describe('OperationAuditor.attach', () => {
+  it('receives the unaudited backend once, before the manager is ready; its failure fails initialize', async () => {
+    const auditor = new RecordingAuditor() as RecordingAuditor & { attach(b: HsmBackend): Promise<void> };
+    const attached: HsmBackend[] = [];
+    auditor.attach = async (b) => {
+      attached.push(b);
+      await b.generateKeyPair({ id: 'checkpoint-key', algorithm: 'Ed25519' });
+    };
+    const manager = await open(auditor);
+    expect(attached).toHaveLength(1);
+    expect(auditor.events).toHaveLength(0); // the attach-time key generation is not an audited operation
+    expect((await manager.listKeys()).keys.map((k) => k.id)).toEqual(['checkpoint-key']);
+    await manager.close();
+
+    const failing = new RecordingAuditor() as RecordingAuditor & { attach(): Promise<void> };
+    failing.attach = async () => {
+      throw new HsmError('DeviceUnavailable', 'audit store unreachable');
+    };
+    const m2 = new HsmManager({ backend: { type: 'memory' } }, { registry: new BackendRegistry().register(memoryFactory()), auditor: failing });
+    await expect(m2.initialize()).rejects.toMatchObject({ code: 'DeviceUnavailable' });
+  });
+});
