@@ -3,6 +3,7 @@ import { chmod, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { CliError, fileError, rememberSecret } from './errors.js';
 import { DEFAULT_ROTATION_SECTION, parseRotationSection, resolveRotationPaths, type RotationSection } from './rotation-config.js';
+import { DEFAULT_AUDIT_SECTION, parseAuditSection, resolveAuditPaths, type AuditSection } from './audit-config.js';
 import type { CliContext } from './context.js';
 
 import { CONFIG_ENV, CONFIG_FILE, DEFAULT_DIR, PASSPHRASE_ENV, PIN_ENV } from './constants.js';
@@ -15,6 +16,8 @@ export interface ConfigFile {
   backend: { type: string; options?: Record<string, unknown> };
   /** Key registry and rotation policy (see rotation-config.ts); not part of core's HsmManager config. */
   rotation?: unknown;
+  /** The audit log (see audit-config.ts); not part of core's HsmManager config. */
+  audit?: unknown;
   [key: string]: unknown;
 }
 
@@ -25,6 +28,8 @@ export interface LoadedConfig {
   config: ConfigFile;
   /** The validated `rotation` section (the default when absent), paths resolved. */
   rotation: RotationSection;
+  /** The validated `audit` section (the default when absent: on, fail closed, `<config dir>/audit.db`). */
+  audit: AuditSection;
 }
 
 /** Where the config is: --config, then $OLOCUS_HSM_CONFIG, then ./.olocus/config.json. */
@@ -54,6 +59,7 @@ export async function loadConfig(ctx: CliContext): Promise<LoadedConfig> {
   }
   const raw = parseConfigText(text, path);
   const rotation = resolveRotationPaths(parseRotationSection(raw.rotation, path), dirname(path));
+  const audit = resolveAuditPaths(parseAuditSection(raw.audit, path), dirname(path));
   if (rotation.policy !== undefined) {
     // The policy is checked by the rotation package's own schema (a bad field is named).
     const { parsePolicy } = await import('@olocus/hsm-rotation');
@@ -63,12 +69,12 @@ export async function loadConfig(ctx: CliContext): Promise<LoadedConfig> {
       throw new CliError('InvalidConfiguration', `${path}: ${(error as Error).message}`, { cause: error });
     }
   }
-  return { path, config: applyOverrides(ctx, resolveConfigPaths(raw, dirname(path)), path), rotation };
+  return { path, config: applyOverrides(ctx, resolveConfigPaths(raw, dirname(path)), path), rotation, audit };
 }
 
-/** What core's HsmManager accepts from the config file: everything but the CLI's `rotation` section. */
+/** What core's HsmManager accepts from the config file: everything but the CLI's `rotation` and `audit` sections. */
 export function managerConfig(config: ConfigFile): Record<string, unknown> {
-  const { rotation: _rotation, ...rest } = config;
+  const { rotation: _rotation, audit: _audit, ...rest } = config;
   return rest;
 }
 
@@ -205,7 +211,7 @@ export async function prepareSoftware(ctx: CliContext, opts: { dir: string; forc
   const keys = join(dir, 'keys');
   if (!(await exists(keys))) createdPaths.push(keys);
   await mkdir(keys, { recursive: true, mode: 0o700 });
-  const config: ConfigFile = { backend: { type: 'software', options: { directory: 'keys', passphrase } }, rotation: defaultRotation() };
+  const config: ConfigFile = { backend: { type: 'software', options: { directory: 'keys', passphrase } }, rotation: defaultRotation(), audit: defaultAudit() };
   const result: InitResult = { path, config, createdPaths };
   if (generatedPassphraseFile) result.generatedPassphraseFile = generatedPassphraseFile;
   return result;
@@ -239,12 +245,16 @@ export async function preparePkcs11(ctx: CliContext, opts: Pkcs11InitOptions): P
   if (slotId !== undefined) options.slotId = slotId;
   if (opts.vendor !== undefined) options.vendor = opts.vendor;
   options.pin = ctx.globals.pinFile !== undefined ? { file: resolve(ctx.cwd, ctx.globals.pinFile) } : { env: PIN_ENV };
-  return { path, config: { backend: { type: 'pkcs11', options }, rotation: defaultRotation() }, createdPaths };
+  return { path, config: { backend: { type: 'pkcs11', options }, rotation: defaultRotation(), audit: defaultAudit() }, createdPaths };
 }
 
 /** The rotation section `init` writes: SQLite next to the config, emergency rotation off until enabled. */
 function defaultRotation(): ConfigFile['rotation'] {
   return structuredClone(DEFAULT_ROTATION_SECTION) as unknown as ConfigFile['rotation'];
+}
+
+function defaultAudit(): ConfigFile['audit'] {
+  return structuredClone(DEFAULT_AUDIT_SECTION) as unknown as ConfigFile['audit'];
 }
 
 export async function writeConfig(result: InitResult): Promise<void> {

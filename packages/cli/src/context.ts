@@ -6,6 +6,8 @@ export interface GlobalOptions {
   json?: boolean;
   passphraseFile?: string;
   pinFile?: string;
+  /** `--actor` of the commands that take it (optsWithGlobals merges it in): who the audit log names. */
+  actor?: string;
 }
 
 /** What a command needs from its surroundings; injectable so commands stay testable. */

@@ -167,8 +167,52 @@ export function buildProgram(state: { ctx?: CliContext } = {}): Command {
     .action(run(async () => (await import('./commands/info.js')).info, state));
   program
     .command('health')
-    .description('backend health check: exit 0 healthy, 1 unhealthy')
+    .description('backend health checks (connectivity, performance, capacity, security, fips): exit 0 Healthy, 1 Degraded, 2 Critical')
     .action(run(async () => (await import('./commands/info.js')).health, state));
+  program
+    .command('monitor')
+    .description('serve /metrics, /healthz, /readyz (503 when Critical) and /status; health checks on an interval, alerts on stderr; runs until SIGINT/SIGTERM')
+    .option('--listen <host:port>', 'address to listen on (port 1-65535)', '127.0.0.1:9464')
+    .option('--interval <duration>', 'time between health checks (e.g. 30s, 5m)', '30s')
+    .option('--warn-days <n>', 'key registry: alert this many days before a cryptoperiod ends or a rotation is due', '30')
+    .action(run(async () => (await import('./commands/monitor.js')).monitor, state));
+
+  const audit = program.command('audit').description('the tamper-evident audit log: verify the hash chain and signed checkpoints, export, tail').helpCommand(false);
+  audit
+    .command('verify')
+    .description('check every record and checkpoint; names the first bad record. Exit 0 intact, 1 tampered')
+    .action(run(async () => (await import('./commands/audit.js')).verify, state));
+  audit
+    .command('export')
+    .description('write the records and checkpoints as JSON Lines (verifiable offline)')
+    .option('--out <file>', 'file to write')
+    .option('--from <date>', 'first record time (ISO 8601)')
+    .option('--to <date>', 'last record time (ISO 8601)')
+    .action(run(async () => (await import('./commands/audit.js')).exportLog, state));
+  audit
+    .command('tail')
+    .description('the latest records (with --json: one JSON object per line)')
+    .option('-n, --lines <n>', 'how many records', '20')
+    .option('-f, --follow', 'keep printing new records until interrupted')
+    .action(run(async () => (await import('./commands/audit.js')).tail, state));
+
+  const compliance = program.command('compliance').description('compliance reports (FIPS 140-2/140-3, PCI DSS v4.0.1, SOC 2, FISMA, Common Criteria)').helpCommand(false);
+  compliance
+    .command('report')
+    .description('evaluate a framework over a period; with --out, writes FILE and its detached signature FILE.sig.json')
+    .option('--framework <name>', 'fips-140-2, fips-140-3, pci-dss, soc2, fisma or common-criteria')
+    .option('--from <date>', 'start of the period (ISO 8601; default 30 days before --to)')
+    .option('--to <date>', 'end of the period (ISO 8601; default now)')
+    .option('--format <format>', 'html, md or json', 'html')
+    .option('--level <n>', 'FIPS 140 security level required (1-4)')
+    .option('--out <file>', 'write the report here (and FILE.sig.json)')
+    .action(run(async () => (await import('./commands/compliance.js')).report, state));
+  compliance
+    .command('verify-report')
+    .description("check a report against its detached signature and the audit key's public key. Exit 0 valid, 1 altered")
+    .option('--report <file>', 'the report file')
+    .option('--signature <file>', 'the signature document (default REPORT.sig.json)')
+    .action(run(async () => (await import('./commands/compliance.js')).verifyReport, state));
 
   program
     .command('bench')

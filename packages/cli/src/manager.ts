@@ -1,7 +1,11 @@
-import { BackendRegistry, HsmManager, type BackendContext } from '@olocus/hsm-core';
+import { BackendRegistry, HsmManager, isHsmError, type BackendContext } from '@olocus/hsm-core';
 import { CliError, rememberSecret } from './errors.js';
 import type { CliContext } from './context.js';
 import type { ConfigFile, LoadedConfig } from './config.js';
+import type { AuditSection } from './audit-config.js';
+import type { CliAudit } from './audit.js';
+
+const AUTH_FAILURES = new Set(['LoginFailed', 'PinLocked', 'WrongPassphrase']);
 
 /**
  * A registry that remembers every secret it hands to a backend, so that no line the CLI prints
@@ -22,20 +26,58 @@ class CliRegistry extends BackendRegistry {
   }
 }
 
+/**
+ * The CLI's manager: when the config audits, every key operation goes through the audit log
+ * (results only after their records are durable), and closing the manager closes the log.
+ */
+export class CliManager extends HsmManager {
+  audit: CliAudit | undefined;
+
+  override async close(): Promise<void> {
+    // The log first: its final checkpoint is signed by the backend, which must still be open.
+    const audit = this.audit;
+    this.audit = undefined;
+    try {
+      await audit?.close();
+    } finally {
+      await super.close();
+    }
+  }
+}
+
+/** The audit log a command's manager writes to, if the config audits. */
+export function auditOf(manager: HsmManager): CliAudit | undefined {
+  return manager instanceof CliManager ? manager.audit : undefined;
+}
+
 /** Builds and initialises the manager for a loaded config. Errors name the config file. */
-export async function openManager(ctx: CliContext, loaded: { path: string; config: ConfigFile }): Promise<HsmManager> {
+export async function openManager(ctx: CliContext, loaded: { path: string; config: ConfigFile; audit?: AuditSection }): Promise<CliManager> {
   const registry = new CliRegistry({ importer: (s) => import(s), env: ctx.env });
   const { managerConfig } = await import('./config.js');
-  let manager: HsmManager;
+  let audit: CliAudit | undefined;
+  if (loaded.audit?.enabled) {
+    const [{ openCliAudit }, { actorOf }] = await Promise.all([import('./audit.js'), import('./rotation.js')]);
+    audit = await openCliAudit(ctx, loaded.audit, loaded.path, actorOf(ctx, ctx.globals.actor));
+  }
+  let manager: CliManager;
   try {
-    // Core's config is strict: it gets `backend` (and `publicKeyCacheSize`), never the CLI's `rotation` section.
-    manager = new HsmManager(managerConfig(loaded.config), { registry });
+    // Core's config is strict: it gets `backend` (and `publicKeyCacheSize`), never the CLI's `rotation` or `audit` sections.
+    manager = new CliManager(managerConfig(loaded.config), { registry, ...(audit ? { auditor: audit.auditor } : {}) });
+    manager.audit = audit;
   } catch (error) {
+    await audit?.close();
     throw inFile(error, loaded.path);
   }
   try {
     await manager.initialize();
   } catch (error) {
+    if (audit && isHsmError(error) && AUTH_FAILURES.has(error.code)) {
+      // An invalid access attempt (PCI-10.2): recorded by code and message, which never hold the secret.
+      await audit
+        .append({ type: 'auth.failure', outcome: 'failure', backend: loaded.config.backend.type, errorCode: error.code, reason: error.message })
+        .catch(() => undefined);
+    }
+    await audit?.close().catch(() => undefined);
     throw inFile(error, loaded.path);
   }
   return manager;

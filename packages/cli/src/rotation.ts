@@ -3,7 +3,7 @@ import { userInfo } from 'node:os';
 import { isHsmError, readSecret, type HsmManager } from '@olocus/hsm-core';
 import { openRotation, parseVersionKeyId, type KeyVersion, type RotationContext, type StorageConfigInput } from '@olocus/hsm-rotation';
 import { CliError, rememberSecret } from './errors.js';
-import { inFile, openManager } from './manager.js';
+import { auditOf, inFile, openManager } from './manager.js';
 import type { LoadedConfig } from './config.js';
 import type { CliContext } from './context.js';
 
@@ -66,6 +66,8 @@ export async function openRotationFor(ctx: CliContext, loaded: LoadedConfig, man
     throw inFile(error, loaded.path);
   }
   manager.useResolver(rot.registry);
+  // State changes, rotations and security events go to the audit log with their actor and reason.
+  auditOf(manager)?.followRotation(rot.events);
   return rot;
 }
 

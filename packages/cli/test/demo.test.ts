@@ -41,7 +41,7 @@ describe('demo', () => {
     expect(out.ok).toBe(true);
     expect(out.kept).toBe(false);
     expect(existsSync(out.dir)).toBe(false);
-    expect(out.steps.map((s) => s.id)).toEqual(['init', 'open', 'create-keys', 'sign', 'verify', 'public-keys', 'tamper', 'rotate', 'rotation-checks']);
+    expect(out.steps.map((s) => s.id)).toEqual(['init', 'open', 'create-keys', 'sign', 'verify', 'public-keys', 'tamper', 'rotate', 'rotation-checks', 'audit-check']);
     expect(out.steps.every((s) => s.ok)).toBe(true);
     expect(out.keys.map((k) => k.algorithm)).toEqual(ALGORITHMS);
     expect(out.rotation).toMatchObject({
@@ -70,7 +70,7 @@ describe('demo', () => {
     const list = await cli(['--config', join(dir, 'work', '.olocus', 'config.json'), 'keys', 'list', '--json'], { cwd: dir });
     expect(list.code, list.stderr).toBe(0);
     const ids = (JSON.parse(list.stdout) as { keys: { id: string }[] }).keys.map((k) => k.id).sort();
-    // The demo's keys and its rotated logical key (listed once, by its logical id).
-    expect(ids).toEqual([...out.keys.map((k) => k.id), out.rotation.key].sort());
+    // The demo's keys, its rotated logical key (listed once, by its logical id) and the audit log's checkpoint key.
+    expect(ids).toEqual([...out.keys.map((k) => k.id), out.rotation.key, 'olocus-audit-checkpoint'].sort());
   });
 });

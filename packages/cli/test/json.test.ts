@@ -22,8 +22,8 @@ describe('--json on every command', () => {
     const out = JSON.parse(r.stdout) as { config: string; backend: { type: string; options: Record<string, unknown> }; passphraseFile: string };
     expect(out.config).toBe(join(dir, '.olocus', 'config.json'));
     expect(out.backend).toEqual({ type: 'software', options: { directory: 'keys', passphrase: { file: 'passphrase' } } });
-    // init also writes the rotation section (key registry next to the config, emergency rotation off).
-    expect(JSON.parse(await readFile(out.config, 'utf8'))).toEqual({ backend: out.backend, rotation: { storage: { kind: 'sqlite', path: 'rotation.db' }, policy: { allowEmergencyRotation: false } } });
+    // init also writes the rotation and audit sections (key registry next to the config, emergency rotation off).
+    expect(JSON.parse(await readFile(out.config, 'utf8'))).toEqual({ backend: out.backend, rotation: { storage: { kind: 'sqlite', path: 'rotation.db' }, policy: { allowEmergencyRotation: false } }, audit: { storage: { kind: 'sqlite', path: 'audit.db' }, failClosed: true, retention: { days: 365, hotDays: 90 }, checkpoint: { everyRecords: 1000, intervalSeconds: 60, keyId: 'olocus-audit-checkpoint' } } });
     expect(statSync(join(dir, '.olocus', 'passphrase')).mode & 0o777).toBe(0o600);
     expect(r.stderr).toMatch(/development setup/);
     expect(r.stderr).not.toContain((await readFile(join(dir, '.olocus', 'passphrase'), 'utf8')).trim());
@@ -37,7 +37,8 @@ describe('--json on every command', () => {
     await json(['keys', 'create', '--id', 'other-1', '--algorithm', 'Ed25519', '--no-rotation']);
 
     const all = await json<{ keys: { id: string }[] }>(['keys', 'list']);
-    expect(all.keys.map((k) => k.id).sort()).toEqual(['j1', 'other-1']);
+    // The audit log's checkpoint key (created on first use) lives in the backend beside the application's keys.
+    expect(all.keys.map((k) => k.id).sort()).toEqual(['j1', 'olocus-audit-checkpoint', 'other-1']);
     const some = await json<{ keys: { id: string }[] }>(['keys', 'list', '--prefix', 'oth']);
     expect(some.keys.map((k) => k.id)).toEqual(['other-1']);
 
@@ -56,7 +57,7 @@ describe('--json on every command', () => {
     expect(await readFile(toFile.out, 'utf8')).toBe(pem.publicKey);
 
     expect(await json(['keys', 'destroy', '--id', 'other-1'])).toEqual({ destroyed: 'other-1' });
-    expect((await json<{ keys: unknown[] }>(['keys', 'list'])).keys).toHaveLength(1);
+    expect((await json<{ keys: { id: string }[] }>(['keys', 'list'])).keys.map((k) => k.id).sort()).toEqual(['j1', 'olocus-audit-checkpoint']);
   });
 
   it('sign and verify', async () => {
@@ -77,8 +78,9 @@ describe('--json on every command', () => {
     expect(info.info.backend).toBe('software');
     expect(info.capabilities.algorithms).toContain('Ed25519');
     expect(info.fips.standard).toBe('none');
-    const health = await json<{ health: { healthy: boolean; latencyMs: number } }>(['health']);
-    expect(health.health.healthy).toBe(true);
+    const health = await json<{ health: { status: string; healthy: boolean; checks: { name: string }[] } }>(['health']);
+    expect(health.health).toMatchObject({ status: 'Healthy', healthy: true });
+    expect(health.health.checks.map((c) => c.name)).toEqual(['connectivity', 'performance', 'capacity', 'security', 'fips']);
   });
 
   it('bench (short run, key destroyed afterwards)', async () => {
@@ -116,7 +118,8 @@ describe('config location', () => {
     try {
       const r = await cli(['keys', 'list', '--json'], { cwd: fresh, env: cleanEnv() });
       expect(r.code, r.stderr).toBe(0);
-      expect(JSON.parse(r.stdout)).toEqual({ keys: [] });
+      // Only the audit log's checkpoint key, made when the command opened the new audit log.
+      expect((JSON.parse(r.stdout) as { keys: { id: string }[] }).keys.map((k) => k.id)).toEqual(['olocus-audit-checkpoint']);
       expect(existsSync(join(fresh, '.olocus', 'config.json'))).toBe(true);
       expect(existsSync(join(fresh, '.olocus', 'passphrase'))).toBe(true);
       expect(r.stderr).toMatch(/development setup/);

@@ -86,6 +86,7 @@ describe('PKCS#11 (SoftHSM) through the CLI', () => {
     expect(config).toEqual({
       backend: { type: 'pkcs11', options: { libraryPath: MODULE, tokenLabel: LABEL, vendor: 'softhsm', pin: { file: join(dir, 'pin.txt') } } },
       rotation: { storage: { kind: 'sqlite', path: 'rotation.db' }, policy: { allowEmergencyRotation: false } },
+      audit: { storage: { kind: 'sqlite', path: 'audit.db' }, failClosed: true, retention: { days: 365, hotDays: 90 }, checkpoint: { everyRecords: 1000, intervalSeconds: 60, keyId: 'olocus-audit-checkpoint' } },
     });
   });
 

@@ -30,3 +30,17 @@ export {
 export { startMonitorServer, parseListen, type MonitorServer, type MonitorServerOptions } from './server.js';
 export { renderStatusPage, escapeHtml } from './status-page.js';
 export { createMonitoring, type Monitoring, type MonitoringOptions } from './monitoring.js';
+export {
+  alertsFromRotation,
+  CryptoperiodWatch,
+  registryKeyCounts,
+  registryKeyList,
+  type CryptoperiodCheckResult,
+  type CryptoperiodWatchOptions,
+  type KeyLifecycleInfo,
+  type KeyListProvider,
+  type KeyRegistryLike,
+  type LifecycleEvent,
+  type LifecycleEventSource,
+  type RegistryVersion,
+} from './lifecycle.js';

@@ -67,6 +67,8 @@ export interface MetricsSnapshot {
   circuitOpen?: boolean;
   circuitOpens?: number;
   health?: { status: HealthLevel; timestamp: string; checks: Record<string, HealthLevel> };
+  /** Key versions by state, when a key registry feeds `recordKeyCounts`. */
+  keyCounts?: Record<string, number>;
   /** The most recent operation latencies, oldest first (at most 256). */
   recentLatencies: Array<{ operation: string; ms: number }>;
 }
@@ -110,6 +112,8 @@ export class HsmMetrics {
   private readonly healthStatus: Gauge<string>;
   private readonly healthCheckStatus: Gauge<string>;
   private readonly healthTimestamp: Gauge<string>;
+  private readonly keysGauge: Gauge<string>;
+  private keyCounts: Record<string, number> | undefined;
   private readonly series = new Map<string, Map<string, Series>>();
   private readonly errorSeries = new Map<string, Map<string, ErrorSeries>>();
   private readonly errorListeners = new Set<ErrorListener>();
@@ -196,6 +200,7 @@ export class HsmMetrics {
     this.healthStatus = new Gauge({ name: `${p}health_status`, help: 'Overall status of the last health check: 0 Healthy, 1 Degraded, 2 Critical.', registers });
     this.healthCheckStatus = new Gauge({ name: `${p}health_check_status`, help: 'Status of each check in the last health check: 0 Healthy, 1 Degraded, 2 Critical.', labelNames: ['check'], registers });
     this.healthTimestamp = new Gauge({ name: `${p}health_check_timestamp_seconds`, help: 'Unix time of the last health check.', registers });
+    this.keysGauge = new Gauge({ name: `${p}keys`, help: 'Key versions in the key registry, by lifecycle state.', labelNames: ['state'], registers });
   }
 
   /** The backend whose optional `metrics()` (pool, circuit) is read at scrape time. */
@@ -265,6 +270,13 @@ export class HsmMetrics {
     this.lastHealth = { status: report.status, timestamp: report.timestamp.toISOString(), checks };
   }
 
+  /** Records the key registry's versions by state (the `keys{state}` gauge and the snapshot's `keyCounts`). */
+  recordKeyCounts(counts: Record<string, number>): void {
+    this.keysGauge.reset();
+    for (const [state, n] of Object.entries(counts)) this.keysGauge.labels(state).set(n);
+    this.keyCounts = { ...counts };
+  }
+
   /** The Prometheus text exposition of this instance's registry. */
   prometheus(): Promise<string> {
     return this.registry.metrics();
@@ -316,6 +328,7 @@ export class HsmMetrics {
     if (view?.circuitOpen !== undefined) out.circuitOpen = view.circuitOpen;
     if (view?.circuitOpens !== undefined) out.circuitOpens = view.circuitOpens;
     if (this.lastHealth) out.health = this.lastHealth;
+    if (this.keyCounts) out.keyCounts = { ...this.keyCounts };
     return out;
   }
 

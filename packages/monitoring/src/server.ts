@@ -17,6 +17,11 @@ export interface MonitorServerOptions {
   maxReportAgeMs?: number;
   /** Page title. */
   title?: string;
+  /**
+   * Key versions by state (e.g. `registryKeyCounts(registry)`): read on each `/status` and
+   * `/metrics` request, shown on the page and exported as the `keys{state}` gauge.
+   */
+  keyCounts?: () => Promise<Record<string, number>>;
 }
 
 export interface MonitorServer {
@@ -60,8 +65,20 @@ export async function startMonitorServer(options: MonitorServerOptions): Promise
       res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) });
       res.end(req.method === 'HEAD' ? undefined : body);
     };
+    const counts = async () => {
+      if (!options.keyCounts) return undefined;
+      try {
+        const c = await options.keyCounts();
+        metrics.recordKeyCounts(c);
+        return c;
+      } catch {
+        // the registry is unavailable: the page and the scrape go on without key counts
+        return undefined;
+      }
+    };
     switch (path) {
       case '/metrics':
+        await counts();
         send(200, metrics.contentType, await metrics.prometheus());
         return;
       case '/healthz':
@@ -81,9 +98,9 @@ export async function startMonitorServer(options: MonitorServerOptions): Promise
       }
       case '/':
       case '/status': {
-        const r = await report();
+        const [r, keyCounts] = await Promise.all([report(), counts()]);
         metrics.recordHealth(r);
-        send(200, 'text/html; charset=utf-8', renderStatusPage({ report: r, snapshot: metrics.snapshot(), title: options.title ?? 'Olocus HSM status' }));
+        send(200, 'text/html; charset=utf-8', renderStatusPage({ report: r, snapshot: metrics.snapshot(), title: options.title ?? 'Olocus HSM status', keyCounts }));
         return;
       }
       default:

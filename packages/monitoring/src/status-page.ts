@@ -8,8 +8,16 @@ export function escapeHtml(value: unknown): string {
 }
 
 /** The `/status` page: plain HTML with inline CSS and SVG, no script, no external asset. */
-export function renderStatusPage(input: { report: HealthReport; snapshot: MetricsSnapshot; title: string }): string {
+export function renderStatusPage(input: { report: HealthReport; snapshot: MetricsSnapshot; title: string; keyCounts?: Record<string, number> | undefined }): string {
   const { report, snapshot, title } = input;
+  const keyCounts = input.keyCounts ?? snapshot.keyCounts;
+  const keys = keyCounts
+    ? `<h2>Keys</h2>\n<p>Key versions by state: <span id="keys-total">${Object.values(keyCounts).reduce((a, b) => a + b, 0)}</span> in all.</p>` +
+      `<table id="key-states"><tr><th>state</th><th>versions</th></tr>${Object.entries(keyCounts)
+        .sort((a, b) => a[0].localeCompare(b[0]))
+        .map(([state, n]) => `<tr data-state="${escapeHtml(state)}"><td>${escapeHtml(state)}</td><td class="n">${n}</td></tr>`)
+        .join('')}</table>`
+    : '';
   const checks = report.checks
     .map(
       (c) =>
@@ -49,6 +57,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 <table id="operations"><tr><th>operation</th><th>algorithm</th><th>success</th><th>failure</th><th>mean ms</th><th>max ms</th></tr>${ops}</table>
 ${errors ? `<h2>Errors</h2><table id="errors"><tr><th>operation</th><th>code</th><th>count</th></tr>${errors}</table>` : ''}
 ${pool}
+${keys}
 <h2>Recent latency</h2>
 ${latencyChart(snapshot.recentLatencies)}
 </body></html>

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -8,7 +8,7 @@ import type { RotationContext } from '@olocus/hsm-rotation';
 import { CONFIG_FILE, DEFAULT_DIR, initSoftware, loadConfig, type LoadedConfig } from '../config.js';
 import { EXIT_NEGATIVE } from '../errors.js';
 import { toBase64 } from '../io.js';
-import { openManager } from '../manager.js';
+import { auditOf, openManager } from '../manager.js';
 import { actorOf, openRotationFor } from '../rotation.js';
 import { table } from './keys.js';
 import type { CliContext } from '../context.js';
@@ -57,6 +57,21 @@ export interface DemoState {
   message: Uint8Array;
   keys: DemoKey[];
   rotationDemo: DemoRotation;
+  /** What the audit step found. */
+  audit?: DemoAudit;
+}
+
+/** The audit step's findings. */
+export interface DemoAudit {
+  records: number;
+  checkpoints: number;
+  chainOk: boolean;
+  message: string;
+  signRecords: number;
+  verifyRecords: number;
+  rotationRecords: number;
+  /** The sign records name the message by its SHA-256 digest, never by its bytes. */
+  messageDigest: string;
 }
 
 export interface DemoStepResult {
@@ -235,6 +250,52 @@ export const DEMO_STEPS: DemoStep[] = [
       return { ok: true, detail: `v1 signature of ${r.oldSignature.signedAt} verified; v2 Active; history: ${r.change!.at} v1 Active -> Superseded, actor ${r.change!.actor}, reason "${r.change!.reason}"` };
     },
   },
+  {
+    id: 'audit-check',
+    title: 'the audit log holds every operation; its hash chain verifies against a signed checkpoint',
+    async run(state) {
+      const m = manager(state);
+      const audit = auditOf(m);
+      if (!audit) return { ok: false, detail: 'auditing is off in the config (audit.enabled is false)' };
+      await audit.flush();
+      await audit.log.checkpoint();
+      const { spki } = await m.getPublicKey(audit.section.checkpoint.keyId);
+      const result = await audit.log.verify({ publicKey: spki });
+      const digest = `sha256:${createHash('sha256').update(state.message).digest('hex')}`;
+      const demoKeys = new Set([...state.keys.map((k) => k.id), ...[1, 2].map((v) => `${state.rotationDemo.key}.v${v}`)]);
+      const found = { sign: 0, verify: 0, rotate: 0, digestOk: 0 };
+      for await (const record of audit.log.iterate({ types: ['key.sign', 'key.verify', 'key.rotate'] })) {
+        if (!record.keyId || !demoKeys.has(record.keyId)) continue;
+        if (record.type === 'key.sign') {
+          found.sign++;
+          if (record.dataDigest === digest) found.digestOk++;
+        } else if (record.type === 'key.verify') found.verify++;
+        else found.rotate++;
+      }
+      state.audit = {
+        records: result.records,
+        checkpoints: result.checkpoints,
+        chainOk: result.ok,
+        message: result.message,
+        signRecords: found.sign,
+        verifyRecords: found.verify,
+        rotationRecords: found.rotate,
+        messageDigest: digest,
+      };
+      const problems: string[] = [];
+      if (!result.ok) problems.push(`audit verify: ${result.message}`);
+      if (result.checkpoints === 0) problems.push('no signed checkpoint');
+      // One signature per key, two by the logical key (v1 and v2).
+      if (found.sign < state.keys.length + 2) problems.push(`${found.sign} sign records, expected at least ${state.keys.length + 2}`);
+      if (found.digestOk < found.sign) problems.push('a sign record does not carry the message digest');
+      if (found.rotate < 1) problems.push('the rotation is not in the audit log');
+      if (problems.length > 0) return { ok: false, detail: problems.join('; ') };
+      return {
+        ok: true,
+        detail: `${result.records} records, ${result.checkpoints} signed checkpoint(s), chain intact; ${found.sign} signatures, ${found.verify} verifications and ${found.rotate} rotation recorded (data by digest only)`,
+      };
+    },
+  },
 ];
 
 function keyIdOf(key: string | { id: string }): string {
@@ -282,7 +343,7 @@ export async function demo(ctx: CliContext, opts: { dir?: string; keep?: boolean
   if (!ok) ctx.exitCode = EXIT_NEGATIVE;
   const kept = opts.keep === true || !temporary;
   if (ctx.json) {
-    ctx.printJson({ ok, dir, kept, configPath, message: new TextDecoder().decode(state.message), steps, keys: state.keys.map(round), rotation: state.rotationDemo });
+    ctx.printJson({ ok, dir, kept, configPath, message: new TextDecoder().decode(state.message), steps, keys: state.keys.map(round), rotation: state.rotationDemo, audit: state.audit });
     return;
   }
   ctx.print();
@@ -313,6 +374,7 @@ export async function demo(ctx: CliContext, opts: { dir?: string; keep?: boolean
     ctx.print(`           the v1 signature of ${r.oldSignature?.signedAt} ${r.oldSignature?.verifiedBySigningTime ? 'still verifies' : 'did NOT verify'} by its signing time`);
   }
   if (r.cleanup) ctx.print(`           ${r.cleanup}`);
+  if (state.audit) ctx.print(`audit:     ${state.audit.records} records, ${state.audit.checkpoints} signed checkpoint(s), chain ${state.audit.chainOk ? 'intact' : 'BROKEN'}`);
   ctx.print();
   for (const s of steps) ctx.print(`${s.ok ? 'ok  ' : 'FAIL'} ${s.title}: ${s.detail} (${s.ms} ms)`);
   ctx.print();

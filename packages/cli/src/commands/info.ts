@@ -1,5 +1,6 @@
-import { withManager } from '../manager.js';
-import { EXIT_NEGATIVE } from '../errors.js';
+import type { HealthReport } from '@olocus/hsm-monitoring';
+import { openManager, withManager } from '../manager.js';
+import { EXIT_ERROR, EXIT_NEGATIVE, EXIT_OK, summarize } from '../errors.js';
 import type { CliContext } from '../context.js';
 
 export async function info(ctx: CliContext): Promise<void> {
@@ -29,13 +30,67 @@ export async function info(ctx: CliContext): Promise<void> {
   });
 }
 
+/**
+ * `olocus-hsm health`: the monitoring checks (connectivity, performance with the canary key,
+ * capacity, security, fips) once. Exit 0 Healthy, 1 Degraded, 2 Critical. A backend that cannot
+ * be opened (module missing, device unreachable, login refused) is Critical, not an error;
+ * a config that cannot be read is still an error (exit 2).
+ */
 export async function health(ctx: CliContext): Promise<void> {
-  await withManager(ctx, async (manager) => {
-    const status = await manager.healthCheck();
-    if (!status.healthy) ctx.exitCode = EXIT_NEGATIVE;
-    if (ctx.json) return ctx.printJson({ health: status });
-    const line = `${status.healthy ? 'healthy' : 'UNHEALTHY'}: ${status.message} (${status.latencyMs.toFixed(1)} ms)`;
-    if (status.healthy) ctx.print(line);
-    else ctx.note(`olocus-hsm: Unhealthy: ${status.message}`);
-  });
+  const { loadConfig } = await import('../config.js');
+  const loaded = await loadConfig(ctx);
+  const { HealthMonitor } = await import('@olocus/hsm-monitoring');
+  const started = performance.now();
+  const timestamp = new Date();
+  let report: HealthReport;
+  let manager: Awaited<ReturnType<typeof openManager>> | undefined;
+  try {
+    manager = await openManager(ctx, loaded);
+  } catch (error) {
+    if (!isBackendFailure(error)) throw error;
+    const summary = summarize(error);
+    const durationMs = performance.now() - started;
+    report = {
+      status: 'Critical',
+      timestamp,
+      durationMs,
+      checks: [{ name: 'connectivity', status: 'Critical', message: `backend could not be opened: ${summary.code}: ${(summary.message.split('\n')[0] ?? '')}`, durationMs }],
+    };
+  }
+  if (manager) {
+    try {
+      report = await new HealthMonitor({ backend: manager.backend }).performHealthCheck();
+    } finally {
+      await manager.close();
+    }
+  }
+  const r = report!;
+  ctx.exitCode = r.status === 'Healthy' ? EXIT_OK : r.status === 'Degraded' ? EXIT_NEGATIVE : EXIT_ERROR;
+  if (ctx.json) {
+    return ctx.printJson({
+      health: {
+        status: r.status,
+        healthy: r.status === 'Healthy',
+        timestamp: r.timestamp.toISOString(),
+        durationMs: round(r.durationMs),
+        checks: r.checks.map((c) => ({ name: c.name, status: c.status, message: c.message, ...(c.metric !== undefined ? { metric: c.metric, unit: c.unit } : {}), durationMs: round(c.durationMs) })),
+      },
+    });
+  }
+  ctx.print(`${r.status} (${r.durationMs.toFixed(1)} ms)`);
+  const width = Math.max(...r.checks.map((c) => c.name.length));
+  const statusWidth = Math.max(...r.checks.map((c) => c.status.length));
+  for (const c of r.checks) ctx.print(`  ${c.name.padEnd(width)}  ${c.status.padEnd(statusWidth)}  ${c.message} (${c.durationMs.toFixed(1)} ms)`);
+  if (r.status !== 'Healthy') ctx.note(`olocus-hsm: health is ${r.status}: ${r.checks.filter((c) => c.status !== 'Healthy').map((c) => c.name).join(', ')}`);
+}
+
+/** Opening failed in the backend (not in the config file): that is a Critical health answer. */
+function isBackendFailure(error: unknown): boolean {
+  const e = error as { name?: string; code?: string };
+  if (e?.name === 'CliError') return false;
+  return e?.name === 'HsmError' && e.code !== 'InvalidConfiguration' && e.code !== 'UnknownBackend';
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 100) / 100;
 }

@@ -1,0 +1,183 @@
+import { isHsmError, readSecret, type HsmBackend, type OperationAuditor, type OperationEvent } from '@olocus/hsm-core';
+import type { AuditEventInput, AuditLog, CheckpointSigner } from '@olocus/hsm-compliance';
+import type { RotationEvent, RotationEvents } from '@olocus/hsm-rotation';
+import { rememberSecret } from './errors.js';
+import { inFile } from './manager.js';
+import type { AuditSection } from './audit-config.js';
+import type { CliContext } from './context.js';
+
+/**
+ * The CLI's audit log: opened with the manager when the config's `audit` section is enabled,
+ * so every key operation a command performs is recorded before its result is printed.
+ * Rotation events (state changes, rotations, security events) are appended as they happen;
+ * `close()` waits for every pending record, writes the final checkpoint and closes the store.
+ */
+export interface CliAudit {
+  readonly log: AuditLog;
+  readonly section: AuditSection;
+  readonly auditor: OperationAuditor;
+  readonly actor: string;
+  /** Appends a record made by the CLI itself (audit access, configuration change). */
+  append(input: Omit<AuditEventInput, 'actor'> & { actor?: string }): Promise<void>;
+  /** Records rotation events until the returned function is called. */
+  followRotation(events: RotationEvents): () => void;
+  /** Waits for the rotation records appended so far to be durable. */
+  flush(): Promise<void>;
+  /** The backend the checkpoints are signed with (set when the manager attaches). */
+  checkpointSigner(): CheckpointSigner;
+  close(): Promise<void>;
+}
+
+async function storageOf(ctx: CliContext, section: AuditSection, configPath: string): Promise<{ kind: 'sqlite'; path: string } | { kind: 'postgres'; connectionString: string; schema?: string }> {
+  const storage = section.storage;
+  if (storage.kind === 'sqlite') return storage;
+  let connectionString: string;
+  try {
+    connectionString = await readSecret(storage.connectionString, 'audit.storage.connectionString', ctx.env);
+  } catch (error) {
+    throw inFile(error, configPath);
+  }
+  rememberSecret(connectionString);
+  try {
+    const password = new URL(connectionString).password;
+    if (password) {
+      rememberSecret(password);
+      rememberSecret(decodeURIComponent(password));
+    }
+  } catch {
+    // A libpq key=value string: the whole string is remembered above.
+  }
+  return { kind: 'postgres', connectionString, ...(storage.schema ? { schema: storage.schema } : {}) };
+}
+
+function rotationRecord(event: RotationEvent): (Omit<AuditEventInput, 'actor'> & { actor?: string }) | undefined {
+  switch (event.type) {
+    case 'stateChanged':
+      return {
+        type: 'key.state',
+        outcome: 'success',
+        actor: event.actor,
+        keyId: event.keyId,
+        baseKeyId: event.baseKeyId,
+        keyVersion: event.version,
+        reason: event.reason,
+        time: event.at,
+        details: { from: event.from, to: event.to },
+      };
+    case 'rotated':
+      return {
+        type: 'key.rotate',
+        outcome: 'success',
+        actor: event.actor,
+        keyId: event.keyId,
+        baseKeyId: event.baseKeyId,
+        keyVersion: event.toVersion,
+        reason: event.reason,
+        time: event.at,
+        details: { kind: event.kind, fromVersion: event.fromVersion, toVersion: event.toVersion, oldState: event.oldState },
+      };
+    case 'securityEvent':
+      return {
+        type: 'security.event',
+        outcome: 'success',
+        actor: event.actor,
+        keyId: event.compromisedKeyId,
+        baseKeyId: event.baseKeyId,
+        keyVersion: event.compromisedVersion,
+        reason: event.reason,
+        time: event.at,
+        details: { event: event.event, severity: event.severity, markedAs: event.markedAs, newVersion: event.newVersion },
+      };
+    case 'taskFailed':
+      return {
+        type: 'admin.action',
+        outcome: 'failure',
+        actor: 'rotation-scheduler',
+        baseKeyId: event.baseKeyId,
+        time: event.at,
+        reason: event.error,
+        details: { action: `scheduled ${event.kind}`, taskId: event.taskId, attempts: event.attempts, final: event.final },
+      };
+    default:
+      // keyCreated / keyDestroyed are the backend operations the auditor already records;
+      // warnings and orphans are monitoring's.
+      return undefined;
+  }
+}
+
+export async function openCliAudit(ctx: CliContext, section: AuditSection, configPath: string, actor: string): Promise<CliAudit> {
+  const { openAuditLog, auditorFor } = await import('@olocus/hsm-compliance');
+  const storage = await storageOf(ctx, section, configPath);
+  let backend: HsmBackend | undefined;
+  const keyId = section.checkpoint.keyId;
+  const signer: CheckpointSigner = {
+    keyId,
+    algorithm: 'ECDSA_P256',
+    sign: async (data) => {
+      if (!backend) throw new Error('the audit checkpoint key is not available before the backend opens');
+      return backend.sign(keyId, data);
+    },
+    publicKey: async () => {
+      if (!backend) throw new Error('the audit checkpoint key is not available before the backend opens');
+      return (await backend.getPublicKey(keyId)).spki;
+    },
+  };
+  let log: AuditLog;
+  try {
+    log = await openAuditLog({
+      storage,
+      logName: section.logName,
+      failClosed: section.failClosed,
+      retention: section.retention,
+      checkpoint: { everyRecords: section.checkpoint.everyRecords, intervalMs: Math.round(section.checkpoint.intervalSeconds * 1000), signer },
+      onFailure: (error: unknown) => {
+        // A backend that never opened cannot sign the closing checkpoint; the next command's
+        // checkpoint covers these records, so this is not worth a line.
+        if (!backend && (error as { details?: { auditCode?: string } }).details?.auditCode === 'CheckpointSignFailed') return;
+        ctx.note(`olocus-hsm: audit: ${(error as Error).message}`);
+      },
+    });
+  } catch (error) {
+    throw inFile(error, configPath);
+  }
+  const inner = auditorFor(log, { actor, failClosed: section.failClosed, onAuditFailure: (error: unknown) => ctx.note(`olocus-hsm: audit record not written (failClosed is off): ${(error as Error).message}`) });
+  const pending = new Set<Promise<unknown>>();
+  const track = (p: Promise<unknown>): void => {
+    const tracked = p.catch((error) => ctx.note(`olocus-hsm: audit: ${(error as Error).message}`)).finally(() => pending.delete(tracked));
+    pending.add(tracked);
+  };
+  const auditor: OperationAuditor = {
+    record: (event: OperationEvent) => inner.record(event),
+    attach: async (b: HsmBackend) => {
+      backend = b;
+      // The checkpoint key is the audit's own: created on first use, never an application key.
+      try {
+        await b.getKey(keyId);
+      } catch (error) {
+        if (!isHsmError(error, 'KeyNotFound')) throw error;
+        await b.generateKeyPair({ id: keyId, algorithm: 'ECDSA_P256', labels: { purpose: 'olocus audit checkpoints and reports' } });
+      }
+    },
+  };
+  return {
+    log,
+    section,
+    auditor,
+    actor,
+    append: (input) => log.append({ actor, ...input } as AuditEventInput).then(() => undefined),
+    followRotation(events) {
+      return events.on('event', (event: RotationEvent) => {
+        const record = rotationRecord(event);
+        if (record) track(log.append({ actor, ...record } as AuditEventInput));
+      });
+    },
+    checkpointSigner: () => signer,
+    async flush() {
+      await Promise.all(pending);
+    },
+    async close() {
+      await Promise.all(pending);
+      await log.close();
+    },
+  };
+}

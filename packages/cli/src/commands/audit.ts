@@ -1,0 +1,94 @@
+import { resolve } from 'node:path';
+import type { AuditRecord } from '@olocus/hsm-compliance';
+import { CliError, EXIT_NEGATIVE, redact } from '../errors.js';
+import { auditOf, withManager, type CliManager } from '../manager.js';
+import type { CliAudit } from '../audit.js';
+import type { CliContext } from '../context.js';
+
+/** `audit verify`, `audit export`, `audit tail`: every one is itself recorded (PCI-10.2 audit-log access). */
+
+export function requireAudit(manager: CliManager | { audit?: CliAudit }): CliAudit {
+  const audit = auditOf(manager as CliManager);
+  if (!audit) throw new CliError('InvalidConfiguration', 'auditing is off in this config ("audit": {"enabled": false}); there is no audit log to read');
+  return audit;
+}
+
+/** An ISO date or date-time given on the command line; `field` names the option. */
+export function parseDateOption(value: string | undefined, field: string): Date | undefined {
+  if (value === undefined) return undefined;
+  const date = new Date(/^\d{4}-\d{2}-\d{2}$/.test(value) ? `${value}T00:00:00Z` : value);
+  if (Number.isNaN(date.getTime())) throw new CliError('InvalidArgument', `${field}: "${value}" is not a date (use ISO 8601, e.g. 2026-11-01 or 2026-11-01T12:00:00Z)`);
+  return date;
+}
+
+/** The checkpoint key's public key, from the backend: never from beside the log it vouches for. */
+async function checkpointKey(manager: CliManager, audit: CliAudit): Promise<Uint8Array> {
+  return (await manager.getPublicKey(audit.section.checkpoint.keyId)).spki;
+}
+
+export async function verify(ctx: CliContext): Promise<void> {
+  await withManager(ctx, async (m) => {
+    const manager = m as CliManager;
+    const audit = requireAudit(manager);
+    await audit.append({ type: 'audit.access', outcome: 'success', details: { action: 'verify' } });
+    const result = await audit.log.verify({ publicKey: await checkpointKey(manager, audit) });
+    if (!result.ok) {
+      ctx.exitCode = EXIT_NEGATIVE;
+      await audit.append({ type: 'security.event', outcome: 'failure', reason: result.message, details: { event: 'auditTamperDetected', firstBadSeq: result.firstBadSeq ?? null, problem: result.problem ?? null } }).catch(() => undefined);
+    }
+    if (ctx.json) return ctx.printJson({ audit: result });
+    const rate = result.durationMs > 0 ? Math.round(result.records / (result.durationMs / 1000)) : result.records;
+    const line = `${result.ok ? 'ok' : 'TAMPERED'}: ${result.message} (${result.records} records, ${result.checkpoints} checkpoints, ${result.durationMs.toFixed(0)} ms, ${rate} records/s)`;
+    if (result.ok) ctx.print(line);
+    else ctx.note(`olocus-hsm: ${line}`);
+  });
+}
+
+export async function exportLog(ctx: CliContext, opts: { out?: string; from?: string; to?: string }): Promise<void> {
+  if (!opts.out) throw new CliError('InvalidArgument', '--out FILE is required (the export is JSON Lines: records and checkpoints)');
+  const from = parseDateOption(opts.from, '--from');
+  const to = parseDateOption(opts.to, '--to');
+  if (from && to && from > to) throw new CliError('InvalidArgument', `--from ${opts.from} is after --to ${opts.to}`);
+  const out = resolve(ctx.cwd, opts.out);
+  await withManager(ctx, async (m) => {
+    const audit = requireAudit(m as CliManager);
+    await audit.append({ type: 'audit.access', outcome: 'success', details: { action: 'export', from: from?.toISOString() ?? null, to: to?.toISOString() ?? null } });
+    await audit.flush();
+    const summary = await audit.log.export(out, { ...(from ? { from } : {}), ...(to ? { to } : {}) });
+    if (ctx.json) return ctx.printJson({ export: { path: out, ...summary } });
+    ctx.print(`wrote ${out}: ${summary.records} records, ${summary.checkpoints} checkpoints`);
+  });
+}
+
+function recordLine(r: AuditRecord): string {
+  const key = r.keyId ? ` key=${r.keyId}` : '';
+  const alg = r.algorithm ? ` ${r.algorithm}` : '';
+  const latency = r.latencyMs !== undefined ? ` ${r.latencyMs.toFixed(1)}ms` : '';
+  const error = r.errorCode ? ` error=${r.errorCode}` : '';
+  const reason = r.reason ? ` reason=${JSON.stringify(r.reason)}` : '';
+  return `${String(r.seq).padStart(7)} ${r.time} ${r.type.padEnd(14)} ${r.outcome === 'success' ? 'ok  ' : 'FAIL'} actor=${r.actor}${key}${alg}${latency}${error}${reason}`;
+}
+
+export async function tail(ctx: CliContext, opts: { lines?: string; follow?: boolean }): Promise<void> {
+  const limit = opts.lines === undefined ? 20 : Number(opts.lines);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 100_000) throw new CliError('InvalidArgument', `--lines: "${opts.lines}" must be a whole number from 1 to 100000`);
+  await withManager(ctx, async (m) => {
+    const audit = requireAudit(m as CliManager);
+    await audit.append({ type: 'audit.access', outcome: 'success', details: { action: 'tail', follow: opts.follow === true } });
+    const controller = new AbortController();
+    const stop = (): void => controller.abort();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    try {
+      for await (const record of audit.log.tail({ limit, follow: opts.follow === true, signal: controller.signal })) {
+        if (ctx.json) ctx.stdout.write(redact(JSON.stringify(record)) + '\n');
+        else ctx.print(recordLine(record));
+      }
+    } catch (error) {
+      if (!controller.signal.aborted) throw error;
+    } finally {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+    }
+  });
+}

@@ -1,0 +1,6 @@
+export * from './types.js';
+export { ZERO_HASH, canonicalRecord, canonicalDetails, recordHash, checkpointBody, type RecordLike } from './jcs.js';
+export type { AuditLogOptions, AuditStorageOptions, CheckpointSigner } from './options.js';
+export { AuditLog, openAuditLog, verifyExport, SECRET_KEY_PATTERN, type AuditStats, type AuditExportSummary, type AuditTailOptions, type AuditVerifyOptions, type AuditPruneResult } from './log.js';
+export { checkpointSignerFromBackend, type CheckpointSignerOptions } from './checkpoint.js';
+export { auditorFor, withAudit, dataDigest, eventToRecords, type AuditorOptions, type LogAuditor } from './auditor.js';

@@ -1,0 +1,3 @@
+export * from './audit/index.js';
+export * from './rules/index.js';
+export * from './report/index.js';
