@@ -1,7 +1,7 @@
-import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
 import { describeZodError } from '@olocus/hsm-core';
 import { CliError } from './errors.js';
+import { resolveStoragePaths, secretSource } from './rotation-config.js';
 
 /**
  * The config file's optional `audit` section. Absent = the embedded default: auditing on, fail
@@ -11,12 +11,6 @@ import { CliError } from './errors.js';
  *
  * As in `rotation`, a PostgreSQL connection string is a secret source, never the string itself.
  */
-
-const secretSource = z.union([z.object({ env: z.string().min(1) }).strict(), z.object({ file: z.string().min(1) }).strict()], {
-  errorMap: () => ({
-    message: 'must be a secret source {"env": "VARIABLE"} or {"file": "path"} (a connection string may hold a password: never put it in the config)',
-  }),
-});
 
 const storageSchema = z.discriminatedUnion(
   'kind',
@@ -85,12 +79,5 @@ export function parseAuditSection(raw: unknown, path: string): AuditSection {
 
 /** Relative paths resolve against the config file's folder. */
 export function resolveAuditPaths(section: AuditSection, base: string): AuditSection {
-  const storage = section.storage;
-  if (storage.kind === 'sqlite') {
-    if (storage.path === ':memory:' || isAbsolute(storage.path)) return section;
-    return { ...section, storage: { ...storage, path: resolve(base, storage.path) } };
-  }
-  const cs = storage.connectionString;
-  if ('file' in cs && !isAbsolute(cs.file)) return { ...section, storage: { ...storage, connectionString: { file: resolve(base, cs.file) } } };
-  return section;
+  return resolveStoragePaths(section, base);
 }

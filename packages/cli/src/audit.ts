@@ -1,7 +1,7 @@
 import { isHsmError, readSecret, type HsmBackend, type OperationAuditor, type OperationEvent } from '@olocus/hsm-core';
 import type { AuditEventInput, AuditLog, CheckpointSigner } from '@olocus/hsm-compliance';
 import type { RotationEvent, RotationEvents } from '@olocus/hsm-rotation';
-import { rememberSecret } from './errors.js';
+import { rememberConnectionString } from './errors.js';
 import { inFile } from './manager.js';
 import type { AuditSection } from './audit-config.js';
 import type { CliContext } from './context.js';
@@ -37,16 +37,7 @@ async function storageOf(ctx: CliContext, section: AuditSection, configPath: str
   } catch (error) {
     throw inFile(error, configPath);
   }
-  rememberSecret(connectionString);
-  try {
-    const password = new URL(connectionString).password;
-    if (password) {
-      rememberSecret(password);
-      rememberSecret(decodeURIComponent(password));
-    }
-  } catch {
-    // A libpq key=value string: the whole string is remembered above.
-  }
+  rememberConnectionString(connectionString);
   return { kind: 'postgres', connectionString, ...(storage.schema ? { schema: storage.schema } : {}) };
 }
 

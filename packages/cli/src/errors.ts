@@ -68,6 +68,20 @@ export function rememberSecret(value: string | undefined): void {
   if (value && value.length >= 4) secrets.add(value);
 }
 
+/** A database connection string, and the password inside it (raw and URL-decoded) when it is a URL. */
+export function rememberConnectionString(connectionString: string): void {
+  rememberSecret(connectionString);
+  try {
+    const password = new URL(connectionString).password;
+    if (password) {
+      rememberSecret(password);
+      rememberSecret(decodeURIComponent(password));
+    }
+  } catch {
+    // Not a URL (a libpq key=value string): the whole string is remembered above.
+  }
+}
+
 export function redact(text: string): string {
   let out = text;
   for (const s of secrets) if (out.includes(s)) out = out.split(s).join('[REDACTED]');

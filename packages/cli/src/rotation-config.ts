@@ -12,7 +12,8 @@ import { CliError } from './errors.js';
  * `{"file"}`), never the string itself in the config, and it is never printed.
  */
 
-const secretSource = z.union([z.object({ env: z.string().min(1) }).strict(), z.object({ file: z.string().min(1) }).strict()], {
+/** A secret source for a connection string (shared with the audit section). */
+export const secretSource = z.union([z.object({ env: z.string().min(1) }).strict(), z.object({ file: z.string().min(1) }).strict()], {
   errorMap: () => ({
     message: 'must be a secret source {"env": "VARIABLE"} or {"file": "path"} (a connection string may hold a password: never put it in the config)',
   }),
@@ -70,6 +71,13 @@ export function parseRotationSection(raw: unknown, path: string): RotationSectio
 
 /** Relative paths (the SQLite file, a connection-string file) resolve against the config file's folder. */
 export function resolveRotationPaths(section: RotationSection, base: string): RotationSection {
+  return resolveStoragePaths(section, base);
+}
+
+type StorageSection = { kind: 'sqlite'; path: string } | { kind: 'postgres'; connectionString: { env: string } | { file: string } };
+
+/** For any section with a `storage` field (rotation, audit): the SQLite path and a connection-string file, made absolute. */
+export function resolveStoragePaths<S extends { storage: StorageSection }>(section: S, base: string): S {
   const storage = section.storage;
   if (storage.kind === 'sqlite') {
     if (storage.path === ':memory:' || isAbsolute(storage.path)) return section;

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { isHsmError, readSecret, type HsmManager } from '@olocus/hsm-core';
 import { openRotation, parseVersionKeyId, type KeyVersion, type RotationContext, type StorageConfigInput } from '@olocus/hsm-rotation';
-import { CliError, rememberSecret } from './errors.js';
+import { CliError, rememberConnectionString } from './errors.js';
 import { auditOf, inFile, openManager } from './manager.js';
 import type { LoadedConfig } from './config.js';
 import type { CliContext } from './context.js';
@@ -38,16 +38,7 @@ async function storageInput(ctx: CliContext, loaded: LoadedConfig): Promise<Stor
   } catch (error) {
     throw inFile(error, loaded.path);
   }
-  rememberSecret(connectionString);
-  try {
-    const password = new URL(connectionString).password;
-    if (password) {
-      rememberSecret(password);
-      rememberSecret(decodeURIComponent(password));
-    }
-  } catch {
-    // Not a URL (a libpq key=value string): the whole string is remembered above.
-  }
+  rememberConnectionString(connectionString);
   return { ...storage, connectionString };
 }
 

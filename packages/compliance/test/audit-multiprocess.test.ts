@@ -1,25 +1,22 @@
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { openAuditLog, type AuditRecord } from '../src/audit/index.js';
 import { storageFor } from './audit-helpers.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const ESBUILD = join(here, '../../../node_modules/.bin/esbuild');
-const bundle = join(here, `audit-child.generated-${process.pid}.mjs`);
+const CHILD = join(here, 'audit-child.mjs');
 
 beforeAll(() => {
-  if (!existsSync(ESBUILD)) throw new Error(`this test bundles its child process with esbuild (${ESBUILD}): run pnpm install at the repository root`);
-  const r = spawnSync(ESBUILD, [join(here, 'audit-child.ts'), '--bundle', '--platform=node', '--format=esm', '--packages=external', `--outfile=${bundle}`, '--log-level=warning'], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`esbuild failed: ${r.stderr}`);
+  // The child runs the built package, as a second application process would.
+  if (!existsSync(join(here, '../dist/index.js'))) throw new Error('this test runs its child process on the built package: run pnpm build (or pnpm --filter @olocus/hsm-compliance build) first');
 });
-afterAll(() => rmSync(bundle, { force: true }));
 
 function child(env: object): Promise<{ seqs: number[]; transactions: number }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [bundle], { env: { ...process.env, AUDIT_CHILD: JSON.stringify(env) }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, [CHILD], { env: { ...process.env, AUDIT_CHILD: JSON.stringify(env) }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     p.stdout.on('data', (d) => (out += d));

@@ -1,15 +1,15 @@
 /**
  * A second process for audit-multiprocess.test.ts: opens the log named in AUDIT_CHILD (JSON:
- * storage, logName, origin, count), appends `count` records in concurrent bursts, closes, and
- * prints what it appended. Bundled with esbuild by the test (no TypeScript loader needed).
+ * storage, logName, origin, count, startAt), appends `count` records in concurrent bursts,
+ * closes, and prints what it appended. It runs the built package (dist), as an application would.
  */
-import { openAuditLog } from '../src/audit/index.js';
+import { openAuditLog } from '../dist/index.js';
 
-const cfg = JSON.parse(process.env['AUDIT_CHILD'] ?? '{}') as { storage: never; logName: string; origin: string; count: number; startAt: number };
+const cfg = JSON.parse(process.env['AUDIT_CHILD'] ?? '{}');
 const log = await openAuditLog({ storage: cfg.storage, logName: cfg.logName, origin: cfg.origin, checkpoint: { everyRecords: 97, intervalMs: 0 } });
 // both processes start appending at the same moment (process start-up times differ)
 await new Promise((r) => setTimeout(r, Math.max(0, cfg.startAt - Date.now())));
-const seqs: number[] = [];
+const seqs = [];
 for (let i = 0; i < cfg.count; i += 25) {
   const burst = await Promise.all(
     Array.from({ length: Math.min(25, cfg.count - i) }, (_, j) => log.append({ type: 'key.sign', actor: cfg.origin, outcome: 'success', details: { i: i + j } })),
