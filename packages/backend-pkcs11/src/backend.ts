@@ -269,6 +269,9 @@ export class Pkcs11Backend implements HsmBackend {
       this.state = 'closed';
       if (pending) await pending.catch(() => undefined);
       if (this.pool) await this.pool.close();
+      // Sign threads use the module too: they must have exited before C_Finalize (a thread
+      // still inside the library when it is finalized crashes the process).
+      await this.signThreads?.close();
       this.teardown();
     })();
     return this.closePromise;
@@ -279,7 +282,7 @@ export class Pkcs11Backend implements HsmBackend {
     const pool = this.pool;
     this.pool = undefined;
     if (pool) void pool.close();
-    this.signThreads?.close();
+    void this.signThreads?.close();
     this.signThreads = undefined;
     if (this.anchor) {
       this.closeSession(this.anchor);

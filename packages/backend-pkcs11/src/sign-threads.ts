@@ -229,11 +229,15 @@ class SignThread {
     }
   }
 
-  stop(): void {
+  /** Resolves once the thread is gone: only then may the main thread finalize the module it signs with. */
+  stop(): Promise<void> {
     Atomics.store(this.control, C_STOP, 1);
     Atomics.notify(this.control, C_REQ_HEAD);
     this.side.close();
-    void this.worker.terminate();
+    return this.worker.terminate().then(
+      () => undefined,
+      () => undefined,
+    );
   }
 }
 
@@ -299,7 +303,7 @@ export class SignThreads {
     }
     this.state = 'unsupported';
     this.unsupportedReason = returnValueName(rv);
-    this.close();
+    void this.close();
   }
 
   unsupportedReason: string | undefined;
@@ -390,10 +394,14 @@ export class SignThreads {
     this.threads[index] = this.spawn();
   }
 
-  close(): void {
-    if (this.closed) return;
+  private stopped: Promise<void> | undefined;
+
+  /** Stops every thread; the promise resolves when all have exited (idempotent). */
+  close(): Promise<void> {
+    if (this.stopped) return this.stopped;
     this.closed = true;
-    for (const thread of this.threads) thread.stop();
+    this.stopped = Promise.all(this.threads.map((thread) => thread.stop())).then(() => undefined);
+    return this.stopped;
   }
 }
 
