@@ -1,69 +1,41 @@
-import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SOFTHSM_LIB, createToken, runTool, softHsmEnv } from '@olocus/hsm-backend-pkcs11/testing';
 import { cleanEnv, cli, lines, run, tempDir } from './helpers.js';
 
 /**
- * The CLI against a fresh SoftHSM token made in a temporary directory with its own
- * SOFTHSM2_CONF. PINs never appear on a command line: softhsm2-util and pkcs11-tool read them
- * at their prompts, through a pseudo-terminal made by `script`.
+ * The CLI against a fresh SoftHSM token made for this file (its own SOFTHSM2_CONF, token
+ * initialised through PKCS#11 by `@olocus/hsm-backend-pkcs11/testing`). PINs never appear on a
+ * command line: the CLI reads them from files or the environment, pkcs11-tool from
+ * `--pin env:VAR`.
  */
 
-const MODULE = '/usr/lib/softhsm/libsofthsm2.so';
-const LABEL = 'olocus-cli';
-const PIN = randomBytes(6).toString('hex');
-const SO_PIN = randomBytes(6).toString('hex');
+const MODULE = SOFTHSM_LIB;
+const token = createToken('olocus-cli'); // fails with how to install SoftHSM when it is missing
+const LABEL = token.label;
+const PIN = token.pin;
+const SO_PIN = token.soPin;
+const PIN_VAR = 'OLOCUS_TEST_TOOL_PIN';
 
 let dir: string;
 let cleanup: () => Promise<void>;
 let env: Record<string, string>;
 
-/** Runs `command` in a pseudo-terminal and answers each "PIN:" prompt with the next secret. */
-function withPrompts(command: string, answers: string[], cwd: string, extraEnv: Record<string, string>): Promise<{ code: number; output: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('script', ['-qec', command, '/dev/null'], { cwd, env: extraEnv, stdio: ['pipe', 'pipe', 'pipe'] });
-    let output = '';
-    let answered = 0;
-    const onData = (d: Buffer) => {
-      output += d.toString();
-      const prompts = output.match(/PIN[^:\n]*:/g)?.length ?? 0;
-      while (answered < prompts && answered < answers.length) child.stdin.write(answers[answered++] + '\n');
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.on('error', reject);
-    child.stdin.on('error', () => {});
-    child.on('close', (code) => {
-      child.stdin.destroy();
-      resolve({ code: code ?? -1, output });
-    });
-  });
-}
-
 beforeAll(async () => {
-  for (const [tool, hint] of [
-    [MODULE, 'apt-get install softhsm2'],
-    ['/usr/bin/softhsm2-util', 'apt-get install softhsm2'],
-    ['/usr/bin/pkcs11-tool', 'apt-get install opensc'],
-    ['/usr/bin/script', 'apt-get install bsdutils'],
-  ]) {
-    if (!existsSync(tool!)) throw new Error(`${tool} is needed for the PKCS#11 CLI test (${hint})`);
-  }
+  if (!existsSync('/usr/bin/pkcs11-tool')) throw new Error('/usr/bin/pkcs11-tool is needed for the PKCS#11 CLI test (apt-get install opensc)');
   ({ dir, cleanup } = await tempDir('olocus-cli-p11-'));
-  // The token folder holds only tokens: SoftHSM treats every folder in it as one.
-  await mkdir(join(dir, 'tokens'));
-  await writeFile(join(dir, 'softhsm2.conf'), `directories.tokendir = ${join(dir, 'tokens')}\nobjectstore.backend = file\nlog.level = ERROR\n`);
-  env = cleanEnv({ SOFTHSM2_CONF: join(dir, 'softhsm2.conf') });
-  const init = await withPrompts(`softhsm2-util --init-token --free --label ${LABEL}`, [SO_PIN, SO_PIN, PIN, PIN], dir, env);
-  expect(init.code, init.output).toBe(0);
+  env = cleanEnv({ SOFTHSM2_CONF: softHsmEnv().conf });
   await writeFile(join(dir, 'pin.txt'), PIN + '\n', { mode: 0o600 });
   await writeFile(join(dir, 'wrong-pin.txt'), 'not-the-pin\n', { mode: 0o600 });
   // A key made outside the library, addressed by its RFC 7512 URI.
-  const gen = await withPrompts(`pkcs11-tool --module ${MODULE} --token-label ${LABEL} --login --keypairgen --key-type EC:prime256v1 --id 0a0b --label ext-key`, [PIN], dir, env);
-  expect(gen.code, gen.output).toBe(0);
+  const gen = runTool('pkcs11-tool', ['--module', MODULE, '--token-label', LABEL, '--login', '--pin', `env:${PIN_VAR}`, '--keypairgen', '--key-type', 'EC:prime256v1', '--id', '0a0b', '--label', 'ext-key'], {
+    [PIN_VAR]: PIN,
+    SOFTHSM2_CONF: env['SOFTHSM2_CONF']!,
+  });
+  expect(gen.status, gen.stderr).toBe(0);
+  expect(`${gen.stdout}${gen.stderr}`).not.toContain(PIN);
   await writeFile(join(dir, 'msg'), 'signed inside SoftHSM');
   await writeFile(join(dir, 'tampered'), 'signed inside SoftHSM?');
 });

@@ -4,6 +4,17 @@ import type { CcAuditedEvent, MetricCounts, OperationMetrics } from './types.js'
 const DAY_MS = 86_400_000;
 
 /** Audit types that are key operations (availability's denominator). */
+/** HsmError codes that are the caller's, not the service's (see availabilityScore). */
+export const CALLER_ERROR_CODES: ReadonlySet<string> = new Set([
+  'KeyNotFound',
+  'KeyAlreadyExists',
+  'InvalidArgument',
+  'KeyUsageNotAllowed',
+  'UnsupportedAlgorithm',
+  'InvalidSignatureEncoding',
+  'KeyExpired',
+]);
+
 export const KEY_OPERATION_TYPES: ReadonlySet<string> = new Set(['key.generate', 'key.sign', 'key.verify', 'key.access', 'key.rotate', 'key.destroy', 'key.import']);
 
 /** HsmError codes that mean "refused by policy": a failed key operation with one counts as a security violation. */
@@ -64,7 +75,9 @@ export class MetricsCollector {
       if (!ok) b.failures++;
       if (security) b.securityViolations++;
     }
-    if (isOp && ok) this.successfulOperations++;
+    // A caller's mistake (no such key, bad argument) is recorded as a failure but says nothing
+    // about whether the HSM was available: availability counts it as served.
+    if (isOp && (ok || (r.errorCode !== undefined && CALLER_ERROR_CODES.has(r.errorCode)))) this.successfulOperations++;
     if (this.trackKeys && LIFECYCLE_RECORD_TYPES.has(r.type)) {
       const key = r.keyId ?? (r.baseKeyId !== undefined && r.keyVersion !== undefined ? `${r.baseKeyId}.v${r.keyVersion}` : undefined);
       if (key !== undefined && this.trackKeys.has(key)) {

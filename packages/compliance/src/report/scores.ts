@@ -34,7 +34,7 @@ export function availabilityScore(operations: number, successful: number): Score
   return {
     value: operations === 0 ? 100 : round1((100 * successful) / operations),
     formula:
-      'availability = 100 × successful key operations ÷ all key operations in the period (audit types key.generate, key.sign, key.verify, key.access, key.rotate, key.destroy, key.import; a verification that finds a signature invalid is a successful operation); 100 when there were none',
+      'availability = 100 × served key operations ÷ all key operations in the period (audit types key.generate, key.sign, key.verify, key.access, key.rotate, key.destroy, key.import; served = succeeded, or failed with a caller error — KeyNotFound, KeyAlreadyExists, InvalidArgument, KeyUsageNotAllowed, UnsupportedAlgorithm, InvalidSignatureEncoding, KeyExpired; a verification that finds a signature invalid is a successful operation); 100 when there were none',
     inputs: { operations, successful },
   };
 }

@@ -68,6 +68,8 @@ export function goldenRecords(): AuditRecord[] {
       inputs.push({ type: 'auth.failure', time: at(d, 3), actor: 'mallory@example.com', outcome: 'failure', backend: 'pkcs11', errorCode: 'LoginFailed' });
       inputs.push({ type: 'key.sign', time: at(d, 4), actor: 'svc-payments', outcome: 'failure', backend: 'pkcs11', keyId: 'payments.v9', algorithm: 'ECDSA_P256', errorCode: 'KeyNotFound' });
       inputs.push({ type: 'key.access', time: at(d, 5), actor: 'svc-gateway', backend: 'pkcs11', keyId: 'payments.v2', algorithm: 'ECDSA_P256' });
+      // the HSM was unreachable for one signature: a service failure (availability counts it; KeyNotFound above it does not)
+      inputs.push({ type: 'key.sign', time: at(d, 6), actor: 'svc-payments', outcome: 'failure', backend: 'pkcs11', keyId: 'payments.v2', baseKeyId: 'payments', keyVersion: 2, algorithm: 'ECDSA_P256', errorCode: 'DeviceUnavailable' });
     }
     if (d === 6) {
       inputs.push({ type: 'key.sign', time: at(d, 13), actor: 'unknown', backend: 'pkcs11', keyId: 'payments.v2', baseKeyId: 'payments', keyVersion: 2, algorithm: 'ECDSA_P256' });
