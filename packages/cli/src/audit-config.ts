@@ -1,7 +1,5 @@
 import { z } from 'zod';
-import { describeZodError } from '@olocus/hsm-core';
-import { CliError } from './errors.js';
-import { resolveStoragePaths, secretSource } from './rotation-config.js';
+import { parseConfigSection, resolveStoragePaths, secretSource } from './rotation-config.js';
 
 /**
  * The config file's optional `audit` section. Absent = the embedded default: auditing on, fail
@@ -72,9 +70,7 @@ export const DEFAULT_AUDIT_SECTION = {
 
 /** Validates the section (absent → the default); a bad field is named with the config file. */
 export function parseAuditSection(raw: unknown, path: string): AuditSection {
-  const result = auditSectionSchema.safeParse(raw ?? {});
-  if (!result.success) throw new CliError('InvalidConfiguration', `${path}: invalid audit section: ${describeZodError(result.error, 'audit')}`);
-  return result.data;
+  return parseConfigSection(auditSectionSchema, raw, path, 'audit');
 }
 
 /** Relative paths resolve against the config file's folder. */

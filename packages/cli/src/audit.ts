@@ -19,6 +19,8 @@ export interface CliAudit {
   readonly actor: string;
   /** Appends a record made by the CLI itself (audit access, configuration change). */
   append(input: Omit<AuditEventInput, 'actor'> & { actor?: string }): Promise<void>;
+  /** Records a failure outside a key operation: opening the backend (a wrong PIN is `auth.failure`). */
+  recordFailure(context: { backend: string; operation: string }, error: unknown): Promise<void>;
   /** Records rotation events until the returned function is called. */
   followRotation(events: RotationEvents): () => void;
   /** Waits for the rotation records appended so far to be durable. */
@@ -155,6 +157,7 @@ export async function openCliAudit(ctx: CliContext, section: AuditSection, confi
     section,
     auditor,
     actor,
+    recordFailure: (context, error) => inner.recordFailure(context, error),
     append: (input) => log.append({ actor, ...input } as AuditEventInput).then(() => undefined),
     followRotation(events) {
       return events.on('event', (event: RotationEvent) => {

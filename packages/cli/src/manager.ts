@@ -1,11 +1,9 @@
-import { BackendRegistry, HsmManager, isHsmError, type BackendContext } from '@olocus/hsm-core';
+import { BackendRegistry, HsmManager, type BackendContext } from '@olocus/hsm-core';
 import { CliError, rememberSecret } from './errors.js';
 import type { CliContext } from './context.js';
 import type { ConfigFile, LoadedConfig } from './config.js';
 import type { AuditSection } from './audit-config.js';
 import type { CliAudit } from './audit.js';
-
-const AUTH_FAILURES = new Set(['LoginFailed', 'PinLocked', 'WrongPassphrase']);
 
 /**
  * A registry that remembers every secret it hands to a backend, so that no line the CLI prints
@@ -71,12 +69,9 @@ export async function openManager(ctx: CliContext, loaded: { path: string; confi
   try {
     await manager.initialize();
   } catch (error) {
-    if (audit && isHsmError(error) && AUTH_FAILURES.has(error.code)) {
-      // An invalid access attempt (PCI-10.2): recorded by code and message, which never hold the secret.
-      await audit
-        .append({ type: 'auth.failure', outcome: 'failure', backend: loaded.config.backend.type, errorCode: error.code, reason: error.message })
-        .catch(() => undefined);
-    }
+    // A wrong PIN or passphrase is an invalid access attempt (PCI-10.2): recorded by code and
+    // message, which never hold the secret.
+    await audit?.recordFailure({ backend: loaded.config.backend.type, operation: 'open' }, error).catch(() => undefined);
     await audit?.close().catch(() => undefined);
     throw inFile(error, loaded.path);
   }

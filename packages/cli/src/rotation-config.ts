@@ -64,9 +64,14 @@ export const DEFAULT_ROTATION_SECTION = {
 
 /** Validates the section (absent → the default); a bad field is named with the config file. */
 export function parseRotationSection(raw: unknown, path: string): RotationSection {
-  const result = rotationSectionSchema.safeParse(raw ?? {});
-  if (!result.success) throw new CliError('InvalidConfiguration', `${path}: invalid rotation section: ${describeZodError(result.error, 'rotation')}`);
-  return result.data;
+  return parseConfigSection(rotationSectionSchema, raw, path, 'rotation');
+}
+
+/** Validates an optional config section (absent → its defaults); errors name the file, the section and the field. */
+export function parseConfigSection<S extends z.ZodTypeAny>(schema: S, raw: unknown, path: string, name: string): z.output<S> {
+  const result = schema.safeParse(raw ?? {});
+  if (!result.success) throw new CliError('InvalidConfiguration', `${path}: invalid ${name} section: ${describeZodError(result.error, name)}`);
+  return result.data as z.output<S>;
 }
 
 /** Relative paths (the SQLite file, a connection-string file) resolve against the config file's folder. */

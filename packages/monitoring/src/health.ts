@@ -1,5 +1,6 @@
 import { HsmError, isHsmError, type FipsStandard, type HsmBackend, type HsmInfo, type KeyAlgorithm } from '@olocus/hsm-core';
 import { readBackendMetrics, type BackendMetricsView } from './backend-metrics.js';
+import { PeriodicRunner } from './periodic.js';
 
 export type HealthLevel = 'Healthy' | 'Degraded' | 'Critical';
 export type CheckName = 'connectivity' | 'performance' | 'capacity' | 'security' | 'fips';
@@ -119,6 +120,7 @@ export class HealthMonitor {
   readonly thresholds: HealthThresholds;
   readonly checkTimeoutMs: number;
   readonly intervalMs: number;
+  private readonly loop: PeriodicRunner;
   readonly loginFailureWindowMs: number;
   private readonly now: () => number;
   private readonly fips: FipsRequirement | undefined;
@@ -128,9 +130,7 @@ export class HealthMonitor {
   private pinLockedSeen = false;
   private latest: HealthReport | undefined;
   private readonly listeners = new Set<ReportListener>();
-  private timer: NodeJS.Timeout | undefined;
   private running: Promise<HealthReport> | undefined;
-  private started = false;
   /** Number of times this monitor created the canary key (0 or 1 unless someone deleted it). */
   canaryCreations = 0;
 
@@ -153,6 +153,7 @@ export class HealthMonitor {
     }
     this.checkTimeoutMs = positive(options.checkTimeoutMs ?? 5_000, 'checkTimeoutMs');
     this.intervalMs = positive(options.intervalMs ?? 30_000, 'intervalMs');
+    this.loop = new PeriodicRunner(() => this.performHealthCheck(), this.intervalMs);
     this.loginFailureWindowMs = positive(options.loginFailureWindowMs ?? 300_000, 'loginFailureWindowMs');
     this.now = options.now ?? Date.now;
     this.fips = options.fips;
@@ -165,7 +166,7 @@ export class HealthMonitor {
   }
 
   get isRunning(): boolean {
-    return this.started;
+    return this.loop.isRunning;
   }
 
   /** Called with every completed report (and the one before it). Returns an unsubscribe function. */
@@ -195,25 +196,12 @@ export class HealthMonitor {
 
   /** Runs a check now and then every `intervalMs` in the background. Idempotent. */
   start(): void {
-    if (this.started) return;
-    this.started = true;
-    const tick = () => {
-      this.performHealthCheck()
-        .catch(() => undefined)
-        .finally(() => {
-          if (!this.started) return;
-          this.timer = setTimeout(tick, this.intervalMs);
-          this.timer.unref();
-        });
-    };
-    tick();
+    this.loop.start();
   }
 
   /** Stops the background checks and waits for a run in progress. */
   async stop(): Promise<void> {
-    this.started = false;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
+    this.loop.stop();
     await this.running?.catch(() => undefined);
   }
 

@@ -1,5 +1,6 @@
 import { HsmError } from '@olocus/hsm-core';
 import type { AlertManager } from './alerts.js';
+import { PeriodicRunner } from './periodic.js';
 
 /**
  * Key lifecycle alerts: cryptoperiods about to end (or ended) and rotations due. Everything here
@@ -121,11 +122,10 @@ export class CryptoperiodWatch {
   private readonly keys: KeyListProvider;
   private readonly now: () => number;
   private readonly onError: (error: unknown) => void;
+  private readonly loop: PeriodicRunner;
   /** Alert keys raised by this watch and still firing. */
   private readonly mine = new Set<string>();
-  private timer: NodeJS.Timeout | undefined;
   private running: Promise<CryptoperiodCheckResult> | undefined;
-  private started = false;
 
   constructor(options: CryptoperiodWatchOptions) {
     const warnDays = options.warnDays ?? 30;
@@ -139,10 +139,11 @@ export class CryptoperiodWatch {
     this.keys = options.keys;
     this.now = options.now ?? Date.now;
     this.onError = options.onError ?? ((error) => console.error('cryptoperiod check failed:', error instanceof Error ? error.message : error));
+    this.loop = new PeriodicRunner(() => this.check(), this.intervalMs, this.onError);
   }
 
   get isRunning(): boolean {
-    return this.started;
+    return this.loop.isRunning;
   }
 
   /** Runs the check once (joins a check in progress). */
@@ -157,24 +158,11 @@ export class CryptoperiodWatch {
 
   /** Checks now and then every `intervalMs` (unref'd timer). Idempotent. */
   start(): void {
-    if (this.started) return;
-    this.started = true;
-    const tick = () => {
-      this.check()
-        .catch((error: unknown) => this.onError(error))
-        .finally(() => {
-          if (!this.started) return;
-          this.timer = setTimeout(tick, this.intervalMs);
-          this.timer.unref();
-        });
-    };
-    tick();
+    this.loop.start();
   }
 
   async stop(): Promise<void> {
-    this.started = false;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
+    this.loop.stop();
     await this.running?.catch(() => undefined);
   }
 

@@ -65,26 +65,13 @@ export interface AuditEventInput {
   time?: Date;
 }
 
-/** A stored record: the input plus its place and hash in the chain. */
-export interface AuditRecord {
+/** A stored record: the input (time and origin filled in) plus its place and hash in the chain. */
+export interface AuditRecord extends Omit<AuditEventInput, 'time' | 'origin'> {
   /** 1-based position in the chain; the log's size is the last seq. */
   seq: number;
   /** ISO 8601 UTC with milliseconds. */
   time: string;
-  type: AuditEventType;
-  actor: string;
-  outcome: AuditOutcome;
   origin: string;
-  backend?: string;
-  keyId?: string;
-  baseKeyId?: string;
-  keyVersion?: number;
-  algorithm?: string;
-  latencyMs?: number;
-  dataDigest?: string;
-  errorCode?: string;
-  reason?: string;
-  details?: AuditDetails;
   /** Hex SHA-256 of the previous record (64 zeros for seq 1, or the prune anchor). */
   prevHash: string;
   /** Hex SHA-256(prevHash bytes || canonical record bytes). */
