@@ -70,7 +70,6 @@ import {
   CKO_PRIVATE_KEY,
   CKO_PUBLIC_KEY,
   CKR,
-  CKU_USER,
   isUnavailable,
 } from './constants.js';
 import {
@@ -90,6 +89,7 @@ import {
   ulongArray,
   type SignPlan,
 } from './keys.js';
+import { LoginState, loginScope } from './login.js';
 import { acquireModule, releaseModule, type SharedModule } from './module.js';
 import { SignThreads } from './sign-threads.js';
 import { parsePkcs11Options, type Pkcs11Options, type Pkcs11OptionsInput } from './options.js';
@@ -142,6 +142,8 @@ export interface Pkcs11Metrics {
   circuitOpen: boolean;
   generation: number;
   logins: number;
+  /** 1 once this instance's PIN was refused (the instance stays unusable), else 0. */
+  loginFailures: number;
   relogins: number;
   retries: number;
   circuitOpens: number;
@@ -189,11 +191,12 @@ export class Pkcs11Backend implements HsmBackend {
   private readonly resolving = new Map<string, Promise<KeyEntry>>();
   private circuit: { open: boolean; reason: string; since: number } = { open: false, reason: '', since: 0 };
   private recovery: Promise<void> | undefined;
-  private fatal: HsmError | undefined;
+  private readonly loginState = new LoginState();
+  private loginScope = '';
   private reloginPromise: Promise<void> | undefined;
   private reattachPromise: Promise<void> | undefined;
   private sessionsOpen = 0;
-  private readonly counters = { logins: 0, relogins: 0, retries: 0, circuitOpens: 0, recoveries: 0, signs: 0, threadSigns: 0 };
+  private readonly counters = { relogins: 0, retries: 0, circuitOpens: 0, recoveries: 0, signs: 0, threadSigns: 0 };
 
   constructor(options: Pkcs11OptionsInput | Pkcs11Options, init: Pkcs11BackendInit = {}) {
     this.options = parsePkcs11Options(options);
@@ -288,6 +291,7 @@ export class Pkcs11Backend implements HsmBackend {
       this.closeSession(this.anchor);
       this.anchor = undefined;
     }
+    this.loginState.release();
     this.keys.clear();
     if (this.mod) {
       releaseModule(this.mod);
@@ -355,6 +359,7 @@ export class Pkcs11Backend implements HsmBackend {
     this.slotNumber = id;
     this.tokenLabel = label;
     this.tokenSerial = trimLabel(serial);
+    this.loginScope = loginScope(this.libraryPath, id, this.tokenSerial, label);
   }
 
   /** C_GetMechanismList / C_GetMechanismInfo: which contract algorithms this token really does. */
@@ -407,29 +412,10 @@ export class Pkcs11Backend implements HsmBackend {
    * the login lost. A wrong PIN is never retried: it makes the backend unusable until a new one is built.
    */
   private login(): void {
-    if (this.fatal) throw this.fatal;
-    const pin = this.#pin;
-    if (pin === undefined) throw new HsmError('LoginFailed', 'no PIN available');
-    this.counters.logins++;
-    try {
-      this.p11.C_Login(this.anchor!.handle, CKU_USER, pin);
-    } catch (error) {
-      const rv = returnValueOf(error);
-      if (rv === CKR.USER_ALREADY_LOGGED_IN) return;
-      if (rv === CKR.PIN_LOCKED) {
-        this.fatal = new HsmError('PinLocked', `the user PIN of token '${this.tokenLabel}' is locked; unlock it with the SO PIN`, { retryable: false, details: { rv: 'CKR_PIN_LOCKED' } });
-        throw this.fatal;
-      }
-      if (rv !== undefined && classifyReturnValue(rv) === 'pin') {
-        const why = rv === CKR.PIN_INCORRECT ? 'the PIN is incorrect' : rv === CKR.USER_PIN_NOT_INITIALIZED ? 'the user PIN is not initialised' : `the PIN was refused (${returnValueName(rv)})`;
-        this.fatal = new HsmError('LoginFailed', `login to token '${this.tokenLabel}' failed: ${why}; not retried, so the token is not locked by retries`, {
-          retryable: false,
-          details: { rv: returnValueName(rv), tokenLabel: this.tokenLabel },
-        });
-        throw this.fatal;
-      }
-      throw error;
-    }
+    this.loginState.login(
+      { p11: this.p11, session: this.anchor!.handle, scope: this.loginScope, generation: this.mod!.generation, tokenLabel: this.tokenLabel },
+      this.#pin,
+    );
   }
 
   // ---------------------------------------------------------------- sessions
@@ -678,7 +664,7 @@ export class Pkcs11Backend implements HsmBackend {
   private assertUsable(): void {
     if (this.state === 'closed') throw closedError();
     if (this.state !== 'ready') throw new HsmError('NotInitialized', 'the pkcs11 backend is not initialized: call initialize() first');
-    if (this.fatal) throw new HsmError(this.fatal.code, this.fatal.message, { retryable: false, details: { ...this.fatal.details } });
+    if (this.loginState.fatal) throw new HsmError(this.loginState.fatal.code, this.loginState.fatal.message, { retryable: false, details: { ...this.loginState.fatal.details } });
     if (this.circuit.open) throw this.circuitError();
   }
 
@@ -1177,7 +1163,7 @@ export class Pkcs11Backend implements HsmBackend {
     };
     const done = (healthy: boolean, message: string): HealthStatus => ({ healthy, latencyMs: performance.now() - started, message, details: details() });
     if (this.state !== 'ready') return done(false, 'not initialized');
-    if (this.fatal) return done(false, this.fatal.message);
+    if (this.loginState.fatal) return done(false, this.loginState.fatal.message);
     if (this.circuit.open) return done(false, `circuit open (${this.circuit.reason}); recovering`);
     try {
       const p11 = this.p11;
@@ -1205,6 +1191,8 @@ export class Pkcs11Backend implements HsmBackend {
       circuitOpen: this.circuit.open,
       generation: this.mod?.generation ?? -1,
       ...this.counters,
+      logins: this.loginState.logins,
+      loginFailures: this.loginState.fatal ? 1 : 0,
       signThreads: this.signThreads?.state ?? 'off',
     };
   }
