@@ -13,7 +13,7 @@ import {
   type KeyObject,
   type ScryptOptions,
 } from 'node:crypto';
-import { mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
 import { join, resolve as resolvePath } from 'node:path';
 import { promisify } from 'node:util';
 import {
@@ -69,7 +69,7 @@ import {
   type StoreHeader,
 } from './format.js';
 import { DIRECTORY_MODE, errnoOf, ioError, syncDirectory, tempName, writeFileExclusive } from './fs-util.js';
-import { parseSoftwareOptions, type SoftwareBackendOptions, type SoftwareBackendOptionsInput } from './options.js';
+import { SCRYPT_LIMITS, parseSoftwareOptions, type SoftwareBackendOptions, type SoftwareBackendOptionsInput } from './options.js';
 
 export const SOFTWARE_BACKEND_TYPE = 'software';
 /** Stable references are `software:<id>`. */
@@ -185,7 +185,7 @@ export class SoftwareBackend implements HsmBackend {
     this.#initializing = this.#open().then(
       ({ key, kdf }) => {
         this.#initializing = undefined;
-        if (this.#state === 'closed') return; // closed while opening: drop the key
+        if (this.#state === 'closed') throw closedError(); // closed while opening: drop the key
         this.#key = key;
         this.#kdf = kdf;
         this.#passphrase = undefined;
@@ -193,7 +193,9 @@ export class SoftwareBackend implements HsmBackend {
       },
       (error: unknown) => {
         this.#initializing = undefined;
-        if (this.#state !== 'closed') this.#state = 'new';
+        // close() during the open drops the passphrase, so the open's own error is a side effect.
+        if (this.#state === 'closed') throw closedError();
+        this.#state = 'new';
         throw error;
       },
     );
@@ -293,6 +295,22 @@ export class SoftwareBackend implements HsmBackend {
     }
   }
 
+  /**
+   * A new store in a directory made by someone else (`mkdir -p`, 0755) is narrowed to 0700, so
+   * nobody else can list key ids or copy the sealed files for an offline passphrase guess.
+   * An existing store is left as it is (an operator may have chosen its mode); healthCheck warns.
+   */
+  async #restrictDirectory(): Promise<void> {
+    if (process.platform === 'win32') return;
+    try {
+      const info = await stat(this.directory);
+      if ((info.mode & 0o077) !== 0) await chmod(this.directory, DIRECTORY_MODE);
+    } catch (cause) {
+      // Not the owner (EPERM): the store still works; healthCheck reports the wide mode.
+      if (errnoOf(cause) !== 'EPERM') throw ioError(cause, 'restrict the mode of', this.directory);
+    }
+  }
+
   async #readPassphrase(): Promise<string> {
     const passphrase = this.#passphrase ?? (await this.#context.readSecret(this.options.passphrase, 'backend.options.passphrase'));
     if (typeof passphrase !== 'string' || passphrase.length === 0) {
@@ -339,6 +357,7 @@ export class SoftwareBackend implements HsmBackend {
         this.directory,
       );
     }
+    await this.#restrictDirectory();
     const { N, r, p } = this.options.scrypt;
     const kdf: KdfParams = { name: 'scrypt', N, r, p, salt: randomBytes(SALT_BYTES).toString('base64'), keyLength: KEY_BYTES };
     const key = await deriveKey(passphrase, kdf);
@@ -369,6 +388,9 @@ export class SoftwareBackend implements HsmBackend {
         formatVersion: FORMAT_VERSION,
         cipher: CIPHER,
         kdf: `scrypt N=${kdf.N} r=${kdf.r} p=${kdf.p}`,
+        ...(kdf.N < SCRYPT_LIMITS.minN
+          ? { kdfWarning: `this store was created with scrypt N=${kdf.N}, below the ${SCRYPT_LIMITS.minN} now required for new stores: a stolen copy is cheaper to guess` }
+          : {}),
       },
     };
   }
@@ -582,6 +604,15 @@ export class SoftwareBackend implements HsmBackend {
 
   // ---------------------------------------------------------------- internals
 
+  /**
+   * The store key, captured by each operation before its first await: close() drops the field, and
+   * an operation that read it afterwards would fail to authenticate and report a false corruption.
+   */
+  #storeKey(): KeyObject {
+    this.#ready();
+    return this.#key!;
+  }
+
   #ready(): void {
     if (this.#state === 'closed') throw closedError();
     if (this.#state !== 'ready') throw new HsmError('NotInitialized', 'call initialize() before using the software backend');
@@ -646,7 +677,9 @@ export class SoftwareBackend implements HsmBackend {
       if (errnoOf(cause) === 'ENOENT') return undefined;
       throw ioError(cause, 'read', path);
     }
+    const storeKey = this.#storeKey();
     const fail = (reason: string, cause?: unknown): never => {
+      this.#ready(); // closed meanwhile: report Closed, never a false tamper alarm
       this.#corrupt.set(fileName, reason);
       throw corrupted(fileName, reason, this.directory, cause, id);
     };
@@ -667,7 +700,7 @@ export class SoftwareBackend implements HsmBackend {
       return fail(`it holds key ${JSON.stringify(metadata.id)}, not ${JSON.stringify(id)} (file renamed or swapped)`);
     }
     try {
-      unseal(this.#key!, sealed, keyAad(metadata)).fill(0);
+      unseal(storeKey, sealed, keyAad(metadata)).fill(0);
     } catch (cause) {
       return fail('authentication failed: the metadata or the sealed key was altered, or the file belongs to another store', cause);
     }
@@ -700,14 +733,16 @@ export class SoftwareBackend implements HsmBackend {
   async #makeSigner(record: KeyRecord): Promise<Signer> {
     let privateKey = record.generated;
     let pkcs8: Buffer | undefined;
+    const storeKey = this.#storeKey();
     const fail = (reason: string, cause?: unknown): never => {
+      this.#ready(); // closed meanwhile: report Closed, never a false tamper alarm
       this.#corrupt.set(record.fileName, reason);
       throw corrupted(record.fileName, reason, this.directory, cause, record.id);
     };
     try {
       if (!privateKey) {
         try {
-          pkcs8 = unseal(this.#key!, record.sealed, keyAad(record.metadata));
+          pkcs8 = unseal(storeKey, record.sealed, keyAad(record.metadata));
         } catch (cause) {
           return fail('authentication failed: the sealed key was altered', cause);
         }
@@ -794,7 +829,9 @@ async function webCryptoSigner(algorithm: KeyAlgorithm, pkcs8: Buffer): Promise<
 
 async function deriveKey(passphrase: string, kdf: KdfParams): Promise<KeyObject> {
   const password = Buffer.from(passphrase.normalize('NFC'), 'utf8');
-  const options: ScryptOptions = { N: kdf.N, r: kdf.r, p: kdf.p, maxmem: 256 * kdf.N * kdf.r + 32 * 1024 * 1024 };
+  // OpenSSL refuses unless maxmem covers 128·r·(N + p + 2) bytes; node's default cap (32 MiB) is
+  // below what N=2^17 needs (128 MiB), so the cap is set from the parameters, plus 1 MiB of slack.
+  const options: ScryptOptions = { N: kdf.N, r: kdf.r, p: kdf.p, maxmem: scryptMemoryBytes(kdf) + 2 ** 20 };
   try {
     const derived = await new Promise<Buffer>((resolve, reject) =>
       scrypt(password, Buffer.from(kdf.salt, 'base64'), kdf.keyLength, options, (error, key) => (error ? reject(error) : resolve(key))),
@@ -809,6 +846,11 @@ async function deriveKey(passphrase: string, kdf: KdfParams): Promise<KeyObject>
   } finally {
     password.fill(0);
   }
+}
+
+/** The memory scrypt needs for these parameters (what OpenSSL checks against maxmem). */
+export function scryptMemoryBytes(kdf: { N: number; r: number; p: number }): number {
+  return 128 * kdf.r * (kdf.N + kdf.p + 2);
 }
 
 function recordFrom(id: string, fileName: string, metadata: KeyMetadata, sealed: Sealed, publicKey: KeyObject, spki: Buffer, stamp: FileStamp): KeyRecord {

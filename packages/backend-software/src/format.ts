@@ -50,7 +50,7 @@ export type Sealed = z.infer<typeof sealedSchema>;
 export const kdfSchema = z
   .object({
     name: z.literal('scrypt'),
-    N: z.number().int().min(SCRYPT_LIMITS.minN).max(SCRYPT_LIMITS.maxN).refine((n) => (n & (n - 1)) === 0, 'N not a power of two'),
+    N: z.number().int().min(SCRYPT_LIMITS.storedMinN).max(SCRYPT_LIMITS.maxN).refine((n) => (n & (n - 1)) === 0, 'N not a power of two'),
     r: z.number().int().min(1).max(SCRYPT_LIMITS.maxR),
     p: z.number().int().min(1).max(SCRYPT_LIMITS.maxP),
     salt: base64(SALT_BYTES),

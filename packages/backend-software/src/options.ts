@@ -6,7 +6,15 @@ export const DEFAULT_PASSPHRASE_ENV = 'OLOCUS_HSM_PASSPHRASE';
 
 /** scrypt bounds, applied to options and to the parameters read back from a store header. */
 export const SCRYPT_LIMITS = {
-  minN: 2 ** 10,
+  /**
+   * Lowest N a new store may be configured with (OWASP's scrypt floor). Stores written earlier
+   * with a smaller N still open: their parameters are read from store.json (see storedMinN).
+   */
+  minN: 2 ** 15,
+  /** Lowest N accepted in an existing store's header: what earlier versions allowed. */
+  storedMinN: 2 ** 10,
+  /** Default N for a new store: ≈0.4 s and 128 MiB once per initialize(). */
+  defaultN: 2 ** 17,
   maxN: 2 ** 20,
   maxR: 32,
   maxP: 16,
@@ -30,10 +38,10 @@ export const scryptOptionsSchema = z
     N: z
       .number({ invalid_type_error: 'must be a number' })
       .int('must be an integer')
-      .min(SCRYPT_LIMITS.minN, `must be at least ${SCRYPT_LIMITS.minN}`)
+      .min(SCRYPT_LIMITS.minN, `must be at least ${SCRYPT_LIMITS.minN} (2^15); the default is ${SCRYPT_LIMITS.defaultN} (2^17)`)
       .max(SCRYPT_LIMITS.maxN, `must be at most ${SCRYPT_LIMITS.maxN}`)
       .refine(isPowerOfTwo, 'must be a power of two')
-      .default(2 ** 15),
+      .default(SCRYPT_LIMITS.defaultN),
     r: z.number({ invalid_type_error: 'must be a number' }).int('must be an integer').min(1).max(SCRYPT_LIMITS.maxR).default(8),
     p: z.number({ invalid_type_error: 'must be a number' }).int('must be an integer').min(1).max(SCRYPT_LIMITS.maxP).default(1),
   })

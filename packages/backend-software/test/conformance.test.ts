@@ -12,6 +12,6 @@ afterAll(() => rmSync(directory, { recursive: true, force: true }));
 runConformanceSuite({
   name: 'software',
   // Each call is a new instance over the same directory, as the persistence test requires.
-  createBackend: () => new SoftwareBackend({ directory, scrypt: { N: 1024 } }, { passphrase: 'conformance passphrase' }),
+  createBackend: () => new SoftwareBackend({ directory, scrypt: { N: 2 ** 15 } }, { passphrase: 'conformance passphrase' }),
   expectedAlgorithms: KEY_ALGORITHMS,
 });

@@ -112,7 +112,7 @@ describe('passphrase', () => {
     const dir = await storeWithKeys('kdf-params', ['alpha']);
     const header = JSON.parse(await readFile(join(dir, 'store.json'), 'utf8'));
     expect(header.kdf).toMatchObject({ name: 'scrypt', N: FAST_SCRYPT.N, r: 8, p: 1, keyLength: 32 });
-    const backend = await openBackend(dir, PASSPHRASE, { scrypt: { N: 2048, r: 4 } });
+    const backend = await openBackend(dir, PASSPHRASE, { scrypt: { N: 2 ** 16, r: 4 } });
     await signsAndVerifies(backend, 'alpha');
     await backend.close();
   });
@@ -387,6 +387,7 @@ describe('options', () => {
       [{ directory: '/tmp/x', create: 'yes' }, 'backend.options.create'],
       [{ directory: '/tmp/x', scrypt: { N: 1000 } }, 'backend.options.scrypt.N'],
       [{ directory: '/tmp/x', scrypt: { N: 16 } }, 'backend.options.scrypt.N'],
+      [{ directory: '/tmp/x', scrypt: { N: 2 ** 14 } }, 'backend.options.scrypt.N'],
       [{ directory: '/tmp/x', scrypt: { r: 'eight' } }, 'backend.options.scrypt.r'],
       [{ directory: '/tmp/x', passphrase: { env: '' } }, 'backend.options.passphrase.env'],
       [{ directory: '/tmp/x', passphrase: 'literal' }, 'backend.options.passphrase'],
@@ -408,12 +409,12 @@ describe('options', () => {
     expectCodeSync(() => new SoftwareBackend({ directory: '/tmp/x' }, { passphrase: '' }), 'InvalidConfiguration');
   });
 
-  it('defaults: passphrase from OLOCUS_HSM_PASSPHRASE, create true, scrypt N=2^15 r=8 p=1', () => {
+  it('defaults: passphrase from OLOCUS_HSM_PASSPHRASE, create true, scrypt N=2^17 r=8 p=1', () => {
     expect(softwareBackendFactory.parseOptions({ directory: '/tmp/x' })).toEqual({
       directory: '/tmp/x',
       passphrase: { env: 'OLOCUS_HSM_PASSPHRASE' },
       create: true,
-      scrypt: { N: 32768, r: 8, p: 1 },
+      scrypt: { N: 131072, r: 8, p: 1 },
       cacheRevalidateMs: 1000,
     });
   });

@@ -14,7 +14,7 @@ afterAll(async () => {
 
 async function manager(auditor: ReturnType<typeof auditorFor>): Promise<HsmManager> {
   const m = new HsmManager(
-    { backend: { type: 'software', options: { directory: tempDir('fc-keys'), passphrase: { env: PASS_ENV }, scrypt: { N: 1024, r: 8, p: 1 } } } },
+    { backend: { type: 'software', options: { directory: tempDir('fc-keys'), passphrase: { env: PASS_ENV }, scrypt: { N: 2 ** 15, r: 8, p: 1 } } } },
     { auditor },
   );
   await m.initialize();

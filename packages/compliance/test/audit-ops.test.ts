@@ -10,7 +10,7 @@ import { storageFor, tempDir } from './audit-helpers.js';
 let backend: SoftwareBackend;
 let signer: CheckpointSigner;
 beforeAll(async () => {
-  backend = new SoftwareBackend({ directory: tempDir('ops-keys'), scrypt: { N: 1024, r: 8, p: 1 } }, { passphrase: randomBytes(12).toString('hex') });
+  backend = new SoftwareBackend({ directory: tempDir('ops-keys'), scrypt: { N: 2 ** 15, r: 8, p: 1 } }, { passphrase: randomBytes(12).toString('hex') });
   await backend.initialize();
   signer = checkpointSignerFromBackend(backend, 'audit-cp');
 });

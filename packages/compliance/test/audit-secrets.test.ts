@@ -50,7 +50,7 @@ describe('no secret reaches the audit log', () => {
     // software backend behind HsmManager, passphrase from the environment
     const swDir = tempDir('secrets-sw');
     process.env[PASS_ENV] = passphrase;
-    const config = { backend: { type: 'software', options: { directory: swDir, passphrase: { env: PASS_ENV }, scrypt: { N: 1024, r: 8, p: 1 } } } };
+    const config = { backend: { type: 'software', options: { directory: swDir, passphrase: { env: PASS_ENV }, scrypt: { N: 2 ** 15, r: 8, p: 1 } } } };
     const m = new HsmManager(config, { auditor });
     await m.initialize();
     closers.push(() => m.close());

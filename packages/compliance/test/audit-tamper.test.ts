@@ -8,7 +8,7 @@ let backend: SoftwareBackend;
 let signer: CheckpointSigner;
 
 beforeAll(async () => {
-  backend = new SoftwareBackend({ directory: tempDir('tamper-keys'), scrypt: { N: 1024, r: 8, p: 1 } }, { passphrase: randomBytes(12).toString('hex') });
+  backend = new SoftwareBackend({ directory: tempDir('tamper-keys'), scrypt: { N: 2 ** 15, r: 8, p: 1 } }, { passphrase: randomBytes(12).toString('hex') });
   await backend.initialize();
   signer = checkpointSignerFromBackend(backend, 'audit-checkpoints');
 });

@@ -27,7 +27,7 @@ describe('inventoryFromRegistry with a real rotation registry', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'olocus-compliance-registry-'));
-    backend = new SoftwareBackend({ directory: join(dir, 'keys'), scrypt: { N: 1024, r: 8, p: 1 }, cacheRevalidateMs: 0 }, { passphrase: 'compliance-registry-test' });
+    backend = new SoftwareBackend({ directory: join(dir, 'keys'), scrypt: { N: 2 ** 15, r: 8, p: 1 }, cacheRevalidateMs: 0 }, { passphrase: 'compliance-registry-test' });
     await backend.initialize();
     rotation = await openRotation({
       storage: { kind: 'sqlite', path: join(dir, 'registry.db') },

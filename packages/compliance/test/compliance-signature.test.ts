@@ -31,7 +31,7 @@ describe('signed reports (real software-backend keys)', () => {
   let bytes: Uint8Array;
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'olocus-compliance-sig-'));
-    backend = new SoftwareBackend({ directory: dir, scrypt: { N: 1024, r: 8, p: 1 }, cacheRevalidateMs: 0 }, { passphrase: 'compliance-signature-test' });
+    backend = new SoftwareBackend({ directory: dir, scrypt: { N: 2 ** 15, r: 8, p: 1 }, cacheRevalidateMs: 0 }, { passphrase: 'compliance-signature-test' });
     await backend.initialize();
     for (const [id, algorithm] of [
       ['report-p256', 'ECDSA_P256'],

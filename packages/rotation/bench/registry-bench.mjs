@@ -81,7 +81,7 @@ async function runOne(kind) {
   process.env.OLOCUS_BENCH_PASSPHRASE = 'bench-passphrase';
   const ctx = await openRotation({
     storage,
-    backend: { type: 'software', options: { directory: join(dir, 'keys'), scrypt: { N: 1024, r: 8, p: 1 }, passphrase: { env: 'OLOCUS_BENCH_PASSPHRASE' } } },
+    backend: { type: 'software', options: { directory: join(dir, 'keys'), scrypt: { N: 2 ** 15, r: 8, p: 1 }, passphrase: { env: 'OLOCUS_BENCH_PASSPHRASE' } } },
     backendRegistry: new BackendRegistry().register(softwareBackendFactory),
     policy: { cacheTtl: '1h', usageFlushInterval: '1h' },
     reconcile: false,

@@ -6,7 +6,7 @@ import { SoftwareBackend } from '@olocus/hsm-backend-software';
 import { afterAll } from 'vitest';
 
 /** Small scrypt cost: the tests measure monitoring, not key derivation. */
-export const FAST_SCRYPT = { N: 1024, r: 8, p: 1 } as const;
+export const FAST_SCRYPT = { N: 2 ** 15, r: 8, p: 1 } as const; // the smallest N the software backend accepts
 
 const dirs: string[] = [];
 afterAll(() => {
