@@ -1,5 +1,6 @@
 import type { KeyAlgorithm } from './algorithms.js';
-import type { HsmBackend, HsmKeyHandle, KeyRef } from './types.js';
+import { createHash } from 'node:crypto';
+import type { HsmBackend, HsmKeyHandle, KeyRef, SignOptions } from './types.js';
 
 /**
  * The seam between the signing path and an audit log. Core knows nothing of storage: it reports
@@ -19,6 +20,13 @@ export interface OperationEvent {
   algorithm?: KeyAlgorithm;
   /** The data signed or verified. An auditor records a digest of it, never the bytes. */
   data?: Uint8Array;
+  /**
+   * `sha256:<hex>` of data that was streamed rather than held (then `data` is absent); an auditor
+   * records it as it would record the digest of `data`.
+   */
+  dataDigest?: string;
+  /** The caller's non-secret tag (`SignOptions.purpose`): `health-canary`, `audit-checkpoint`... */
+  purpose?: string;
   outcome: 'success' | 'failure';
   /** verify only: whether the signature was valid. */
   valid?: boolean;
@@ -83,8 +91,12 @@ export async function audited<T>(
  */
 export function auditedBackend(backend: HsmBackend, auditor: OperationAuditor): HsmBackend {
   const type = backend.type;
-  const wrapped: HsmBackend & { metrics?: () => unknown; readonly inner: HsmBackend } = {
+  const purposeOf = (options?: SignOptions): { purpose?: string } => (options?.purpose ? { purpose: options.purpose } : {});
+  const wrapped: HsmBackend & { readonly inner: HsmBackend } = {
     type,
+    get instanceId() {
+      return backend.instanceId;
+    },
     inner: backend,
     initialize: () => backend.initialize(),
     close: () => backend.close(),
@@ -102,14 +114,76 @@ export function auditedBackend(backend: HsmBackend, auditor: OperationAuditor): 
         algorithm: p.algorithm,
       })),
     sign: (key, data, options) =>
-      audited(auditor, { operation: 'sign', backend: type, keyId: keyIdOf(key), algorithm: algorithmOf(key), data }, () => backend.sign(key, data, options)),
+      audited(auditor, { operation: 'sign', backend: type, keyId: keyIdOf(key), algorithm: algorithmOf(key), data, ...purposeOf(options) }, () => backend.sign(key, data, options)),
     verify: (key, data, signature, options) =>
-      audited(auditor, { operation: 'verify', backend: type, keyId: keyIdOf(key), algorithm: algorithmOf(key), data }, () => backend.verify(key, data, signature, options), (valid) => ({
-        valid,
-      })),
+      audited(
+        auditor,
+        { operation: 'verify', backend: type, keyId: keyIdOf(key), algorithm: algorithmOf(key), data, ...purposeOf(options) },
+        () => backend.verify(key, data, signature, options),
+        (valid) => ({ valid }),
+      ),
     destroyKey: (key) => audited(auditor, { operation: 'destroyKey', backend: type, keyId: keyIdOf(key) }, () => backend.destroyKey(key)),
   };
-  const metrics = (backend as { metrics?: unknown }).metrics;
-  if (typeof metrics === 'function') wrapped.metrics = () => (metrics as () => unknown).call(backend);
+  if (backend.signStream) {
+    const signStream = backend.signStream.bind(backend);
+    wrapped.signStream = (key, chunks, options) => {
+      const hashed = digestWhileReading(chunks);
+      return auditedWithDigest(auditor, { operation: 'sign', backend: type, keyId: keyIdOf(key), algorithm: algorithmOf(key), ...purposeOf(options) }, hashed, () =>
+        signStream(key, hashed.chunks, options),
+      );
+    };
+  }
+  if (backend.metrics) {
+    const metrics = backend.metrics.bind(backend);
+    wrapped.metrics = () => metrics();
+  }
   return wrapped;
+}
+
+/** Chunks passed through unchanged while their SHA-256 is taken, for the audit record. */
+export interface DigestingChunks {
+  chunks: AsyncIterable<Uint8Array>;
+  /** `sha256:<hex>` once the chunks were read to the end. */
+  digest(): string | undefined;
+}
+
+export function digestWhileReading(source: AsyncIterable<Uint8Array>): DigestingChunks {
+  const hash = createHash('sha256');
+  let digest: string | undefined;
+  return {
+    chunks: {
+      async *[Symbol.asyncIterator]() {
+        for await (const chunk of source) {
+          hash.update(chunk);
+          yield chunk;
+        }
+        digest = 'sha256:' + hash.digest('hex');
+      },
+    },
+    digest: () => digest,
+  };
+}
+
+/** `audited` for streamed data: the digest is known only once the operation has read it all. */
+export async function auditedWithDigest<T>(
+  auditor: OperationAuditor,
+  base: Omit<OperationEvent, 'outcome' | 'latencyMs' | 'error' | 'valid' | 'data' | 'dataDigest'>,
+  hashed: DigestingChunks,
+  op: () => Promise<T>,
+  describe?: (result: T) => Partial<OperationEvent>,
+): Promise<T> {
+  const withDigest = (): Partial<OperationEvent> => {
+    const digest = hashed.digest();
+    return digest ? { dataDigest: digest } : {};
+  };
+  const started = performance.now();
+  let result: T;
+  try {
+    result = await op();
+  } catch (error) {
+    await auditor.record({ ...base, ...withDigest(), outcome: 'failure', error, latencyMs: performance.now() - started }).catch(() => undefined);
+    throw error;
+  }
+  await auditor.record({ ...base, ...withDigest(), ...describe?.(result), outcome: 'success', latencyMs: performance.now() - started });
+  return result;
 }

@@ -21,6 +21,11 @@ export const HSM_ERROR_CODES = [
   'KeyAlreadyExists',
   'KeyUsageNotAllowed',
   'KeyExpired',
+  'KeyDisabled',
+  'KeyUnavailable',
+  'PermissionDenied',
+  'AuthenticationFailed',
+  'IntegrityError',
   'UnsupportedAlgorithm',
   'KeyGenerationFailed',
   'SigningFailed',
@@ -54,6 +59,7 @@ const RETRYABLE_BY_DEFAULT: ReadonlySet<HsmErrorCode> = new Set([
   'CircuitOpen',
   'Timeout',
   'Conflict',
+  'KeyUnavailable',
 ]);
 
 export class HsmError extends Error {
@@ -75,8 +81,21 @@ export class HsmError extends Error {
   }
 }
 
+/**
+ * Recognises an HsmError by its shape, not by `instanceof`: a third-party backend may bring its
+ * own copy of core (a second install, a bundler), and its errors must still be understood.
+ */
 export function isHsmError(value: unknown, code?: HsmErrorCode): value is HsmError {
-  return value instanceof HsmError && (code === undefined || value.code === code);
+  if (value instanceof HsmError) return code === undefined || value.code === code;
+  if (typeof value !== 'object' || value === null) return false;
+  const candidate = value as { name?: unknown; code?: unknown; retryable?: unknown };
+  return (
+    candidate.name === 'HsmError' &&
+    typeof candidate.code === 'string' &&
+    (HSM_ERROR_CODES as readonly string[]).includes(candidate.code) &&
+    typeof candidate.retryable === 'boolean' &&
+    (code === undefined || candidate.code === code)
+  );
 }
 
 /**
@@ -84,6 +103,6 @@ export function isHsmError(value: unknown, code?: HsmErrorCode): value is HsmErr
  * the most specific classification wins.
  */
 export function toHsmError(error: unknown, code: HsmErrorCode, message: string, options: Omit<HsmErrorOptions, 'cause'> = {}): HsmError {
-  if (error instanceof HsmError) return error;
+  if (isHsmError(error)) return error;
   return new HsmError(code, message, { ...options, cause: error });
 }

@@ -10,3 +10,5 @@ export * from './config.js';
 export * from './manager.js';
 export * from './audit.js';
 export * from './key-id.js';
+export * from './validate.js';
+export * from './names.js';

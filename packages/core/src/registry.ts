@@ -5,15 +5,16 @@ import { HsmError } from './errors.js';
 import { readSecret } from './secrets.js';
 import type { BackendContext, BackendFactory, HsmBackend } from './types.js';
 
-/** Backend types this project ships, and the package that provides each. */
+/**
+ * Backend types this project ships, and the package that provides each. Only packages that
+ * exist are listed; any other type names its package in config (`BackendConfig.package`).
+ */
 export const BUILTIN_BACKENDS: Readonly<Record<string, string>> = Object.freeze({
   software: '@olocus/hsm-backend-software',
   pkcs11: '@olocus/hsm-backend-pkcs11',
-  'aws-kms': '@olocus/hsm-backend-aws',
-  'aws-cloudhsm': '@olocus/hsm-backend-aws',
-  'azure-keyvault': '@olocus/hsm-backend-azure',
-  'gcp-kms': '@olocus/hsm-backend-gcp',
 });
+
+const PACKAGE_NAME = /^(@[a-z0-9][a-z0-9._~-]*\/)?[a-z0-9][a-z0-9._~-]*$/;
 
 /** What a backend package exports: `backendFactories`, one per `type` it provides. */
 export interface BackendModule {
@@ -36,6 +37,8 @@ export interface BackendRegistryOptions {
 
 export interface BackendConfig {
   type: string;
+  /** The npm package that provides `type`, for a backend core does not know (`@acme/olocus-backend`). */
+  package?: string;
   options?: unknown;
 }
 
@@ -65,6 +68,18 @@ export class BackendRegistry {
 
   /** Declares that `type` is provided by `packageName` (loaded on first use). */
   registerPackage(type: string, packageName: string): this {
+    if (!/^[a-z0-9][a-z0-9-]*$/.test(type)) {
+      throw new HsmError('InvalidConfiguration', `backend type "${type}" must be lower-case letters, digits and dashes`, { details: { field: 'backend.type' } });
+    }
+    if (!PACKAGE_NAME.test(packageName)) {
+      throw new HsmError('InvalidConfiguration', `backend.package ${JSON.stringify(packageName.slice(0, 100))} is not an npm package name`, { details: { field: 'backend.package' } });
+    }
+    const known = this.packages.get(type);
+    if (known !== undefined && known !== packageName && BUILTIN_BACKENDS[type] === known) {
+      throw new HsmError('InvalidConfiguration', `backend type "${type}" is provided by ${known}; choose another type name for ${packageName}`, {
+        details: { field: 'backend.package' },
+      });
+    }
     this.packages.set(type, packageName);
     return this;
   }
@@ -79,7 +94,11 @@ export class BackendRegistry {
     if (known) return known;
     const packageName = this.packages.get(type);
     if (!packageName) {
-      throw new HsmError('UnknownBackend', `unknown backend type "${type}"; known types: ${this.types().join(', ')}`, { details: { field: 'backend.type', type } });
+      throw new HsmError(
+        'UnknownBackend',
+        `unknown backend type "${type}"; known types: ${this.types().join(', ')}. A third-party backend names its package in the config: { "type": "${type}", "package": "<npm package>" }`,
+        { details: { field: 'backend.type', type } },
+      );
     }
     let loaded: unknown;
     try {
@@ -105,6 +124,7 @@ export class BackendRegistry {
 
   /** Validates the options and builds an uninitialised backend. */
   async create(config: BackendConfig): Promise<HsmBackend> {
+    if (config.package !== undefined && !this.factories.has(config.type)) this.registerPackage(config.type, config.package);
     const factory = await this.factory(config.type);
     const options = factory.parseOptions(config.options ?? {});
     return factory.create(options, this.context());

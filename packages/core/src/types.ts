@@ -2,6 +2,12 @@ import type { KeyAlgorithm } from './algorithms.js';
 
 export type KeyUsage = 'sign' | 'verify';
 
+/**
+ * Where a key stands in its provider. `destroyKey` means "signs no more from now on"; providers
+ * that delete later (KMS deletion windows, soft delete) report `pending-deletion` until then.
+ */
+export type KeyState = 'enabled' | 'disabled' | 'pending-deletion' | 'destroyed';
+
 /** What a caller asks a backend to generate. */
 export interface KeySpec {
   /**
@@ -25,14 +31,25 @@ export interface KeySpec {
  */
 export interface HsmKeyHandle {
   id: string;
-  /** Backend-specific stable reference: `pkcs11:id=%..;object=..`, a KMS key ARN, a Key Vault key id... */
+  /**
+   * Backend-specific stable reference: `pkcs11:id=%..;object=..`, a KMS key ARN, a Key Vault key
+   * id... A backend resolves a handle by `ref` alone (and checks `instance`); every other field
+   * is informational and never believed without the backend's own resolution.
+   */
   ref: string;
   algorithm: KeyAlgorithm;
   usages: KeyUsage[];
-  createdAt: Date;
+  /** Absent when the backend cannot know it (a key made by another tool), never a made-up epoch. */
+  createdAt?: Date;
   expiresAt?: Date;
   /** The backend `type` that holds the key. */
   backend: string;
+  /** The backend instance that holds the key (`HsmBackend.instanceId`). */
+  instance: string;
+  /** Absent means `enabled`. */
+  state?: KeyState;
+  /** The non-secret labels given at creation, where the backend keeps them. */
+  labels?: Record<string, string>;
   /** Non-secret backend facts (slot, key version, CKA_ID hex...). */
   metadata: Record<string, string>;
 }
@@ -49,9 +66,17 @@ export interface PublicKeyInfo {
 export interface SignOptions {
   /** Cancels the wait for a session; the operation itself cannot be cancelled once started. */
   signal?: AbortSignal;
+  /**
+   * A non-secret tag that the audit record carries (`health-canary`, `audit-checkpoint`...), so
+   * that operations the library makes for itself are told apart from the application's.
+   */
+  purpose?: string;
 }
 
 export type VerifyOptions = SignOptions;
+
+/** A message given whole, or as chunks read from a file or a socket. */
+export type MessageInput = Uint8Array | AsyncIterable<Uint8Array>;
 
 export interface HsmInfo {
   /** Backend `type`, as in config. */
@@ -67,11 +92,19 @@ export interface HsmInfo {
   details?: Record<string, string | number | boolean>;
 }
 
-export type FipsStandard = 'none' | 'FIPS 140-2' | 'FIPS 140-3';
+/** `unknown`: the module's facts could not be matched to what its configuration claims. */
+export type FipsStandard = 'none' | 'unknown' | 'FIPS 140-2' | 'FIPS 140-3';
+
+/**
+ * How a FIPS claim is known. `measured`: read from the device and matching a validated module;
+ * `attested`: stated by the operator in the config's attestation section; `provider-claim`: a
+ * cloud provider's documentation, which the client cannot check; `none`: nothing to claim.
+ */
+export type FipsEvidence = 'measured' | 'attested' | 'provider-claim' | 'none';
 
 export interface FipsStatus {
   standard: FipsStandard;
-  /** Security level 1–4; 0 when `standard` is 'none'. */
+  /** Security level 1–4; 0 when `standard` is 'none' or 'unknown'. */
   level: 0 | 1 | 2 | 3 | 4;
   /** Whether the module reports running in its approved mode. */
   approvedMode: boolean;
@@ -82,6 +115,9 @@ export interface FipsStatus {
   eddsaValidated?: boolean;
   /** How the status was determined and what it cannot prove. */
   notes: string;
+  evidence: FipsEvidence;
+  /** Contradictions found while establishing the status (a profile the device does not match...). */
+  findings?: string[];
 }
 
 export interface Capabilities {
@@ -95,6 +131,29 @@ export interface Capabilities {
   remoteVerify: boolean;
   /** Largest number of operations the backend runs at once (pool size, client concurrency). */
   maxConcurrency?: number;
+  /**
+   * Largest message `sign` accepts, for algorithms the backend cannot pre-hash (pure Ed25519 on
+   * a cloud API). Above it `sign` fails with InvalidArgument naming the limit.
+   */
+  maxMessageBytes?: Partial<Record<KeyAlgorithm, number>>;
+}
+
+/** Telemetry a backend may expose; monitoring reads it. */
+export interface BackendMetrics {
+  pool?: {
+    size: number;
+    inUse: number;
+    waiting: number;
+    max: number;
+    created?: number;
+    evicted?: number;
+    recycled?: number;
+    timeouts?: number;
+  };
+  circuitOpen?: boolean;
+  circuitOpens?: number;
+  recoveries?: number;
+  loginFailures?: number;
 }
 
 export interface HealthStatus {
@@ -130,6 +189,12 @@ export interface KeyPage {
 export interface HsmBackend {
   /** Backend `type`, as in config (`software`, `pkcs11`, `aws-kms`...). */
   readonly type: string;
+  /**
+   * Stable identity of this instance: module + token serial, store directory, vault URL, region
+   * and account, key ring. Handles carry it; a handle from another instance is refused with
+   * InvalidArgument (`assertSameInstance`). Final once `initialize()` resolved.
+   */
+  readonly instanceId: string;
   initialize(): Promise<void>;
   /** Releases every resource. Idempotent. Any later call fails with HsmError('Closed'). */
   close(): Promise<void>;
@@ -141,11 +206,18 @@ export interface HsmBackend {
   getKey(key: KeyRef): Promise<HsmKeyHandle>;
   getPublicKey(key: KeyRef): Promise<PublicKeyInfo>;
   sign(key: KeyRef, data: Uint8Array, options?: SignOptions): Promise<Uint8Array>;
+  /**
+   * Optional: signs a message read in chunks, hashing it incrementally (ECDSA, RSA), so a large
+   * file never sits in memory. Without it HsmManager buffers up to its limit.
+   */
+  signStream?(key: KeyRef, chunks: AsyncIterable<Uint8Array>, options?: SignOptions): Promise<Uint8Array>;
   /** Resolves false for a signature that does not verify; rejects only for real errors. */
   verify(key: KeyRef, data: Uint8Array, signature: Uint8Array, options?: VerifyOptions): Promise<boolean>;
   listKeys(options?: ListKeysOptions): Promise<KeyPage>;
   destroyKey(key: KeyRef): Promise<void>;
   healthCheck(): Promise<HealthStatus>;
+  /** Optional telemetry (pool, circuit, recoveries). Must be cheap and never throw. */
+  metrics?(): BackendMetrics;
 }
 
 /** Context the registry passes to a backend factory. */
@@ -183,6 +255,12 @@ export interface KeyVersionResolver {
   resolveForVerification(baseKeyId: string, signatureTime: Date): Promise<ResolvedKeyVersion>;
   /** Called after each successful signature; must not slow the signing path (batch or defer). */
   recordUsage?(version: ResolvedKeyVersion): void;
+  /**
+   * Versions a signature of unknown time may be checked against: those never compromised or
+   * revoked, which were Active at some time, newest first. A signature that verifies under one
+   * was necessarily made while it was Active.
+   */
+  versionsForVerification?(baseKeyId: string): Promise<ResolvedKeyVersion[]>;
 }
 
 export interface ResolvedKeyVersion {

@@ -1,4 +1,4 @@
-import { verify as nodeVerify, constants, type KeyObject } from 'node:crypto';
+import { createVerify, verify as nodeVerify, constants, type KeyObject } from 'node:crypto';
 import { algorithmInfo, nodeHashName, pssSaltLength, type KeyAlgorithm } from './algorithms.js';
 import { HsmError } from './errors.js';
 import { publicKeyObject } from './encoding.js';
@@ -39,6 +39,51 @@ export function verifyLocally(
   } catch {
     return false;
   }
+}
+
+/**
+ * `verifyLocally` for a message read in chunks: ECDSA and RSA hash as they read, so a large file
+ * never sits in memory; Ed25519 (which signs the whole message) reads at most `maxBufferedBytes`.
+ */
+export async function verifyStreamLocally(
+  algorithm: KeyAlgorithm,
+  publicKey: Uint8Array | KeyObject,
+  chunks: AsyncIterable<Uint8Array>,
+  signature: Uint8Array,
+  maxBufferedBytes: number,
+): Promise<boolean> {
+  const info = algorithmInfo(algorithm);
+  const key = publicKey instanceof Uint8Array ? publicKeyObject(publicKey) : publicKey;
+  assertKeyMatches(algorithm, key);
+  if (info.family === 'EdDSA') return verifyLocally(algorithm, key, await readAll(chunks, maxBufferedBytes), signature);
+  const verifier = createVerify(nodeHashName(info.hash!));
+  for await (const chunk of chunks) verifier.update(chunk);
+  if (signature.length !== info.signatureBytes) return false;
+  try {
+    if (info.family === 'ECDSA') return verifier.verify({ key, dsaEncoding: 'ieee-p1363' }, signature);
+    return verifier.verify(
+      info.padding === 'PSS' ? { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: pssSaltLength(info.hash!) } : { key, padding: constants.RSA_PKCS1_PADDING },
+      signature,
+    );
+  } catch {
+    return false;
+  }
+}
+
+/** Reads chunks into one buffer, refusing past `maxBytes` with InvalidArgument naming the limit. */
+export async function readAll(chunks: AsyncIterable<Uint8Array>, maxBytes: number): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  let length = 0;
+  for await (const chunk of chunks) {
+    length += chunk.length;
+    if (length > maxBytes) {
+      throw new HsmError('InvalidArgument', `the message is larger than ${maxBytes} bytes, the most that can be held in memory for this algorithm or backend`, {
+        details: { field: 'data', limit: maxBytes },
+      });
+    }
+    parts.push(chunk);
+  }
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts, length);
 }
 
 /** Throws InvalidArgument when `key` is not a public key of `algorithm`'s type, curve and size. */

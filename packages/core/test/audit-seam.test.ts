@@ -24,20 +24,21 @@ function memoryFactory(): BackendFactory<Record<string, never>> {
     create: () => {
       const keys = new Map<string, { handle: HsmKeyHandle; privateKey: KeyObject; publicKey: KeyObject }>();
       const find = (ref: KeyRef) => {
-        const k = keys.get(typeof ref === 'string' ? ref : ref.id);
+        const k = typeof ref === 'string' ? keys.get(ref) : [...keys.values()].find((entry) => entry.handle.ref === ref.ref);
         if (!k) throw new HsmError('KeyNotFound', `no key ${typeof ref === 'string' ? ref : ref.id}`);
         return k;
       };
       const backend: HsmBackend & { metrics(): unknown } = {
         type: 'memory',
+        instanceId: 'memory-1',
         initialize: async () => undefined,
         close: async () => undefined,
         info: async () => ({ backend: 'memory', description: 'm' }),
         capabilities: async () => ({ algorithms: ['Ed25519'], persistentKeys: false, hardwareBacked: false, remoteVerify: false }),
-        fipsStatus: async () => ({ standard: 'none', level: 0, approvedMode: false, notes: 'test' }),
+        fipsStatus: async () => ({ standard: 'none', level: 0, approvedMode: false, evidence: 'none', notes: 'test' }),
         generateKeyPair: async (spec) => {
           const pair = generateKeyPairSync('ed25519');
-          const handle: HsmKeyHandle = { id: spec.id, ref: `memory:${spec.id}`, algorithm: 'Ed25519', usages: ['sign', 'verify'], createdAt: new Date(), backend: 'memory', metadata: {} };
+          const handle: HsmKeyHandle = { id: spec.id, ref: `memory:${spec.id}`, algorithm: 'Ed25519', usages: ['sign', 'verify'], createdAt: new Date(), backend: 'memory', instance: 'memory-1', metadata: {} };
           keys.set(spec.id, { handle, ...pair });
           return handle;
         },
@@ -48,7 +49,7 @@ function memoryFactory(): BackendFactory<Record<string, never>> {
         listKeys: async () => ({ keys: [...keys.values()].map((k) => k.handle) }),
         destroyKey: async (ref) => void keys.delete(find(ref).handle.id),
         healthCheck: async () => ({ healthy: true, latencyMs: 0, message: 'ok' }),
-        metrics: () => ({ pool: { size: 1 } }),
+        metrics: () => ({ pool: { size: 1, inUse: 0, waiting: 0, max: 1 } }),
       };
       return backend;
     },
@@ -135,7 +136,7 @@ describe('HsmManager with an auditor', () => {
     const auditor = new RecordingAuditor();
     const inner = await memoryFactory().create({}, { env: {}, readSecret: async () => '' });
     const wrapped = auditedBackend(inner, auditor) as HsmBackend & { metrics(): unknown };
-    expect(wrapped.metrics()).toEqual({ pool: { size: 1 } });
+    expect(wrapped.metrics()).toEqual({ pool: { size: 1, inUse: 0, waiting: 0, max: 1 } });
     await wrapped.info();
     await wrapped.healthCheck();
     expect(auditor.events).toHaveLength(0);

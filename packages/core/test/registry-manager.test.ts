@@ -27,20 +27,21 @@ function memoryFactory(counters: { verify: number; getPublicKey: number }): Back
     create: (options) => {
       const keys = new Map<string, { handle: HsmKeyHandle; privateKey: KeyObject; publicKey: KeyObject }>();
       const find = (ref: KeyRef) => {
-        const k = keys.get(typeof ref === 'string' ? ref : ref.id);
+        const k = typeof ref === 'string' ? keys.get(ref) : [...keys.values()].find((entry) => entry.handle.ref === ref.ref);
         if (!k) throw new HsmError('KeyNotFound', `no key ${typeof ref === 'string' ? ref : ref.id}`);
         return k;
       };
       const backend: HsmBackend = {
         type: 'memory',
+        instanceId: 'memory-1',
         initialize: async () => undefined,
         close: async () => undefined,
         info: async () => ({ backend: 'memory', description: options.label }),
         capabilities: async () => ({ algorithms: ['Ed25519'], persistentKeys: false, hardwareBacked: false, remoteVerify: false }),
-        fipsStatus: async () => ({ standard: 'none', level: 0, approvedMode: false, notes: 'test' }),
+        fipsStatus: async () => ({ standard: 'none', level: 0, approvedMode: false, evidence: 'none', notes: 'test' }),
         generateKeyPair: async (spec) => {
           const pair = generateKeyPairSync('ed25519');
-          const handle: HsmKeyHandle = { id: spec.id, ref: `memory:${spec.id}`, algorithm: 'Ed25519', usages: ['sign', 'verify'], createdAt: new Date(), backend: 'memory', metadata: {} };
+          const handle: HsmKeyHandle = { id: spec.id, ref: `memory:${spec.id}`, algorithm: 'Ed25519', usages: ['sign', 'verify'], createdAt: new Date(), backend: 'memory', instance: 'memory-1', metadata: {} };
           keys.set(spec.id, { handle, ...pair });
           return handle;
         },
@@ -77,10 +78,41 @@ async function rejection(p: Promise<unknown> | (() => unknown)): Promise<HsmErro
 }
 
 describe('BackendRegistry', () => {
-  it('names the package to install when a built-in backend is missing', async () => {
-    const error = await rejection(new BackendRegistry().create({ type: 'aws-kms' }));
+  it('names the package to install when a backend package is missing', async () => {
+    const error = await rejection(new BackendRegistry().create({ type: 'acme-hsm', package: '@acme/olocus-backend-not-installed' }));
     expect(error.code).toBe('BackendNotInstalled');
-    expect(error.message).toContain('@olocus/hsm-backend-aws');
+    expect(error.message).toContain('@acme/olocus-backend-not-installed');
+    const builtin = await rejection(
+      new BackendRegistry({
+        importer: async (specifier) => {
+          throw Object.assign(new Error(`Cannot find package '${specifier}'`), { code: 'ERR_MODULE_NOT_FOUND' });
+        },
+      }).create({ type: 'pkcs11' }),
+    );
+    expect(builtin.code).toBe('BackendNotInstalled');
+    expect(builtin.message).toContain('pnpm add @olocus/hsm-backend-pkcs11');
+  });
+
+  it('lists only backend packages that exist among the built-in types', () => {
+    expect(new BackendRegistry().types()).toEqual(['pkcs11', 'software']);
+  });
+
+  it('loads a third-party backend named by package in the config', async () => {
+    const imported: string[] = [];
+    const registry = new BackendRegistry({
+      importer: async (specifier) => {
+        imported.push(specifier);
+        return { backendFactories: [memoryFactory({ verify: 0, getPublicKey: 0 })].map((f) => ({ ...f, type: 'acme-hsm' })) };
+      },
+    });
+    const manager = new HsmManager({ backend: { type: 'acme-hsm', package: '@acme/olocus-backend', options: { label: 'acme' } } }, { registry });
+    await manager.initialize();
+    expect(imported).toEqual(['@acme/olocus-backend']);
+    expect((await manager.info()).description).toBe('acme');
+    await manager.close();
+    // a package may not take over a built-in type, and a package name is checked
+    expect((await rejection(registry.create({ type: 'pkcs11', package: '@acme/evil' }))).code).toBe('InvalidConfiguration');
+    expect((await rejection(registry.create({ type: 'acme-two', package: '../../etc/passwd' }))).code).toBe('InvalidConfiguration');
   });
 
   it('lists the known types for an unknown one', async () => {

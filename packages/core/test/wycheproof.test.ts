@@ -3,12 +3,13 @@ import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runWycheproofDirectory } from '../src/testing/wycheproof.js';
 
-// The vectors live in the steering repository's shared folder beside this checkout.
-const VECTORS = process.env.WYCHEPROOF_DIR ?? resolve(__dirname, '../../../../shared/vectors/wycheproof');
+// Project Wycheproof's vectors (C2SP, Apache-2.0: see vectors/wycheproof/LICENSE and README.md),
+// carried in the repository so the tests need nothing outside the clone.
+const VECTORS = resolve(__dirname, 'vectors/wycheproof');
 
 describe('local verification against Wycheproof', () => {
   it('finds the vectors', () => {
-    expect(existsSync(VECTORS), `Wycheproof vectors not found at ${VECTORS}; set WYCHEPROOF_DIR to the folder holding *_test.json`).toBe(true);
+    expect(existsSync(VECTORS), `Wycheproof vectors not found at ${VECTORS}: they are part of the repository (git checkout packages/core/test/vectors)`).toBe(true);
   });
 
   it('accepts every valid vector and rejects every invalid one', async () => {
