@@ -496,6 +496,24 @@ export class KeyRegistry implements KeyVersionResolver {
     return { baseKeyId, version: v.version, key: v.keyId, algorithm: v.algorithm };
   }
 
+  /**
+   * Versions a signature of unknown time may be checked against: every version that was Active
+   * at some time, may still verify, and was never revoked or compromised, newest first. A
+   * signature valid under one of them was made while it was Active (only then could it sign).
+   */
+  async versionsForVerification(baseKeyId: string): Promise<ResolvedKeyVersion[]> {
+    const rows = await this.db
+      .selectFrom('key_versions')
+      .selectAll()
+      .where('base_key_id', '=', baseKeyId)
+      .where('activated_at', 'is not', null)
+      .where('state', 'in', [...VERIFYING_STATES])
+      .where('revoked_at', 'is', null)
+      .orderBy('version', 'desc')
+      .execute();
+    return rows.map(toKeyVersion).map((v) => ({ baseKeyId, version: v.version, key: v.keyId, algorithm: v.algorithm }));
+  }
+
   recordUsage(version: ResolvedKeyVersion): void {
     this.recordKeyUsage(typeof version.key === 'string' ? version.key : version.key.id);
   }

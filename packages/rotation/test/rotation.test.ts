@@ -109,6 +109,30 @@ describe.each(STORAGE_KINDS)('rotation manager (%s)', (kind) => {
     await expect(hsm.signWithLogicalKey('r', data)).rejects.toMatchObject({ code: 'KeyNotFound' });
   });
 
+  it('without a signature time, a signature verifies under any version never revoked or compromised, and says which', async () => {
+    const { manager, hsm, clock } = await setup('untimed');
+    await manager.createKey('u', 'ECDSA_P256', { actor: 'alice' });
+    const s1 = await hsm.signWithLogicalKey('u', data);
+    clock.advance(HOUR);
+    await manager.rotateKey('u', who);
+    const s2 = await hsm.signWithLogicalKey('u', data);
+    clock.advance(HOUR);
+    await manager.rotateKey('u', who);
+    const first = await hsm.verifyWithLogicalKeyDetailed('u', data, s1.signature);
+    expect(first).toMatchObject({ valid: true, version: { version: 1 } });
+    expect((await hsm.verifyWithLogicalKeyDetailed('u', data, s2.signature)).version?.version).toBe(2);
+    expect((await hsm.verifyWithLogicalKeyDetailed('u', Buffer.from('other'), s2.signature)).valid).toBe(false);
+    await manager.revokeKey('u.v1', { actor: 'sec', reason: 'retired early' });
+    expect((await hsm.verifyWithLogicalKeyDetailed('u', data, s1.signature)).valid).toBe(false);
+    await manager.revokeKey('u.v2', { actor: 'sec', reason: 'retired early' });
+    expect((await hsm.verifyWithLogicalKeyDetailed('u', data, s2.signature)).valid).toBe(false);
+    // the Active version, compromised, verifies nothing either
+    const s3 = await hsm.signWithLogicalKey('u', data);
+    expect((await hsm.verifyWithLogicalKeyDetailed('u', data, s3.signature)).version?.version).toBe(3);
+    await manager.revokeKey('u.v3', { actor: 'sec', reason: 'leaked' }, { compromised: true });
+    await expect(hsm.verifyWithLogicalKeyDetailed('u', data, s3.signature)).rejects.toMatchObject({ code: 'KeyNotFound' });
+  });
+
   it('emergency rotation is refused unless allowed', async () => {
     const { manager, registry } = await setup('emerg-off');
     await manager.createKey('e', 'Ed25519', { actor: 'alice' });
