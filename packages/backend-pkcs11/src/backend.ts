@@ -90,17 +90,15 @@ import {
   type SignPlan,
 } from './keys.js';
 import { LoginState, loginScope } from './login.js';
+import { readKeyDates, readMetadata, writeMetadata, metadataTemplate } from './metadata.js';
+import { find, findAll, optionalAttribute, type Pkcs11Session } from './objects.js';
+import { keyPairTemplates } from './templates.js';
 import { acquireModule, releaseModule, type SharedModule } from './module.js';
 import { SignThreads } from './sign-threads.js';
 import { parsePkcs11Options, type Pkcs11Options, type Pkcs11OptionsInput } from './options.js';
 import { formatPkcs11Uri, parsePkcs11Uri } from './uri.js';
 import { getVendorProfile, type VendorProfile } from './vendors.js';
 
-/** A pooled PKCS#11 session. `generation` is the module generation it was opened in. */
-export interface Pkcs11Session {
-  readonly handle: Buffer;
-  readonly generation: number;
-}
 
 interface KeyEntry {
   id: string;
@@ -112,7 +110,7 @@ interface KeyEntry {
   publicKey: KeyObject | undefined;
   spki: Uint8Array | undefined;
   usages: KeyUsage[];
-  createdAt: Date;
+  createdAt: Date | undefined;
   expiresAt: Date | undefined;
   labels: Record<string, string> | undefined;
   generation: number;
@@ -762,10 +760,6 @@ export class Pkcs11Backend implements HsmBackend {
         details: { key: uri },
       });
     }
-    const meta = label === '' ? undefined : readMetadata(p11, session, label);
-    const createdAt = meta?.createdAt;
-    const expiresAt = meta?.expiresAt;
-
     let pub = pubHint;
     if (!pub) {
       const template: Attribute[] = [{ type: CKA_CLASS, value: CKO_PUBLIC_KEY }];
@@ -788,6 +782,10 @@ export class Pkcs11Backend implements HsmBackend {
       publicKey = publicKeyFromAttributes(algorithm, { modulus: m!.value, exponent: e!.value });
       verify = true;
     }
+    const spki = publicKey ? spkiOf(publicKey) : undefined;
+    const dates = pub ? readKeyDates(p11, h, pub) : {};
+    if (!dates.end) Object.assign(dates, { ...readKeyDates(p11, h, priv), ...dates });
+    const meta = readMetadata(p11, session, ckaId, spki, dates, this.vendor.keyDates);
     const id = keyIdFromAttributes(ckaId, label, uri);
     const usages: KeyUsage[] = [];
     if (readBool(signAttr!.value)) usages.push('sign');
@@ -800,11 +798,11 @@ export class Pkcs11Backend implements HsmBackend {
       priv,
       pub,
       publicKey,
-      spki: publicKey ? spkiOf(publicKey) : undefined,
+      spki,
       usages,
-      createdAt: createdAt ?? new Date(0),
-      expiresAt,
-      labels: meta?.labels,
+      createdAt: meta.createdAt,
+      expiresAt: meta.expiresAt,
+      labels: meta.labels,
       generation: session.generation,
       handle: undefined as unknown as HsmKeyHandle,
     };
@@ -813,12 +811,11 @@ export class Pkcs11Backend implements HsmBackend {
   }
 
   private handleOf(entry: KeyEntry, ref: string): HsmKeyHandle {
-    const handle: HsmKeyHandle = {
+    const handle = {
       id: entry.id,
       ref,
       algorithm: entry.algorithm,
       usages: [...entry.usages],
-      createdAt: entry.createdAt,
       backend: this.type,
       metadata: {
         ckaId: entry.ckaId.toString('hex'),
@@ -826,9 +823,10 @@ export class Pkcs11Backend implements HsmBackend {
         tokenLabel: this.tokenLabel,
         tokenSerial: this.tokenSerial,
         slotId: String(this.slotNumber),
-      },
-    };
+      } as Record<string, string>,
+    } as HsmKeyHandle;
     for (const [k, v] of Object.entries(entry.labels ?? {})) if (typeof v === 'string') handle.metadata[`label.${k}`] = v;
+    if (entry.createdAt) handle.createdAt = entry.createdAt;
     if (entry.expiresAt) handle.expiresAt = entry.expiresAt;
     return handle;
   }
@@ -931,18 +929,27 @@ export class Pkcs11Backend implements HsmBackend {
       throw new HsmError('InvalidArgument', 'expiresAt must be a valid Date', { details: { field: 'expiresAt' } });
     }
     const ckaId = ckaIdFor(spec.id);
-    const { mechanism, publicTemplate, privateTemplate } = this.templates(algorithm, spec.id, ckaId, usages);
+    const createdAt = new Date();
+    const { mechanism, publicTemplate, privateTemplate } = keyPairTemplates(this.vendor, { algorithm, id: spec.id, ckaId, usages, createdAt, expiresAt: spec.expiresAt });
     const lock = this.mod!.tokenLock(`${this.slotNumber}:${this.tokenSerial}`);
     const entry = await lock.run(() =>
       this.withSession('KeyGenerationFailed', `generating key ${spec.id}`, async (session, p11) => {
         const clash = find(p11, session, [{ type: CKA_ID, value: ckaId }], 1).length > 0 || find(p11, session, [{ type: CKA_CLASS, value: CKO_PRIVATE_KEY }, { type: CKA_LABEL, value: spec.id }], 1).length > 0;
         if (clash) throw new HsmError('KeyAlreadyExists', `a key with id ${spec.id} already exists on token '${this.tokenLabel}'`, { details: { key: spec.id } });
         const pair = await this.mod!.track(p11.C_GenerateKeyPairAsync(session.handle, mechanism, publicTemplate, privateTemplate));
-        const createdAt = new Date();
         try {
-          writeMetadata(p11, session, spec.id, { createdAt, expiresAt: spec.expiresAt, labels: spec.labels });
+          const loaded = this.loadKey(session, p11, pair.privateKey, pair.publicKey);
+          if (!loaded.spki) throw new HsmError('KeyGenerationFailed', `key ${spec.id}: the token returned no readable public key`, { details: { key: spec.id } });
+          // a data object left over from an earlier key with this CKA_ID names another public key and is ignored; remove it
+          for (const stale of find(p11, session, metadataTemplate(ckaId), 8)) p11.C_DestroyObject(session.handle, stale);
+          writeMetadata(p11, session, ckaId, spec.id, loaded.spki, { createdAt, expiresAt: spec.expiresAt, labels: spec.labels });
+          loaded.createdAt = createdAt;
+          loaded.expiresAt = spec.expiresAt;
+          loaded.labels = spec.labels ? { ...spec.labels } : undefined;
+          loaded.handle = this.handleOf(loaded, loaded.handle.ref);
+          return loaded;
         } catch (error) {
-          // Without its metadata the key would outlive its expiry after a restart: undo.
+          // Without its metadata the key's labels and exact expiry would be lost after a restart: undo.
           for (const object of [pair.privateKey, pair.publicKey]) {
             try {
               p11.C_DestroyObject(session.handle, object);
@@ -952,56 +959,10 @@ export class Pkcs11Backend implements HsmBackend {
           }
           throw error;
         }
-        const loaded = this.loadKey(session, p11, pair.privateKey, pair.publicKey);
-        loaded.createdAt = createdAt;
-        if (spec.expiresAt) loaded.expiresAt = spec.expiresAt;
-        if (spec.labels) loaded.labels = { ...spec.labels };
-        loaded.handle = this.handleOf(loaded, loaded.handle.ref);
-        return loaded;
       }),
     );
     this.remember(entry);
     return { ...entry.handle };
-  }
-
-  private templates(algorithm: KeyAlgorithm, id: string, ckaId: Buffer, usages: KeyUsage[]) {
-    const info = algorithmInfo(algorithm);
-    const common: Attribute[] = [
-      { type: CKA_TOKEN, value: true },
-      { type: CKA_ID, value: ckaId },
-      { type: CKA_LABEL, value: id },
-    ];
-    const keyType = info.family === 'RSA' ? CKK_RSA : info.family === 'ECDSA' ? CKK_EC : CKK_EC_EDWARDS;
-    const publicTemplate: Attribute[] = [
-      { type: CKA_CLASS, value: CKO_PUBLIC_KEY },
-      { type: CKA_KEY_TYPE, value: keyType },
-      ...common,
-      { type: CKA_PRIVATE, value: false },
-      { type: CKA_VERIFY, value: usages.includes('verify') },
-    ];
-    const privateTemplate: Attribute[] = [
-      { type: CKA_CLASS, value: CKO_PRIVATE_KEY },
-      { type: CKA_KEY_TYPE, value: keyType },
-      ...common,
-      { type: CKA_PRIVATE, value: true },
-      { type: CKA_SENSITIVE, value: true },
-      { type: CKA_EXTRACTABLE, value: false },
-      { type: CKA_SIGN, value: usages.includes('sign') },
-    ];
-    let mechanism: number;
-    if (info.family === 'RSA') {
-      mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
-      publicTemplate.push({ type: CKA_MODULUS_BITS, value: info.modulusBits! }, { type: CKA_PUBLIC_EXPONENT, value: Buffer.from([1, 0, 1]) });
-      // The durable PSS marker, enforced by the token: this key signs with PSS only.
-      if (info.padding === 'PSS') privateTemplate.push({ type: CKA_ALLOWED_MECHANISMS, value: ulongArray([CKM_RSA_PKCS_PSS, CKM_SHA256_RSA_PKCS_PSS]) });
-    } else if (info.family === 'ECDSA') {
-      mechanism = CKM_EC_KEY_PAIR_GEN;
-      publicTemplate.push({ type: CKA_EC_PARAMS, value: Buffer.from(EC_PARAMS[info.curve as 'P-256' | 'P-384' | 'P-521'], 'hex') });
-    } else {
-      mechanism = CKM_EC_EDWARDS_KEY_PAIR_GEN;
-      publicTemplate.push({ type: CKA_EC_PARAMS, value: Buffer.from(this.vendor.edwardsParams === 'oid' ? ED25519_PARAMS_OID : ED25519_PARAMS_PRINTABLE, 'hex') });
-    }
-    return { mechanism: { mechanism }, publicTemplate, privateTemplate };
   }
 
   async listKeys(options: ListKeysOptions = {}): Promise<KeyPage> {
@@ -1067,7 +1028,7 @@ export class Pkcs11Backend implements HsmBackend {
           objects = entry.generation === session.generation ? [entry.priv, ...(entry.pub ? [entry.pub] : [])] : [];
         }
         if (objects.length === 0) throw new HsmError('KeyNotFound', `key ${entry.id} not found on token '${this.tokenLabel}'`, { details: { key: entry.id } });
-        if (entry.label !== '') objects.push(...find(p11, session, metadataTemplate(entry.label), 4));
+        if (entry.ckaId.length > 0) objects.push(...find(p11, session, metadataTemplate(entry.ckaId), 8));
         for (const object of objects) p11.C_DestroyObject(session.handle, object);
       }),
     );
@@ -1236,98 +1197,6 @@ function bitLength(value: Buffer): number {
   while (i < value.length && value[i] === 0) i++;
   if (i === value.length) return 0;
   return (value.length - i - 1) * 8 + (32 - Math.clz32(value[i]!));
-}
-
-function find(p11: PKCS11, session: Pkcs11Session, template: Attribute[], max: number): Buffer[] {
-  p11.C_FindObjectsInit(session.handle, template);
-  try {
-    return p11.C_FindObjects(session.handle, max);
-  } finally {
-    try {
-      p11.C_FindObjectsFinal(session.handle);
-    } catch {
-      // the first error (if any) is the one that matters
-    }
-  }
-}
-
-function findAll(p11: PKCS11, session: Pkcs11Session, template: Attribute[]): Buffer[] {
-  p11.C_FindObjectsInit(session.handle, template);
-  const out: Buffer[] = [];
-  try {
-    for (;;) {
-      const batch = p11.C_FindObjects(session.handle, 100);
-      out.push(...batch);
-      if (batch.length < 100) break;
-    }
-  } finally {
-    try {
-      p11.C_FindObjectsFinal(session.handle);
-    } catch {
-      // see find()
-    }
-  }
-  return out;
-}
-
-/** Reads one attribute that may be absent or unreadable (empty dates trip pkcs11js, some modules lack the type). */
-function optionalAttribute<T>(p11: PKCS11, session: Buffer, object: Buffer, type: number, read: (value: Buffer) => T): T | undefined {
-  try {
-    const value = p11.C_GetAttributeValue(session, object, [{ type }])[0]?.value;
-    return value && value.length > 0 ? read(value) : undefined;
-  } catch (error) {
-    const cls = classifyReturnValue(error);
-    if (returnValueOf(error) !== undefined && cls !== 'caller') throw error; // session/device problems are real
-    return undefined;
-  }
-}
-
-/** CKA_APPLICATION of the data object that carries a key's non-secret metadata. */
-export const METADATA_APPLICATION = 'olocus-hsm/key-metadata/v1';
-
-interface KeyMetadata {
-  createdAt?: Date;
-  expiresAt?: Date;
-  labels?: Record<string, string>;
-}
-
-function metadataTemplate(label: string): Attribute[] {
-  return [
-    { type: CKA_CLASS, value: CKO_DATA },
-    { type: CKA_APPLICATION, value: METADATA_APPLICATION },
-    { type: CKA_LABEL, value: label },
-  ];
-}
-
-/**
- * Key metadata (creation time, expiry, free labels) lives in a private CKO_DATA token object
- * with the key's label, because CK_DATE attributes are day-precision and unreliable to read
- * through pkcs11js, and PKCS#11 has no other place for them.
- */
-function writeMetadata(p11: PKCS11, session: Pkcs11Session, label: string, meta: { createdAt: Date; expiresAt: Date | undefined; labels: Record<string, string> | undefined }): void {
-  for (const stale of find(p11, session, metadataTemplate(label), 8)) p11.C_DestroyObject(session.handle, stale);
-  const value = JSON.stringify({ createdAt: meta.createdAt.toISOString(), expiresAt: meta.expiresAt?.toISOString(), labels: meta.labels });
-  p11.C_CreateObject(session.handle, [...metadataTemplate(label), { type: CKA_TOKEN, value: true }, { type: CKA_PRIVATE, value: true }, { type: CKA_VALUE, value: Buffer.from(value, 'utf8') }]);
-}
-
-function readMetadata(p11: PKCS11, session: Pkcs11Session, label: string): KeyMetadata | undefined {
-  const object = find(p11, session, metadataTemplate(label), 1)[0];
-  if (!object) return undefined;
-  const raw = optionalAttribute(p11, session.handle, object, CKA_VALUE, (v) => v.toString('utf8'));
-  if (!raw) return undefined;
-  try {
-    const parsed = JSON.parse(raw) as { createdAt?: string; expiresAt?: string; labels?: Record<string, string> };
-    const date = (s: string | undefined) => (s && !Number.isNaN(Date.parse(s)) ? new Date(s) : undefined);
-    const out: KeyMetadata = {};
-    const createdAt = date(parsed.createdAt);
-    const expiresAt = date(parsed.expiresAt);
-    if (createdAt) out.createdAt = createdAt;
-    if (expiresAt) out.expiresAt = expiresAt;
-    if (parsed.labels && typeof parsed.labels === 'object') out.labels = parsed.labels;
-    return out;
-  } catch {
-    return undefined;
-  }
 }
 
 function decodeCursor(cursor: string): string {

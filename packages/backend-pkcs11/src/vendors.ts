@@ -23,6 +23,8 @@ export interface VendorProfile {
   readonly edwardsParams: 'oid' | 'printable';
   /** Whether CKA_ALLOWED_MECHANISMS can be set at generation (used to mark RSA-PSS keys). */
   readonly allowedMechanisms: boolean;
+  /** Whether CKA_START_DATE / CKA_END_DATE are accepted at generation (the key's own expiry). */
+  readonly keyDates: boolean;
   readonly quirks: readonly string[];
   /** Only SoftHSM is exercised by this package's tests. */
   readonly testedHere: boolean;
@@ -49,6 +51,7 @@ export const vendorProfiles: Readonly<Record<VendorName, VendorProfile>> = Objec
     unsupportedAlgorithms: [],
     edwardsParams: 'oid',
     allowedMechanisms: true,
+    keyDates: true,
     quirks: [
       'C_Initialize without CKF_OS_LOCKING_OK has no locking: always initialise with it',
       'no CKM_ECDSA_SHA256/384/512: the backend hashes in the client and uses CKM_ECDSA',
@@ -70,6 +73,7 @@ export const vendorProfiles: Readonly<Record<VendorName, VendorProfile>> = Objec
     unsupportedAlgorithms: [],
     edwardsParams: 'oid',
     allowedMechanisms: true,
+    keyDates: true,
     quirks: [
       'in FIPS mode (partition policy) CKM_RSA_PKCS raw signing and non-approved key sizes may be refused: the backend falls back to CKM_SHA256_RSA_PKCS(_PSS) when the raw mechanism is not listed',
       'older firmware exposes EdDSA only under vendor-defined mechanism numbers, which the probe does not claim',
@@ -89,6 +93,7 @@ export const vendorProfiles: Readonly<Record<VendorName, VendorProfile>> = Objec
     unsupportedAlgorithms: [],
     edwardsParams: 'oid',
     allowedMechanisms: false,
+    keyDates: true,
     quirks: [
       'set CKNFAST_LOADSHARING=1 to see softcards as one slot; token labels are softcard/OCS names',
       'module-protected keys need CKNFAST_FAKE_ACCELERATOR_LOGIN or a login-less configuration',
@@ -108,6 +113,7 @@ export const vendorProfiles: Readonly<Record<VendorName, VendorProfile>> = Objec
     unsupportedAlgorithms: [],
     edwardsParams: 'oid',
     allowedMechanisms: true,
+    keyDates: true,
     quirks: [
       'configuration from cs_pkcs11_R3.cfg (CS_PKCS11_R3_CFG); slots map to HSM slots',
       'the device or cluster address is set in the configuration file, not by this backend',
@@ -126,6 +132,7 @@ export const vendorProfiles: Readonly<Record<VendorName, VendorProfile>> = Objec
     unsupportedAlgorithms: [],
     edwardsParams: 'oid',
     allowedMechanisms: false,
+    keyDates: false,
     quirks: [
       'one slot per cluster; token label is "hsm1"',
       'CKA_START_DATE/CKA_END_DATE are not accepted at generation',
@@ -146,6 +153,7 @@ export const vendorProfiles: Readonly<Record<VendorName, VendorProfile>> = Objec
     unsupportedAlgorithms: [],
     edwardsParams: 'oid',
     allowedMechanisms: false,
+    keyDates: true,
     quirks: [
       'at most 16 sessions per device: the pool is capped by ulMaxSessionCount',
       'connector URL comes from yubihsm_pkcs11.conf (YUBIHSM_PKCS11_CONF)',
