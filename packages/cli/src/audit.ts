@@ -1,8 +1,9 @@
-import { isHsmError, readSecret, type HsmBackend, type OperationAuditor, type OperationEvent } from '@olocus/hsm-core';
+import { HsmError, isHsmError, type HsmBackend, type OperationAuditor, type OperationEvent } from '@olocus/hsm-core';
 import type { AuditEventInput, AuditLog, CheckpointSigner } from '@olocus/hsm-compliance';
 import type { RotationEvent, RotationEvents } from '@olocus/hsm-rotation';
 import { rememberConnectionString } from './errors.js';
-import { inFile } from './manager.js';
+import { inFile } from './config.js';
+import { readCliSecret } from './secrets.js';
 import type { AuditSection } from './audit-config.js';
 import type { CliContext } from './context.js';
 
@@ -17,6 +18,8 @@ export interface CliAudit {
   readonly section: AuditSection;
   readonly auditor: OperationAuditor;
   readonly actor: string;
+  /** The backend itself, without the audit wrapper (set when the manager attaches): lookups that are part of an operation. */
+  readonly backend: HsmBackend | undefined;
   /** Appends a record made by the CLI itself (audit access, configuration change). */
   append(input: Omit<AuditEventInput, 'actor'> & { actor?: string }): Promise<void>;
   /** Records a failure outside a key operation: opening the backend (a wrong PIN is `auth.failure`). */
@@ -35,7 +38,7 @@ async function storageOf(ctx: CliContext, section: AuditSection, configPath: str
   if (storage.kind === 'sqlite') return storage;
   let connectionString: string;
   try {
-    connectionString = await readSecret(storage.connectionString, 'audit.storage.connectionString', ctx.env);
+    connectionString = await readCliSecret(storage.connectionString, 'audit.storage.connectionString', ctx.env);
   } catch (error) {
     throw inFile(error, configPath);
   }
@@ -99,7 +102,7 @@ function rotationRecord(event: RotationEvent): (Omit<AuditEventInput, 'actor'> &
 }
 
 export async function openCliAudit(ctx: CliContext, section: AuditSection, configPath: string, actor: string): Promise<CliAudit> {
-  const { openAuditLog, auditorFor } = await import('@olocus/hsm-compliance');
+  const { openAuditLog, auditorFor, eventToRecords } = await import('@olocus/hsm-compliance');
   const storage = await storageOf(ctx, section, configPath);
   let backend: HsmBackend | undefined;
   const keyId = section.checkpoint.keyId;
@@ -139,8 +142,30 @@ export async function openCliAudit(ctx: CliContext, section: AuditSection, confi
     const tracked = p.catch((error) => ctx.note(`olocus-hsm: audit: ${(error as Error).message}`)).finally(() => pending.delete(tracked));
     pending.add(tracked);
   };
+  // An operation's purpose ('health-canary', ...) is kept in its record so that reports can tell
+  // probes from application use. Written here, with the auditor's fail-closed rule, for as long
+  // as the compliance auditor does not copy it itself.
+  const recordWithPurpose = async (event: OperationEvent & { purpose: string }): Promise<void> => {
+    const records = eventToRecords(event, actor).map((r) => ({ ...r, details: { ...r.details, purpose: event.purpose } }));
+    try {
+      await Promise.all(records.map((r) => log.append(r)));
+    } catch (error) {
+      if (section.failClosed) {
+        throw new HsmError('PolicyViolation', 'audit record could not be written; operation refused (failClosed)', {
+          cause: error,
+          details: { auditCode: 'AuditUnavailable', errorCode: isHsmError(error) ? error.code : undefined },
+        });
+      }
+      ctx.note(`olocus-hsm: audit record not written (failClosed is off): ${(error as Error).message}`);
+    }
+  };
   const auditor: OperationAuditor = {
-    record: (event: OperationEvent) => inner.record(event),
+    record: (event: OperationEvent) => {
+      const purpose = (event as { purpose?: unknown }).purpose;
+      if (typeof purpose !== 'string' || purpose === '') return inner.record(event);
+      if (eventToRecords(event, actor).every((r) => r.details?.['purpose'] === purpose)) return inner.record(event);
+      return recordWithPurpose({ ...event, purpose });
+    },
     attach: async (b: HsmBackend) => {
       backend = b;
       // The checkpoint key is the audit's own: created on first use, never an application key.
@@ -157,6 +182,9 @@ export async function openCliAudit(ctx: CliContext, section: AuditSection, confi
     section,
     auditor,
     actor,
+    get backend() {
+      return backend;
+    },
     recordFailure: (context, error) => inner.recordFailure(context, error),
     append: (input) => log.append({ actor, ...input } as AuditEventInput).then(() => undefined),
     followRotation(events) {

@@ -1,12 +1,15 @@
-import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { CliError, fileError, rememberSecret } from './errors.js';
-import { DEFAULT_ROTATION_SECTION, parseRotationSection, resolveRotationPaths, type RotationSection } from './rotation-config.js';
-import { DEFAULT_AUDIT_SECTION, parseAuditSection, resolveAuditPaths, type AuditSection } from './audit-config.js';
+import { readFile } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { CliError, fileError } from './errors.js';
+import { parseRotationSection, resolveRotationPaths, type RotationSection } from './rotation-config.js';
+import { parseAuditSection, resolveAuditPaths, type AuditSection } from './audit-config.js';
 import type { CliContext } from './context.js';
+import { CONFIG_ENV, CONFIG_FILE, DEFAULT_DIR } from './constants.js';
 
-import { CONFIG_ENV, CONFIG_FILE, DEFAULT_DIR, PASSPHRASE_ENV, PIN_ENV } from './constants.js';
+/**
+ * Reading the config comes first: every other module (audit, manager, rotation, init) depends on
+ * this one and it depends on none of them, so there is no import cycle to untangle.
+ */
 
 export { CONFIG_FILE, DEFAULT_DIR };
 
@@ -40,9 +43,9 @@ export function locateConfig(ctx: CliContext): { path: string; explicit: boolean
 }
 
 /**
- * Reads the config. With no config given and none at the default location, creates the embedded
- * default there (as `init` would). A config named explicitly must exist: a typo never silently
- * creates a new, empty key store.
+ * Reads the config. Nothing here creates a key store: only `olocus-hsm init` does (with a
+ * passphrase the operator chose), so a missing config is an error that says to run it. A config
+ * named explicitly must exist too: a typo never silently stands for an empty key store.
  */
 export async function loadConfig(ctx: CliContext): Promise<LoadedConfig> {
   const { path, explicit } = locateConfig(ctx);
@@ -52,10 +55,12 @@ export async function loadConfig(ctx: CliContext): Promise<LoadedConfig> {
   } catch (cause) {
     if ((cause as NodeJS.ErrnoException).code !== 'ENOENT') throw fileError('config', path, cause);
     if (explicit) {
-      throw new CliError('ConfigNotFound', `config file not found: ${path} (create one with: olocus-hsm init --dir ${dirname(path)})`);
+      throw new CliError('ConfigNotFound', `config file not found: ${path} (create a key store there with: olocus-hsm init --dir ${dirname(path)})`);
     }
-    await initSoftware(ctx, { dir: dirname(path), force: false });
-    text = await readFile(path, 'utf8');
+    throw new CliError(
+      'ConfigNotFound',
+      `no config at ${path}: run "olocus-hsm init" first to create a key store (or name a config with --config PATH or ${CONFIG_ENV})`,
+    );
   }
   const raw = parseConfigText(text, path);
   const rotation = resolveRotationPaths(parseRotationSection(raw.rotation, path), dirname(path));
@@ -147,148 +152,11 @@ function applyOverrides(ctx: CliContext, config: ConfigFile, path: string): Conf
   return { ...config, backend: { ...config.backend, options } };
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
+/** Config problems say which file they are in. */
+export function inFile(error: unknown, path: string): unknown {
+  const e = error as { name?: string; code?: string; message?: string };
+  if (e?.name === 'HsmError' && (e.code === 'InvalidConfiguration' || e.code === 'UnknownBackend') && !e.message?.includes(path)) {
+    return new CliError(e.code, `${path}: ${e.message}`, { cause: error });
   }
-}
-
-export interface InitResult {
-  path: string;
-  config: ConfigFile;
-  /** Set when a development passphrase file was generated. */
-  generatedPassphraseFile?: string;
-  /** Files and folders this init created (removed again if the check fails). */
-  createdPaths: string[];
-}
-
-/** Creates the config folder (0700) unless it exists; refuses an existing config without --force. */
-async function prepareConfigDir(ctx: CliContext, opts: { dir: string; force: boolean }): Promise<{ dir: string; path: string; createdPaths: string[] }> {
-  const dir = resolve(ctx.cwd, opts.dir);
-  const path = join(dir, CONFIG_FILE);
-  await ensureWritable(path, opts.force);
-  const createdPaths: string[] = [];
-  if (!(await exists(dir))) createdPaths.push(dir);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  return { dir, path, createdPaths };
-}
-
-async function ensureWritable(path: string, force: boolean): Promise<void> {
-  if (!force && (await exists(path))) {
-    throw new CliError('ConfigExists', `${path} already exists; pass --force to overwrite it`);
-  }
-}
-
-/**
- * Prepares the software backend's config in `dir` (does not write config.json: call
- * `writeConfig` after the backend opened). Passphrase source: --passphrase-file when given, else
- * {env: OLOCUS_HSM_PASSPHRASE} when that variable is set, else a generated development passphrase in `<dir>/passphrase` (0600).
- */
-export async function prepareSoftware(ctx: CliContext, opts: { dir: string; force: boolean }): Promise<InitResult> {
-  const { dir, path, createdPaths } = await prepareConfigDir(ctx, opts);
-  let passphrase: SecretRef;
-  let generatedPassphraseFile: string | undefined;
-  if (ctx.globals.passphraseFile !== undefined) {
-    passphrase = { file: resolve(ctx.cwd, ctx.globals.passphraseFile) };
-  } else if (ctx.env[PASSPHRASE_ENV]) {
-    passphrase = { env: PASSPHRASE_ENV };
-  } else {
-    const file = join(dir, 'passphrase');
-    passphrase = { file: 'passphrase' };
-    generatedPassphraseFile = file;
-    // An existing passphrase file is kept: keys sealed under it must stay readable.
-    if (!(await exists(file))) {
-      const value = randomBytes(32).toString('base64url');
-      rememberSecret(value);
-      await writeFile(file, value + '\n', { mode: 0o600, flag: 'wx' });
-      await chmod(file, 0o600);
-      createdPaths.push(file);
-    }
-  }
-  const keys = join(dir, 'keys');
-  if (!(await exists(keys))) createdPaths.push(keys);
-  await mkdir(keys, { recursive: true, mode: 0o700 });
-  const config: ConfigFile = { backend: { type: 'software', options: { directory: 'keys', passphrase } }, rotation: defaultRotation(), audit: defaultAudit() };
-  const result: InitResult = { path, config, createdPaths };
-  if (generatedPassphraseFile) result.generatedPassphraseFile = generatedPassphraseFile;
-  return result;
-}
-
-export interface Pkcs11InitOptions {
-  dir: string;
-  force: boolean;
-  module?: string;
-  tokenLabel?: string;
-  slot?: string;
-  vendor?: string;
-}
-
-export async function preparePkcs11(ctx: CliContext, opts: Pkcs11InitOptions): Promise<InitResult> {
-  if (!opts.module) throw new CliError('InvalidArgument', 'init --backend pkcs11 needs --module PATH (the PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so)');
-  if ((opts.tokenLabel === undefined) === (opts.slot === undefined)) {
-    throw new CliError('InvalidArgument', 'init --backend pkcs11 needs exactly one of --token-label LABEL or --slot ID');
-  }
-  let slotId: number | undefined;
-  if (opts.slot !== undefined) {
-    slotId = Number(opts.slot);
-    if (!/^\d+$/.test(opts.slot) || !Number.isSafeInteger(slotId)) {
-      throw new CliError('InvalidArgument', `--slot: "${opts.slot}" is not a slot number (a non-negative integer)`);
-    }
-  }
-  const { dir, path, createdPaths } = await prepareConfigDir(ctx, opts);
-  const libraryPath = opts.module.includes('/') ? resolve(ctx.cwd, opts.module) : opts.module;
-  const options: Record<string, unknown> = { libraryPath };
-  if (opts.tokenLabel !== undefined) options.tokenLabel = opts.tokenLabel;
-  if (slotId !== undefined) options.slotId = slotId;
-  if (opts.vendor !== undefined) options.vendor = opts.vendor;
-  options.pin = ctx.globals.pinFile !== undefined ? { file: resolve(ctx.cwd, ctx.globals.pinFile) } : { env: PIN_ENV };
-  return { path, config: { backend: { type: 'pkcs11', options }, rotation: defaultRotation(), audit: defaultAudit() }, createdPaths };
-}
-
-/** The rotation section `init` writes: SQLite next to the config, emergency rotation off until enabled. */
-function defaultRotation(): ConfigFile['rotation'] {
-  return structuredClone(DEFAULT_ROTATION_SECTION) as unknown as ConfigFile['rotation'];
-}
-
-function defaultAudit(): ConfigFile['audit'] {
-  return structuredClone(DEFAULT_AUDIT_SECTION) as unknown as ConfigFile['audit'];
-}
-
-export async function writeConfig(result: InitResult): Promise<void> {
-  await writeFile(result.path, JSON.stringify(result.config, null, 2) + '\n', { mode: 0o600 });
-}
-
-/** Removes what a failed init created, newest first. */
-export async function undoInit(result: InitResult): Promise<void> {
-  for (const p of [...result.createdPaths].reverse()) await rm(p, { recursive: true, force: true });
-}
-
-export const DEV_NOTE =
-  'note: development setup: a random passphrase was written to %s (mode 0600); for production set OLOCUS_HSM_PASSPHRASE or use --passphrase-file';
-
-/**
- * `init` for the software backend, used by `init`, `demo` and the first command run without a
- * config: prepares the folder, opens the backend once (creating its key store and proving the
- * passphrase works), then writes config.json.
- */
-export async function initSoftware(ctx: CliContext, opts: { dir: string; force: boolean }): Promise<InitResult> {
-  const result = await prepareSoftware(ctx, opts);
-  await checkAndWrite(ctx, result);
-  if (result.generatedPassphraseFile) ctx.note(DEV_NOTE.replace('%s', result.generatedPassphraseFile));
-  return result;
-}
-
-export async function checkAndWrite(ctx: CliContext, result: InitResult): Promise<void> {
-  try {
-    const { openManager } = await import('./manager.js');
-    const manager = await openManager(ctx, { path: result.path, config: resolveConfigPaths(result.config, dirname(result.path)) });
-    await manager.close();
-    await writeConfig(result);
-  } catch (error) {
-    await undoInit(result);
-    throw error;
-  }
+  return error;
 }

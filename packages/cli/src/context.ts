@@ -1,5 +1,3 @@
-import { redact } from './errors.js';
-
 /** Options every command accepts (defined on the program). */
 export interface GlobalOptions {
   config?: string;
@@ -16,6 +14,8 @@ export interface CliContext {
   readonly json: boolean;
   readonly cwd: string;
   readonly env: Record<string, string | undefined>;
+  /** Standard input: a terminal here lets `init` ask for the passphrase. */
+  readonly stdin?: NodeJS.ReadStream;
   readonly stdout: NodeJS.WriteStream;
   readonly stderr: NodeJS.WriteStream;
   /** A human line on stdout (nothing in --json mode). */
@@ -36,17 +36,20 @@ export function createContext(globals: GlobalOptions): CliContext {
     json: globals.json === true,
     cwd: process.cwd(),
     env: process.env,
+    stdin: process.stdin,
     stdout,
     stderr,
     exitCode: 0,
+    // Data output is written as it is: secrets are kept out of it where it is made, and
+    // scrubbing it would corrupt signatures, ids and JSON that merely contain a short PIN.
     print(line = '') {
-      if (!this.json) stdout.write(redact(line) + '\n');
+      if (!this.json) stdout.write(line + '\n');
     },
     printJson(value) {
-      stdout.write(redact(JSON.stringify(value, jsonReplacer, 2)) + '\n');
+      stdout.write(JSON.stringify(value, jsonReplacer, 2) + '\n');
     },
     note(line) {
-      stderr.write(redact(line) + '\n');
+      stderr.write(line + '\n');
     },
   };
 }

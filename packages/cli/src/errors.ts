@@ -45,22 +45,23 @@ function isHsmErrorLike(error: unknown): error is { code: string; message: strin
 }
 
 export function summarize(error: unknown): ErrorSummary {
-  if (error instanceof CliError) return { code: error.code, message: error.message };
+  if (error instanceof CliError) return { code: error.code, message: redactText(error.message) };
   if (isHsmErrorLike(error)) {
-    const summary: ErrorSummary = { code: error.code, message: error.message, retryable: error.retryable };
-    if (error.details && Object.keys(error.details).length > 0) summary.details = { ...error.details };
+    const summary: ErrorSummary = { code: error.code, message: redactText(error.message), retryable: error.retryable };
+    if (error.details && Object.keys(error.details).length > 0) summary.details = redactValue({ ...error.details }) as Record<string, unknown>;
     return summary;
   }
   const e = error as NodeJS.ErrnoException;
   if (e && typeof e === 'object' && typeof e.code === 'string' && typeof e.message === 'string') {
-    return { code: 'IoError', message: e.message };
+    return { code: 'IoError', message: redactText(e.message) };
   }
-  return { code: 'Internal', message: e instanceof Error ? e.message : String(error) };
+  return { code: 'Internal', message: redactText(e instanceof Error ? e.message : String(error)) };
 }
 
 /**
- * Secrets the process has seen (environment values, secrets read for a backend, generated
- * passphrases). Every line the CLI prints passes through `redact`, as a last line of defence.
+ * Secrets the process has seen (environment values, secrets read for a backend). Secrets are
+ * kept out of messages where they are made; as a last line of defence, error text (and only
+ * error text: never a command's data output) is scrubbed of them by `summarize` / `redact`.
  */
 const secrets = new Set<string>();
 
@@ -82,10 +83,45 @@ export function rememberConnectionString(connectionString: string): void {
   }
 }
 
-export function redact(text: string): string {
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/**
+ * Replaces each remembered secret that stands on its own in error text. A secret inside a longer
+ * run of letters and digits (a 4-digit PIN inside a hex digest, a base64 signature, a number) is
+ * not a disclosure of the secret and is left alone, so a short PIN cannot mangle a message.
+ */
+function redactText(text: string): string {
   let out = text;
-  for (const s of secrets) if (out.includes(s)) out = out.split(s).join('[REDACTED]');
+  for (const s of secrets) {
+    if (!out.includes(s)) continue;
+    out = out.replace(new RegExp(`(?<![A-Za-z0-9])${escapeRegExp(s)}(?![A-Za-z0-9])`, 'g'), '[REDACTED]');
+  }
   return out;
+}
+
+function redactValue(value: unknown): unknown {
+  if (typeof value === 'string') return redactText(value);
+  if (Array.isArray(value)) return value.map(redactValue);
+  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactValue(v)]));
+  return value;
+}
+
+/**
+ * Error text only (the error line on stderr, the `{"error": ...}` document): never apply it to a
+ * command's data output. A JSON document keeps its shape — only its string values are scrubbed.
+ */
+export function redact(text: string): string {
+  const start = text.trimStart()[0];
+  if (start === '{' || start === '[') {
+    try {
+      return JSON.stringify(redactValue(JSON.parse(text)), null, /\n\s/.test(text.trim()) ? 2 : undefined);
+    } catch {
+      // not JSON after all: scrub it as text
+    }
+  }
+  return redactText(text);
 }
 
 /** Reads a file for a flag; a missing file is a clear FileNotFound naming the flag and the path. */

@@ -1,22 +1,40 @@
-import { BackendRegistry, HsmManager, type BackendContext } from '@olocus/hsm-core';
+import { stat } from 'node:fs/promises';
+import { BackendRegistry, HsmError, HsmManager, type BackendContext, type HsmBackend, type HsmKeyHandle, type KeyRef, type SignOptions } from '@olocus/hsm-core';
 import { CliError, rememberSecret } from './errors.js';
 import type { CliContext } from './context.js';
-import type { ConfigFile, LoadedConfig } from './config.js';
+import { inFile, loadConfig, managerConfig, type ConfigFile } from './config.js';
 import type { AuditSection } from './audit-config.js';
-import type { CliAudit } from './audit.js';
+import { openCliAudit, type CliAudit } from './audit.js';
+import { actorOf } from './actor.js';
+import { canPrompt, promptSecret, readCliSecret } from './secrets.js';
+import { ensurePrivateSqliteFile, isCorruptSqlite } from './files.js';
+import { HEALTH_CANARY_KEY_ID, isInternalKeyId } from './internal-keys.js';
 
 /**
- * A registry that remembers every secret it hands to a backend, so that no line the CLI prints
- * can contain one (see `redact`). Backend packages load with a plain `import()`: the CLI depends
- * on the backends it ships.
+ * Secrets reach a backend only through this registry: an empty variable is reported as empty,
+ * an unset one is asked for on a terminal, and every value is remembered so that error text can
+ * be scrubbed of it. Backend packages load with a plain `import()`: the CLI depends on the
+ * backends it ships.
  */
 class CliRegistry extends BackendRegistry {
+  constructor(private readonly ctx: CliContext) {
+    super({ importer: (s) => import(s), env: ctx.env });
+  }
+
   override context(): BackendContext {
     const base = super.context();
+    const ctx = this.ctx;
     return {
       ...base,
       readSecret: async (source, field) => {
-        const value = await base.readSecret(source, field);
+        let value: string;
+        try {
+          value = await readCliSecret(source, field, ctx.env);
+        } catch (error) {
+          if (!('env' in source) || ctx.env[source.env] !== undefined || !canPrompt(ctx.stdin, ctx.stderr)) throw error;
+          value = await promptSecret(ctx.stdin, ctx.stderr, `${field} (${source.env} is not set): `);
+          if (value === '') throw error;
+        }
         rememberSecret(value);
         return value;
       },
@@ -25,11 +43,47 @@ class CliRegistry extends BackendRegistry {
 }
 
 /**
+ * What commands see as `manager.backend` when the config audits: key operations are audited,
+ * but a key lookup is part of the operation that follows it (the sign, the verify, the
+ * existence check of `keys create`) and goes to the unaudited backend, so one operation is one
+ * record. The health canary's signatures are tagged `purpose: 'health-canary'`.
+ */
+function operationView(audited: HsmBackend, unaudited: HsmBackend): HsmBackend {
+  return new Proxy(audited, {
+    get(target, prop, receiver) {
+      if (prop === 'getKey') return (key: KeyRef) => unaudited.getKey(key);
+      if (prop === 'sign') {
+        return (key: KeyRef, data: Uint8Array, options?: SignOptions) => {
+          const id = typeof key === 'string' ? key : key.id;
+          return target.sign(key, data, id === HEALTH_CANARY_KEY_ID && !options?.purpose ? { ...options, purpose: 'health-canary' } : options);
+        };
+      }
+      const value = Reflect.get(target, prop, receiver) as unknown;
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+}
+
+/**
  * The CLI's manager: when the config audits, every key operation goes through the audit log
  * (results only after their records are durable), and closing the manager closes the log.
  */
 export class CliManager extends HsmManager {
   audit: CliAudit | undefined;
+  #view: { audited: HsmBackend; view: HsmBackend } | undefined;
+
+  override get backend(): HsmBackend {
+    const audited = super.backend;
+    const unaudited = this.audit?.backend;
+    if (!unaudited || unaudited === audited) return audited;
+    if (this.#view?.audited !== audited) this.#view = { audited, view: operationView(audited, unaudited) };
+    return this.#view.view;
+  }
+
+  /** A lookup, not an operation: not recorded (the operation that uses the handle is). */
+  override async getKey(key: KeyRef): Promise<HsmKeyHandle> {
+    return this.backend.getKey(key);
+  }
 
   override async close(): Promise<void> {
     // The log first: its final checkpoint is signed by the backend, which must still be open.
@@ -48,14 +102,59 @@ export function auditOf(manager: HsmManager): CliAudit | undefined {
   return manager instanceof CliManager ? manager.audit : undefined;
 }
 
+/** True when `id` names a key the CLI made for itself (the configured checkpoint key included): `keys destroy` refuses these. */
+export function isInternalKeyOf(manager: HsmManager, id: string): boolean {
+  const checkpoint = auditOf(manager)?.section.checkpoint.keyId;
+  return isInternalKeyId(id, checkpoint ? [checkpoint] : []);
+}
+
+export interface OpenOptions {
+  /**
+   * `init` only: the software backend may create its key directory. Every other command opens an
+   * existing store, and a missing one is an error that says to run `init`.
+   */
+  create?: boolean;
+}
+
+/** A software key store that was never made (or was removed) is not created by accident. */
+async function requireExistingStore(config: ConfigFile, path: string): Promise<void> {
+  if (config.backend.type !== 'software') return;
+  const directory = config.backend.options?.['directory'];
+  if (typeof directory !== 'string') return;
+  try {
+    await stat(directory);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') return;
+    throw new CliError(
+      'StoreNotFound',
+      `${path}: the key store directory ${directory} does not exist; only "olocus-hsm init" creates a key store (restore the directory from a backup, or run init to start a new, empty one)`,
+    );
+  }
+}
+
+/** A damaged SQLite store names its file and what to do, instead of an anonymous internal error. */
+export function corruptStoreError(error: unknown, file: string, what: 'audit' | 'rotation'): unknown {
+  if (!isCorruptSqlite(error)) return error;
+  const advice =
+    what === 'audit'
+      ? 'it is the tamper-evident audit log: restore it from a backup (audit verify then checks it against the checkpoint key), and keep the damaged file for investigation'
+      : 'it is the key registry (logical keys, versions, states, history), which cannot be rebuilt from the backend: restore it from a backup, and keep the damaged file for investigation';
+  return new HsmError('StorageCorrupted', `${file} is damaged or is not a SQLite database (${(error as Error).message}); ${advice}`, { cause: error, details: { file } });
+}
+
 /** Builds and initialises the manager for a loaded config. Errors name the config file. */
-export async function openManager(ctx: CliContext, loaded: { path: string; config: ConfigFile; audit?: AuditSection }): Promise<CliManager> {
-  const registry = new CliRegistry({ importer: (s) => import(s), env: ctx.env });
-  const { managerConfig } = await import('./config.js');
+export async function openManager(ctx: CliContext, loaded: { path: string; config: ConfigFile; audit?: AuditSection }, options: OpenOptions = {}): Promise<CliManager> {
+  if (!options.create) await requireExistingStore(loaded.config, loaded.path);
+  const registry = new CliRegistry(ctx);
   let audit: CliAudit | undefined;
   if (loaded.audit?.enabled) {
-    const [{ openCliAudit }, { actorOf }] = await Promise.all([import('./audit.js'), import('./rotation.js')]);
-    audit = await openCliAudit(ctx, loaded.audit, loaded.path, actorOf(ctx, ctx.globals.actor));
+    const storage = loaded.audit.storage;
+    if (storage.kind === 'sqlite') await ensurePrivateSqliteFile(storage.path);
+    try {
+      audit = await openCliAudit(ctx, loaded.audit, loaded.path, actorOf(ctx, ctx.globals.actor));
+    } catch (error) {
+      throw storage.kind === 'sqlite' ? corruptStoreError(error, storage.path, 'audit') : error;
+    }
   }
   let manager: CliManager;
   try {
@@ -78,18 +177,10 @@ export async function openManager(ctx: CliContext, loaded: { path: string; confi
   return manager;
 }
 
-/** Config problems say which file they are in. */
-export function inFile(error: unknown, path: string): unknown {
-  const e = error as { name?: string; code?: string; message?: string };
-  if (e?.name === 'HsmError' && (e.code === 'InvalidConfiguration' || e.code === 'UnknownBackend') && !e.message?.includes(path)) {
-    return new CliError(e.code, `${path}: ${e.message}`, { cause: error });
-  }
-  return error;
-}
+export { inFile };
 
 /** Loads the config and opens the manager; runs `fn`; always closes. */
 export async function withManager<T>(ctx: CliContext, fn: (manager: HsmManager) => Promise<T>): Promise<T> {
-  const { loadConfig } = await import('./config.js');
   const loaded = await loadConfig(ctx);
   const manager = await openManager(ctx, loaded);
   try {

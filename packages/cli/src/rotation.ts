@@ -1,11 +1,14 @@
 import { existsSync } from 'node:fs';
-import { userInfo } from 'node:os';
-import { isHsmError, readSecret, type HsmManager } from '@olocus/hsm-core';
+import { isHsmError, type HsmManager } from '@olocus/hsm-core';
 import { openRotation, parseVersionKeyId, type KeyVersion, type RotationContext, type StorageConfigInput } from '@olocus/hsm-rotation';
 import { CliError, rememberConnectionString } from './errors.js';
-import { auditOf, inFile, openManager } from './manager.js';
-import type { LoadedConfig } from './config.js';
+import { inFile, loadConfig, type LoadedConfig } from './config.js';
+import { auditOf, corruptStoreError, openManager } from './manager.js';
+import { readCliSecret } from './secrets.js';
+import { ensurePrivateSqliteFile } from './files.js';
 import type { CliContext } from './context.js';
+
+export { actorOf } from './actor.js';
 
 /**
  * The key registry and rotation manager of a loaded config, opened over the CLI's own
@@ -14,27 +17,12 @@ import type { CliContext } from './context.js';
  * the registry as its resolver: `signWithLogicalKey` / `verifyWithLogicalKey` work on it.
  */
 
-/** Who makes a change: `--actor NAME`, else the OS user. */
-export function actorOf(ctx: CliContext, given?: string): string {
-  if (given !== undefined) {
-    if (given.trim() === '') throw new CliError('InvalidArgument', '--actor: must not be empty');
-    return given;
-  }
-  try {
-    const name = userInfo().username;
-    if (name) return name;
-  } catch {
-    // No passwd entry (some containers): fall back below.
-  }
-  return ctx.env['USER'] || ctx.env['LOGNAME'] || `uid:${process.getuid?.() ?? 'unknown'}`;
-}
-
 async function storageInput(ctx: CliContext, loaded: LoadedConfig): Promise<StorageConfigInput> {
   const storage = loaded.rotation.storage;
   if (storage.kind === 'sqlite') return storage;
   let connectionString: string;
   try {
-    connectionString = await readSecret(storage.connectionString, 'rotation.storage.connectionString', ctx.env);
+    connectionString = await readCliSecret(storage.connectionString, 'rotation.storage.connectionString', ctx.env);
   } catch (error) {
     throw inFile(error, loaded.path);
   }
@@ -45,6 +33,7 @@ async function storageInput(ctx: CliContext, loaded: LoadedConfig): Promise<Stor
 /** Opens the registry for an opened manager. `reconcile` repairs interrupted rotations and lists orphans (commands that change or report state). */
 export async function openRotationFor(ctx: CliContext, loaded: LoadedConfig, manager: HsmManager, options: { reconcile: boolean }): Promise<RotationContext> {
   const storage = await storageInput(ctx, loaded);
+  if (storage.kind === 'sqlite') await ensurePrivateSqliteFile(storage.path);
   let rot: RotationContext;
   try {
     rot = await openRotation({
@@ -54,7 +43,7 @@ export async function openRotationFor(ctx: CliContext, loaded: LoadedConfig, man
       reconcile: options.reconcile,
     });
   } catch (error) {
-    throw inFile(error, loaded.path);
+    throw storage.kind === 'sqlite' ? corruptStoreError(error, storage.path, 'rotation') : inFile(error, loaded.path);
   }
   manager.useResolver(rot.registry);
   // State changes, rotations and security events go to the audit log with their actor and reason.
@@ -70,7 +59,6 @@ export interface RotationScope {
 
 /** Loads the config, opens the manager and the registry; runs `fn`; always closes both. */
 export async function withRotation<T>(ctx: CliContext, fn: (scope: RotationScope) => Promise<T>, options: { reconcile?: boolean } = {}): Promise<T> {
-  const { loadConfig } = await import('./config.js');
   const loaded = await loadConfig(ctx);
   const manager = await openManager(ctx, loaded);
   try {
@@ -91,7 +79,6 @@ export async function withRotation<T>(ctx: CliContext, fn: (scope: RotationScope
  * registry file that does not exist yet holds none, and is not created by these commands.
  */
 export async function withManagerAndRegistry<T>(ctx: CliContext, fn: (manager: HsmManager, rot: RotationContext | undefined) => Promise<T>): Promise<T> {
-  const { loadConfig } = await import('./config.js');
   const loaded = await loadConfig(ctx);
   const manager = await openManager(ctx, loaded);
   try {

@@ -5,11 +5,13 @@ import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { decodeSignature, encodeSignature, exportPublicKey, KEY_ALGORITHMS, type HsmKeyHandle, type HsmManager, type KeyAlgorithm } from '@olocus/hsm-core';
 import type { RotationContext } from '@olocus/hsm-rotation';
-import { CONFIG_FILE, DEFAULT_DIR, initSoftware, loadConfig, type LoadedConfig } from '../config.js';
+import { CONFIG_FILE, DEFAULT_DIR, loadConfig, type LoadedConfig } from '../config.js';
 import { EXIT_NEGATIVE } from '../errors.js';
 import { toBase64 } from '../io.js';
 import { auditOf, openManager } from '../manager.js';
-import { actorOf, openRotationFor } from '../rotation.js';
+import { openRotationFor } from '../rotation.js';
+import { actorOf } from '../actor.js';
+import { initSoftware, passphraseForInit, type InitPassphrase } from '../store.js';
 import { table } from './keys.js';
 import type { CliContext } from '../context.js';
 
@@ -59,6 +61,8 @@ export interface DemoState {
   rotationDemo: DemoRotation;
   /** What the audit step found. */
   audit?: DemoAudit;
+  /** The passphrase of a store the demo creates (a throwaway one lives only in this process). */
+  passphrase?: InitPassphrase;
 }
 
 /** The audit step's findings. */
@@ -123,8 +127,9 @@ export const DEMO_STEPS: DemoStep[] = [
         () => false,
       );
       if (exists) return { ok: true, detail: `using existing ${state.configPath}` };
-      await initSoftware(state.ctx, { dir: join(state.dir, DEFAULT_DIR), force: false });
-      return { ok: true, detail: `wrote ${state.configPath}` };
+      const passphrase = state.passphrase ?? (await passphraseForInit(state.ctx, 'demo --dir'));
+      await initSoftware(state.ctx, { dir: join(state.dir, DEFAULT_DIR), force: false, passphrase });
+      return { ok: true, detail: `wrote ${state.configPath}${state.passphrase ? ' (throwaway store: its passphrase lives only in this process)' : ''}` };
     },
   },
   {
@@ -298,6 +303,9 @@ export const DEMO_STEPS: DemoStep[] = [
   },
 ];
 
+/** Names the throwaway store's passphrase in its config; set only in the demo's own environment. */
+const DEMO_PASSPHRASE_ENV = 'OLOCUS_HSM_DEMO_PASSPHRASE';
+
 function keyIdOf(key: string | { id: string }): string {
   return typeof key === 'string' ? key : key.id;
 }
@@ -316,8 +324,16 @@ export async function demo(ctx: CliContext, opts: { dir?: string; keep?: boolean
   const temporary = opts.dir === undefined;
   const dir = temporary ? await mkdtemp(join(tmpdir(), 'olocus-hsm-demo-')) : resolve(ctx.cwd, opts.dir!);
   const configPath = join(dir, DEFAULT_DIR, CONFIG_FILE);
-  // The demo works on its own folder, whatever --config or $OLOCUS_HSM_CONFIG say.
-  const demoCtx: CliContext = { ...ctx, globals: { ...ctx.globals, config: configPath }, cwd: dir };
+  // The demo works on its own folder, whatever --config or $OLOCUS_HSM_CONFIG say. A throwaway
+  // store gets a random passphrase that exists only in this process (the config names a variable
+  // that only the demo's own environment holds); a store in --dir needs a real one, as init does.
+  let env = ctx.env;
+  let passphrase: InitPassphrase | undefined;
+  if (temporary) {
+    env = { ...ctx.env, [DEMO_PASSPHRASE_ENV]: randomBytes(32).toString('base64url') };
+    passphrase = { source: { env: DEMO_PASSPHRASE_ENV }, from: 'memory (throwaway store)' };
+  }
+  const demoCtx: CliContext = { ...ctx, env, globals: { ...ctx.globals, config: configPath }, cwd: dir };
   const run = randomBytes(2).toString('hex');
   const state: DemoState = {
     ctx: demoCtx,
@@ -326,6 +342,7 @@ export async function demo(ctx: CliContext, opts: { dir?: string; keep?: boolean
     message: new TextEncoder().encode(`Olocus HSM demo ${new Date().toISOString()}: sign me, verify me, tamper with me.`),
     keys: KEY_ALGORITHMS.map((algorithm) => ({ algorithm, id: `demo-${run}-${algorithm.toLowerCase().replace(/_/g, '-')}` })),
     rotationDemo: { key: `demo-${run}-rotation`, actor: actorOf(ctx), reason: 'olocus-hsm demo: scheduled key rotation' },
+    ...(passphrase ? { passphrase } : {}),
   };
   const steps: DemoStepResult[] = [];
   if (!ctx.json) ctx.print(`olocus-hsm demo in ${dir}`);

@@ -1,9 +1,10 @@
-import { checkAndWrite, DEV_NOTE, preparePkcs11, prepareSoftware, type InitResult } from '../config.js';
+import { CliError } from '../errors.js';
+import { checkAndWrite, preparePkcs11, prepareSoftware, type InitResult } from '../store.js';
 import type { CliContext } from '../context.js';
 
 export interface InitOptions {
   dir: string;
-  backend: 'software' | 'pkcs11';
+  backend?: 'software' | 'pkcs11';
   force?: boolean;
   module?: string;
   tokenLabel?: string;
@@ -11,20 +12,58 @@ export interface InitOptions {
   vendor?: string;
 }
 
+/** The flags that only a PKCS#11 config uses, as the user typed them. */
+function pkcs11Flags(opts: InitOptions): string[] {
+  const flags: string[] = [];
+  if (opts.module !== undefined) flags.push('--module');
+  if (opts.tokenLabel !== undefined) flags.push('--token-label');
+  if (opts.slot !== undefined) flags.push('--slot');
+  if (opts.vendor !== undefined) flags.push('--vendor');
+  return flags;
+}
+
+/** Whether --backend was typed (commander fills in its default, so the option alone cannot tell). */
+function backendGiven(argv: readonly string[]): boolean {
+  return argv.some((a) => a === '--backend' || a.startsWith('--backend='));
+}
+
+/**
+ * The backend `init` sets up. PKCS#11 flags without --backend mean PKCS#11 (writing a software
+ * config and dropping them would leave the operator with the wrong store); with an explicit
+ * `--backend software` they are refused by name.
+ */
+export function initBackend(opts: InitOptions, argv: readonly string[] = process.argv): 'software' | 'pkcs11' {
+  const flags = pkcs11Flags(opts);
+  const explicit = backendGiven(argv) ? opts.backend : undefined;
+  if (explicit === 'software' && flags.length > 0) {
+    throw new CliError('InvalidArgument', `${flags.join(', ')} ${flags.length === 1 ? 'applies' : 'apply'} to --backend pkcs11, not to --backend software; drop ${flags.length === 1 ? 'it' : 'them'} or use --backend pkcs11`);
+  }
+  if (explicit) return explicit;
+  if (flags.length > 0) return 'pkcs11';
+  return opts.backend ?? 'software';
+}
+
 export async function init(ctx: CliContext, opts: InitOptions): Promise<void> {
   const force = opts.force === true;
+  const backend = initBackend(opts);
   let result: InitResult;
-  if (opts.backend === 'pkcs11') {
+  if (backend === 'pkcs11') {
+    if (opts.backend !== 'pkcs11') ctx.note(`note: ${pkcs11Flags(opts).join(', ')} given: writing a PKCS#11 config (--backend pkcs11)`);
     result = await preparePkcs11(ctx, { ...opts, force });
   } else {
+    if (ctx.globals.pinFile !== undefined) throw new CliError('InvalidArgument', '--pin-file applies to --backend pkcs11; the software backend takes OLOCUS_HSM_PASSPHRASE or --passphrase-file PATH');
     result = await prepareSoftware(ctx, { dir: opts.dir, force });
   }
   // Opens the backend once before writing: a config that cannot work is not written.
   await checkAndWrite(ctx, result);
-  if (result.generatedPassphraseFile) ctx.note(DEV_NOTE.replace('%s', result.generatedPassphraseFile));
+  if (result.env) {
+    ctx.note(
+      'note: the config reads the passphrase from OLOCUS_HSM_PASSPHRASE (it is not stored anywhere): set that variable or give --passphrase-file for later commands; on a terminal they ask for it',
+    );
+  }
   if (ctx.json) {
-    ctx.printJson({ config: result.path, backend: result.config.backend, passphraseFile: result.generatedPassphraseFile });
+    ctx.printJson({ config: result.path, backend: result.config.backend });
     return;
   }
-  ctx.print(`wrote ${result.path} (backend ${result.config.backend.type})`);
+  ctx.print(`wrote ${result.path} (backend ${result.config.backend.type}${result.passphraseFrom ? `, passphrase from ${result.passphraseFrom}` : ''})`);
 }
