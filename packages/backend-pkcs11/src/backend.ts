@@ -89,6 +89,7 @@ import {
   ulongArray,
   type SignPlan,
 } from './keys.js';
+import { fipsStatusOf, measureIdentity, profileMismatch, type ModuleIdentity } from './fips.js';
 import { LoginState, loginScope } from './login.js';
 import { readKeyDates, readMetadata, writeMetadata, metadataTemplate } from './metadata.js';
 import { find, findAll, optionalAttribute, type Pkcs11Session } from './objects.js';
@@ -191,6 +192,7 @@ export class Pkcs11Backend implements HsmBackend {
   private recovery: Promise<void> | undefined;
   private readonly loginState = new LoginState();
   private loginScope = '';
+  private identity: ModuleIdentity | undefined;
   private reloginPromise: Promise<void> | undefined;
   private reattachPromise: Promise<void> | undefined;
   private sessionsOpen = 0;
@@ -227,6 +229,7 @@ export class Pkcs11Backend implements HsmBackend {
     this.seenGeneration = this.mod.generation;
     try {
       this.selectSlot();
+      this.identity = measureIdentity(this.mod.p11, this.slot!);
       this.probe();
       this.openAnchor();
       this.login();
@@ -1042,7 +1045,8 @@ export class Pkcs11Backend implements HsmBackend {
     return {
       algorithms: [...this.algorithms],
       persistentKeys: true,
-      hardwareBacked: this.vendor.hardwareBacked,
+      // believed only when the device is the one the profile names
+      hardwareBacked: this.vendor.hardwareBacked && this.identity !== undefined && profileMismatch(this.vendor, this.identity) === undefined,
       remoteVerify: false,
       maxConcurrency: this.pool?.max ?? this.options.sessionPool.maxSessions,
     };
@@ -1090,19 +1094,7 @@ export class Pkcs11Backend implements HsmBackend {
 
   async fipsStatus(): Promise<FipsStatus> {
     this.assertOpen();
-    const declared = this.vendor.fips;
-    const status: FipsStatus = {
-      standard: declared.standard,
-      level: declared.level,
-      approvedMode: false,
-      notes:
-        declared.standard === 'none'
-          ? declared.notes
-          : `${declared.notes} approvedMode is reported false because PKCS#11 has no standard way to read it from the module.`,
-    };
-    if (declared.certificate !== undefined) status.certificate = declared.certificate;
-    if (declared.certificateStatus !== undefined) status.certificateStatus = declared.certificateStatus;
-    return status;
+    return fipsStatusOf(this.vendor, this.identity!, this.options.attestation);
   }
 
   async healthCheck(): Promise<HealthStatus> {

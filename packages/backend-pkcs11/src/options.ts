@@ -30,6 +30,29 @@ export const sessionPoolSchema = z
   .strict()
   .refine((p) => p.minSessions <= p.maxSessions, { message: 'minSessions must not exceed maxSessions', path: ['minSessions'] });
 
+/**
+ * The operator's statement about the module's FIPS 140 validation (CMVP certificate, level,
+ * whether the module is run in its approved mode). PKCS#11 has no standard way to read these from
+ * a device, so they are reported with evidence 'attested', never 'measured', and only when the
+ * device that answers matches the vendor profile.
+ */
+export const attestationSchema = z
+  .object({
+    standard: z.enum(['FIPS 140-2', 'FIPS 140-3']),
+    level: z.union([z.literal(1), z.literal(2), z.literal(3), z.literal(4)]),
+    /** CMVP certificate number, e.g. "4962". */
+    certificate: z.string().regex(/^[0-9A-Za-z#-]{1,16}$/, 'must be a CMVP certificate number such as "4962"').optional(),
+    certificateStatus: z.enum(['active', 'historical', 'revoked', 'unknown']).optional(),
+    /** Whether the module is operated in its FIPS-approved mode (partition/cluster policy). */
+    approvedMode: z.boolean(),
+    eddsaValidated: z.boolean().optional(),
+    /** Who made the statement and when, for the report (e.g. "security team, 2026-11 audit"). */
+    statedBy: z.string().min(1).max(200).optional(),
+  })
+  .strict();
+
+export type FipsAttestation = z.output<typeof attestationSchema>;
+
 export const pkcs11OptionsSchema = z
   .object({
     /** PKCS#11 module path; default: the first existing path of the vendor profile. */
@@ -48,6 +71,8 @@ export const pkcs11OptionsSchema = z
      * at most maxSessions.
      */
     signThreads: z.number().int().min(0).max(64).optional(),
+    /** The operator's FIPS 140 statement, reported as 'attested' (see attestationSchema). */
+    attestation: attestationSchema.optional(),
   })
   .strict()
   .superRefine((o, ctx) => {

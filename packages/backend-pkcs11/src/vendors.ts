@@ -1,4 +1,4 @@
-import type { FipsStatus, KeyAlgorithm } from '@olocus/hsm-core';
+import type { FipsStandard, KeyAlgorithm } from '@olocus/hsm-core';
 
 export const VENDOR_NAMES = ['softhsm', 'luna', 'nshield', 'utimaco', 'cloudhsm', 'yubihsm'] as const;
 export type VendorName = (typeof VENDOR_NAMES)[number];
@@ -15,8 +15,17 @@ export interface VendorProfile {
   readonly pinHint: string;
   /** Keys live inside a hardware boundary. */
   readonly hardwareBacked: boolean;
-  /** The FIPS 140 claim from the vendor's documentation (never read from the device). */
-  readonly fips: Omit<FipsStatus, 'notes' | 'approvedMode'> & { notes: string };
+  /**
+   * What the vendor's documentation says about FIPS 140. Context for the operator only: it is
+   * quoted in fipsStatus() notes and never reported as the status (see fips.ts).
+   */
+  readonly documentedFips: { readonly standard: Exclude<FipsStandard, 'unknown'>; readonly level: 0 | 1 | 2 | 3 | 4; readonly notes: string };
+  /**
+   * How the product names itself in C_GetTokenInfo / C_GetInfo: the manufacturer (token's or
+   * library's) must match, and the token model too when given, or the profile does not describe
+   * the device that answered.
+   */
+  readonly identity: { readonly manufacturer: RegExp; readonly model?: RegExp };
   /** Algorithms the product is documented not to do through standard PKCS#11 mechanisms. */
   readonly unsupportedAlgorithms: readonly KeyAlgorithm[];
   /** CKA_EC_PARAMS form for Ed25519 keys: DER OID 1.3.101.112 or PrintableString "edwards25519". */
@@ -30,7 +39,7 @@ export interface VendorProfile {
   readonly testedHere: boolean;
 }
 
-const VENDOR_DECLARED = 'Vendor-declared from product documentation, not read from the device; check the CMVP entry for your exact model and firmware.';
+const VENDOR_DECLARED = 'Vendor documentation, not evidence: check the CMVP entry for your exact model and firmware and state it in the attestation section.';
 
 export const vendorProfiles: Readonly<Record<VendorName, VendorProfile>> = Object.freeze({
   softhsm: {
@@ -47,7 +56,8 @@ export const vendorProfiles: Readonly<Record<VendorName, VendorProfile>> = Objec
     pinFormat: 'pin',
     pinHint: 'the token user PIN (4-255 characters)',
     hardwareBacked: false,
-    fips: { standard: 'none', level: 0, notes: 'SoftHSM is a software token for development and tests; it has no FIPS 140 validation.' },
+    identity: { manufacturer: /^SoftHSM/i, model: /^SoftHSM/i },
+    documentedFips: { standard: 'none', level: 0, notes: 'SoftHSM is a software token for development and tests; it has no FIPS 140 validation.' },
     unsupportedAlgorithms: [],
     edwardsParams: 'oid',
     allowedMechanisms: true,
@@ -59,6 +69,7 @@ export const vendorProfiles: Readonly<Record<VendorName, VendorProfile>> = Objec
       '2.6.1: concurrent token-object creation can fail with CKR_GENERAL_ERROR; key creation is serialised per token',
       'C_GetTokenInfo reports ulSessionCount as unavailable',
       'SOFTHSM2_CONF is read once, by C_Initialize',
+      '2.6.1: CKA_START_DATE/CKA_END_DATE of private objects are stored unencrypted and then cannot be read (CKR_GENERAL_ERROR, also in C_FindObjectsInit templates): key dates are read from the public key',
     ],
     testedHere: true,
   },
@@ -69,7 +80,8 @@ export const vendorProfiles: Readonly<Record<VendorName, VendorProfile>> = Objec
     pinFormat: 'pin',
     pinHint: 'the partition Crypto Officer (or Crypto User) password',
     hardwareBacked: true,
-    fips: { standard: 'FIPS 140-2', level: 3, certificateStatus: 'unknown', notes: `Luna 7 is sold as FIPS 140-2 Level 3 (newer firmware: FIPS 140-3 Level 3). ${VENDOR_DECLARED}` },
+    identity: { manufacturer: /safenet|gemalto|thales/i, model: /luna/i },
+    documentedFips: { standard: 'FIPS 140-2', level: 3, notes: `Luna 7 is sold as FIPS 140-2 Level 3 (newer firmware: FIPS 140-3 Level 3). ${VENDOR_DECLARED}` },
     unsupportedAlgorithms: [],
     edwardsParams: 'oid',
     allowedMechanisms: true,
@@ -89,7 +101,8 @@ export const vendorProfiles: Readonly<Record<VendorName, VendorProfile>> = Objec
     pinFormat: 'pin',
     pinHint: 'the softcard or Operator Card Set passphrase',
     hardwareBacked: true,
-    fips: { standard: 'FIPS 140-2', level: 3, certificateStatus: 'unknown', notes: `nShield XC / Solo XC are sold as FIPS 140-2 Level 3, nShield 5 as FIPS 140-3 Level 3. ${VENDOR_DECLARED}` },
+    identity: { manufacturer: /ncipher|entrust|thales/i },
+    documentedFips: { standard: 'FIPS 140-2', level: 3, notes: `nShield XC / Solo XC are sold as FIPS 140-2 Level 3, nShield 5 as FIPS 140-3 Level 3. ${VENDOR_DECLARED}` },
     unsupportedAlgorithms: [],
     edwardsParams: 'oid',
     allowedMechanisms: false,
@@ -109,7 +122,8 @@ export const vendorProfiles: Readonly<Record<VendorName, VendorProfile>> = Objec
     pinFormat: 'pin',
     pinHint: 'the slot user PIN',
     hardwareBacked: true,
-    fips: { standard: 'FIPS 140-2', level: 3, certificateStatus: 'unknown', notes: `CryptoServer Se-Series Gen2 is sold as FIPS 140-2 Level 3. ${VENDOR_DECLARED}` },
+    identity: { manufacturer: /utimaco/i },
+    documentedFips: { standard: 'FIPS 140-2', level: 3, notes: `CryptoServer Se-Series Gen2 is sold as FIPS 140-2 Level 3. ${VENDOR_DECLARED}` },
     unsupportedAlgorithms: [],
     edwardsParams: 'oid',
     allowedMechanisms: true,
@@ -128,7 +142,8 @@ export const vendorProfiles: Readonly<Record<VendorName, VendorProfile>> = Objec
     pinPattern: /^[^:\s]+:.+$/s,
     pinHint: 'crypto-user name and password joined by a colon: `user:password`',
     hardwareBacked: true,
-    fips: { standard: 'FIPS 140-2', level: 3, certificateStatus: 'unknown', notes: `hsm1.medium is sold as FIPS 140-2 Level 3, hsm2m.medium as FIPS 140-3 Level 3 (in FIPS mode clusters). ${VENDOR_DECLARED}` },
+    identity: { manufacturer: /amazon|aws|marvell|cavium/i },
+    documentedFips: { standard: 'FIPS 140-2', level: 3, notes: `hsm1.medium is sold as FIPS 140-2 Level 3, hsm2m.medium as FIPS 140-3 Level 3 (in FIPS mode clusters). ${VENDOR_DECLARED}` },
     unsupportedAlgorithms: [],
     edwardsParams: 'oid',
     allowedMechanisms: false,
@@ -149,7 +164,8 @@ export const vendorProfiles: Readonly<Record<VendorName, VendorProfile>> = Objec
     pinPattern: /^[0-9a-fA-F]{4}.+$/s,
     pinHint: 'four hex digits of the authentication key id followed by its password, e.g. `0001password`',
     hardwareBacked: true,
-    fips: { standard: 'FIPS 140-2', level: 3, certificateStatus: 'unknown', notes: `Only the "YubiHSM 2 FIPS" model is sold as FIPS 140-2 Level 3; the standard YubiHSM 2 has no validation. ${VENDOR_DECLARED}` },
+    identity: { manufacturer: /yubico/i, model: /yubihsm/i },
+    documentedFips: { standard: 'FIPS 140-2', level: 3, notes: `Only the "YubiHSM 2 FIPS" model is sold as FIPS 140-2 Level 3; the standard YubiHSM 2 has no validation. ${VENDOR_DECLARED}` },
     unsupportedAlgorithms: [],
     edwardsParams: 'oid',
     allowedMechanisms: false,

@@ -108,7 +108,8 @@ describe('vendor profiles', () => {
       const v = vendorProfiles[name];
       expect(v.libraryPaths.length).toBeGreaterThan(0);
       expect(v.pinHint.length).toBeGreaterThan(0);
-      expect(v.fips.notes.length).toBeGreaterThan(0);
+      expect(v.documentedFips.notes.length).toBeGreaterThan(0);
+      expect(v.identity.manufacturer).toBeInstanceOf(RegExp);
       expect(v.testedHere).toBe(name === 'softhsm');
     }
   });
