@@ -1,6 +1,8 @@
 import {
+  constants as cryptoConstants,
   createHash,
   createPrivateKey,
+  createSign,
   createPublicKey,
   createSecretKey,
   generateKeyPair as generateKeyPairCallback,
@@ -13,7 +15,7 @@ import {
   type KeyObject,
   type ScryptOptions,
 } from 'node:crypto';
-import { chmod, mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, realpath, stat, unlink } from 'node:fs/promises';
 import { join, resolve as resolvePath } from 'node:path';
 import { promisify } from 'node:util';
 import {
@@ -21,9 +23,14 @@ import {
   KEY_ALGORITHMS,
   algorithmInfo,
   assertKeyMatches,
+  assertSameInstance,
+  assertUsable,
   assertValidKeyId,
-  isKeyAlgorithm,
+  isHsmError,
   nodeHashName,
+  normalizeKeySpec,
+  normalizeListOptions,
+  throwIfAborted,
   pssSaltLength,
   readSecret,
   verifyLocally,
@@ -94,13 +101,14 @@ const OFF_THREAD: ReadonlySet<KeyAlgorithm> = new Set([
   'RSA_PSS_4096',
 ]);
 
-const LIST_DEFAULT_LIMIT = 100;
-const LIST_MAX_LIMIT = 1000;
-const MAX_LABELS = 64;
-const MAX_LABEL_KEY = 128;
-const MAX_LABEL_VALUE = 1024;
 
 type Signer = (data: Uint8Array) => Promise<Uint8Array>;
+
+/** A key ready to sign: the one-shot signer, and the private key itself for signStream. */
+interface SigningKey {
+  readonly sign: Signer;
+  readonly privateKey: KeyObject;
+}
 
 interface FileStamp {
   ino: number;
@@ -125,7 +133,7 @@ interface KeyRecord {
   checkedAt: number;
   /** The private key as generated, kept until the first sign turns it into a signer. */
   generated?: KeyObject | undefined;
-  signer?: Promise<Signer> | undefined;
+  signer?: Promise<SigningKey> | undefined;
 }
 
 /** Extra constructor arguments for programmatic use. */
@@ -151,6 +159,15 @@ export class SoftwareBackend implements HsmBackend {
   readonly options: SoftwareBackendOptions;
   /** Absolute path of the key store folder. */
   readonly directory: string;
+  /**
+   * `software:<real path of the store directory>`: two instances on one store (a symlink, a
+   * relative path) are the same instance, and a handle from another store is refused.
+   * Provisional (the resolved path) until initialize() has found the directory's real path.
+   */
+  get instanceId(): string {
+    return this.#instanceId;
+  }
+  #instanceId: string;
 
   #state: State = 'new';
   #initializing: Promise<void> | undefined;
@@ -166,6 +183,7 @@ export class SoftwareBackend implements HsmBackend {
   constructor(options: SoftwareBackendOptionsInput | SoftwareBackendOptions, init: SoftwareBackendInit = {}) {
     this.options = parseSoftwareOptions(options);
     this.directory = resolvePath(this.options.directory);
+    this.#instanceId = `${REF_PREFIX}${this.directory}`;
     if (init.passphrase !== undefined) {
       if (typeof init.passphrase !== 'string' || init.passphrase.length === 0) {
         throw new HsmError('InvalidConfiguration', 'passphrase: must be a non-empty string', { details: { field: 'passphrase' } });
@@ -214,6 +232,11 @@ export class SoftwareBackend implements HsmBackend {
 
   async #open(): Promise<{ key: KeyObject; kdf: KdfParams }> {
     await this.#prepareDirectory();
+    try {
+      this.#instanceId = `${REF_PREFIX}${await realpath(this.directory)}`;
+    } catch (cause) {
+      throw ioError(cause, 'resolve the real path of', this.directory);
+    }
     const passphrase = await this.#readPassphrase();
     let header = await this.#readHeader();
     if (!header) {
@@ -407,6 +430,7 @@ export class SoftwareBackend implements HsmBackend {
       standard: 'none',
       level: 0,
       approvedMode: false,
+      evidence: 'none',
       notes:
         `The software backend is not a FIPS 140 validated cryptographic module. Keys are generated and used by node:crypto ` +
         `(OpenSSL ${process.versions.openssl ?? 'unknown'}) inside this process` +
@@ -450,7 +474,7 @@ export class SoftwareBackend implements HsmBackend {
     for (const fileName of [...this.#corrupt.keys()]) {
       const id = keyIdFromFileName(fileName);
       const outcome = id === undefined ? undefined : await this.#load(id).catch((error: unknown) => error);
-      if (!(outcome instanceof HsmError && outcome.code === 'StorageCorrupted')) this.#corrupt.delete(fileName);
+      if (!isHsmError(outcome, 'StorageCorrupted')) this.#corrupt.delete(fileName);
     }
     const latencyMs = performance.now() - started;
     if (this.#corrupt.size > 0) {
@@ -465,23 +489,12 @@ export class SoftwareBackend implements HsmBackend {
 
   async generateKeyPair(spec: KeySpec): Promise<HsmKeyHandle> {
     this.#ready();
-    if (spec === null || typeof spec !== 'object') throw new HsmError('InvalidArgument', 'generateKeyPair: spec must be an object');
-    assertValidKeyId(spec.id, 'id');
-    const id = spec.id;
+    const { id, algorithm, usages, expiresAt, labels = {} } = normalizeKeySpec(spec);
     if (id.startsWith(REF_PREFIX)) {
       throw new HsmError('InvalidArgument', `id ${JSON.stringify(id)} may not start with "${REF_PREFIX}": that is how this backend's references begin`, {
         details: { field: 'id' },
       });
     }
-    if (!isKeyAlgorithm(spec.algorithm)) {
-      throw new HsmError('UnsupportedAlgorithm', `algorithm ${JSON.stringify(spec.algorithm)} is not supported; use one of ${KEY_ALGORITHMS.join(', ')}`, {
-        details: { field: 'algorithm' },
-      });
-    }
-    const algorithm = spec.algorithm;
-    const usages = validateUsages(spec.usages);
-    const expiresAt = validateExpiry(spec.expiresAt);
-    const labels = validateLabels(spec.labels);
 
     const fileName = keyFileName(id);
     // Cheap early refusal so an RSA-4096 key is not generated for nothing; the exclusive link below decides.
@@ -513,12 +526,12 @@ export class SoftwareBackend implements HsmBackend {
     record.generated = privateKey;
     this.#cache.set(id, record);
     this.#corrupt.delete(fileName);
-    return handleOf(record);
+    return handleOf(record, this.#instanceId);
   }
 
   async getKey(key: KeyRef): Promise<HsmKeyHandle> {
     this.#ready();
-    return handleOf(await this.#resolve(key));
+    return handleOf(await this.#resolve(key), this.#instanceId);
   }
 
   async getPublicKey(key: KeyRef): Promise<PublicKeyInfo> {
@@ -530,22 +543,56 @@ export class SoftwareBackend implements HsmBackend {
   async sign(key: KeyRef, data: Uint8Array, options?: SignOptions): Promise<Uint8Array> {
     this.#ready();
     assertBytes(data, 'data');
-    checkAborted(options?.signal);
+    throwIfAborted(options?.signal);
     const record = await this.#resolve(key);
-    if (!record.usages.includes('sign')) {
-      throw new HsmError('KeyUsageNotAllowed', `key ${record.id} may not sign (usages: ${record.usages.join(', ')})`, { details: { keyId: record.id } });
-    }
-    if (record.expiresAt && record.expiresAt.getTime() <= Date.now()) {
-      throw new HsmError('KeyExpired', `key ${record.id} expired at ${record.expiresAt.toISOString()}`, {
-        details: { keyId: record.id, expiresAt: record.expiresAt.toISOString() },
-      });
-    }
-    const signer = await this.#signer(record);
-    checkAborted(options?.signal);
+    // the record's own handle: usages and expiry come from the authenticated file, never the caller's handle
+    assertUsable(handleOf(record, this.#instanceId), 'sign');
+    const { sign } = await this.#signer(record);
+    throwIfAborted(options?.signal);
     try {
-      return await signer(data);
+      return await sign(data);
     } catch (cause) {
       throw new HsmError('SigningFailed', `signing with key ${record.id} (${record.algorithm}) failed`, { cause, details: { keyId: record.id } });
+    }
+  }
+
+  /**
+   * Signs a message read in chunks: ECDSA and RSA hash it incrementally (node:crypto createSign),
+   * so the message is never held whole. Ed25519 (pure EdDSA) needs the whole message and is
+   * refused here; HsmManager buffers it up to its limit and calls sign().
+   */
+  async signStream(key: KeyRef, chunks: AsyncIterable<Uint8Array>, options?: SignOptions): Promise<Uint8Array> {
+    this.#ready();
+    throwIfAborted(options?.signal);
+    if (chunks === null || typeof (chunks as { [Symbol.asyncIterator]?: unknown })?.[Symbol.asyncIterator] !== 'function') {
+      throw new HsmError('InvalidArgument', 'chunks must be an async iterable of Uint8Array', { details: { field: 'chunks' } });
+    }
+    const record = await this.#resolve(key);
+    assertUsable(handleOf(record, this.#instanceId), 'sign');
+    const info = algorithmInfo(record.algorithm);
+    if (info.family === 'EdDSA') {
+      throw new HsmError('InvalidArgument', `key ${record.id} is Ed25519, which signs the whole message and cannot hash a stream; sign() it instead`, {
+        details: { field: 'data', keyId: record.id },
+      });
+    }
+    const { privateKey } = await this.#signer(record);
+    const hasher = createSign(nodeHashName(info.hash!));
+    for await (const chunk of chunks) {
+      assertBytes(chunk, 'chunk');
+      throwIfAborted(options?.signal);
+      hasher.update(chunk);
+    }
+    this.#ready(); // closed while the stream was read
+    try {
+      const signature =
+        info.family === 'ECDSA'
+          ? hasher.sign({ key: privateKey, dsaEncoding: 'ieee-p1363' })
+          : info.padding === 'PSS'
+            ? hasher.sign({ key: privateKey, padding: cryptoConstants.RSA_PKCS1_PSS_PADDING, saltLength: pssSaltLength(info.hash!) })
+            : hasher.sign({ key: privateKey, padding: cryptoConstants.RSA_PKCS1_PADDING });
+      return new Uint8Array(signature);
+    } catch (cause) {
+      throw new HsmError('SigningFailed', `signing a stream with key ${record.id} (${record.algorithm}) failed`, { cause, details: { keyId: record.id } });
     }
   }
 
@@ -553,17 +600,15 @@ export class SoftwareBackend implements HsmBackend {
     this.#ready();
     assertBytes(data, 'data');
     assertBytes(signature, 'signature');
-    checkAborted(options?.signal);
+    throwIfAborted(options?.signal);
     const record = await this.#resolve(key);
-    if (!record.usages.includes('verify')) {
-      throw new HsmError('KeyUsageNotAllowed', `key ${record.id} may not verify (usages: ${record.usages.join(', ')})`, { details: { keyId: record.id } });
-    }
+    assertUsable(handleOf(record, this.#instanceId), 'verify');
     return verifyLocally(record.algorithm, record.publicKey, data, signature);
   }
 
   async listKeys(options: ListKeysOptions = {}): Promise<KeyPage> {
     this.#ready();
-    const { prefix, limit, cursor } = validateListOptions(options);
+    const { prefix, limit, cursor } = normalizeListOptions(options);
     const candidates = (await this.#keyFileNames())
       .map(keyIdFromFileName)
       .filter((id): id is string => id !== undefined && id.startsWith(prefix) && (cursor === undefined || id > cursor))
@@ -577,12 +622,12 @@ export class SoftwareBackend implements HsmBackend {
         batch.map((id) =>
           this.#load(id).catch((error: unknown) => {
             // A corrupted file is left alone and reported by getKey/sign and healthCheck; the rest of the store lists.
-            if (error instanceof HsmError && error.code === 'StorageCorrupted') return undefined;
+            if (isHsmError(error, 'StorageCorrupted')) return undefined;
             throw error;
           }),
         ),
       );
-      for (const record of loaded) if (record) keys.push(handleOf(record));
+      for (const record of loaded) if (record) keys.push(handleOf(record, this.#instanceId));
     }
     const last = candidates[index - 1];
     return index < candidates.length && last !== undefined ? { keys, nextCursor: last } : { keys };
@@ -619,20 +664,23 @@ export class SoftwareBackend implements HsmBackend {
   }
 
   /**
-   * Finds a key by handle, id, or `software:<id>` reference. Ids may not begin with `software:`
-   * (generateKeyPair refuses them), so a string with that prefix is always a reference.
+   * Finds a key by handle, id, or `software:<id>` reference. A handle is resolved by its `ref`
+   * alone, after checking it names this instance: its id, algorithm and metadata are the caller's
+   * and are never believed. Ids may not begin with `software:` (generateKeyPair refuses them), so
+   * a string with that prefix is always a reference.
    */
   async #resolve(key: KeyRef): Promise<KeyRecord> {
     if (key !== null && typeof key === 'object') {
-      if (typeof key.backend === 'string' && key.backend !== this.type) {
-        throw new HsmError('InvalidArgument', `key handle ${String(key.id)} belongs to backend ${key.backend}, not ${this.type}`, {
-          details: { keyId: String(key.id) },
-        });
+      assertSameInstance(key, this.#instanceId);
+      const ref = key.ref;
+      if (!ref.startsWith(REF_PREFIX)) {
+        throw new HsmError('InvalidArgument', `key handle ref ${JSON.stringify(ref.slice(0, 200))} is not a ${REF_PREFIX} reference`, { details: { field: 'key.ref' } });
       }
-      assertValidKeyId(key.id, 'key.id');
-      return (await this.#load(key.id)) ?? throwNotFound(key.id);
+      const id = ref.slice(REF_PREFIX.length);
+      assertValidKeyId(id, 'key.ref');
+      return (await this.#load(id)) ?? throwNotFound(ref);
     }
-    if (typeof key !== 'string') throw new HsmError('InvalidArgument', 'key must be a key id, a software: reference or a key handle');
+    if (typeof key !== 'string') throw new HsmError('InvalidArgument', 'key must be a key id, a software: reference or a key handle', { details: { field: 'key' } });
     const id = key.startsWith(REF_PREFIX) ? key.slice(REF_PREFIX.length) : key;
     assertValidKeyId(id, 'key');
     return (await this.#load(id)) ?? throwNotFound(key);
@@ -720,7 +768,7 @@ export class SoftwareBackend implements HsmBackend {
   }
 
   /** The record's signer, unsealing the private key on first use (shared by concurrent callers). */
-  #signer(record: KeyRecord): Promise<Signer> {
+  #signer(record: KeyRecord): Promise<SigningKey> {
     if (!record.signer) {
       record.signer = this.#makeSigner(record);
       record.signer.catch(() => {
@@ -730,7 +778,7 @@ export class SoftwareBackend implements HsmBackend {
     return record.signer;
   }
 
-  async #makeSigner(record: KeyRecord): Promise<Signer> {
+  async #makeSigner(record: KeyRecord): Promise<SigningKey> {
     let privateKey = record.generated;
     let pkcs8: Buffer | undefined;
     const storeKey = this.#storeKey();
@@ -757,13 +805,13 @@ export class SoftwareBackend implements HsmBackend {
       const key = privateKey;
       const info = algorithmInfo(record.algorithm);
       if (!OFF_THREAD.has(record.algorithm)) {
-        if (info.family === 'EdDSA') return async (data) => new Uint8Array(nodeSign(null, data, key));
+        if (info.family === 'EdDSA') return { privateKey: key, sign: async (data) => new Uint8Array(nodeSign(null, data, key)) };
         const hash = nodeHashName(info.hash!);
-        return async (data) => new Uint8Array(nodeSign(hash, data, { key, dsaEncoding: 'ieee-p1363' }));
+        return { privateKey: key, sign: async (data) => new Uint8Array(nodeSign(hash, data, { key, dsaEncoding: 'ieee-p1363' })) };
       }
       const der = pkcs8 ?? key.export({ format: 'der', type: 'pkcs8' });
       try {
-        return await webCryptoSigner(record.algorithm, der);
+        return { privateKey: key, sign: await webCryptoSigner(record.algorithm, der) };
       } finally {
         der.fill(0);
       }
@@ -870,12 +918,13 @@ function recordFrom(id: string, fileName: string, metadata: KeyMetadata, sealed:
   };
 }
 
-function handleOf(record: KeyRecord): HsmKeyHandle {
+function handleOf(record: KeyRecord, instance: string): HsmKeyHandle {
   const metadata: Record<string, string> = {
     file: record.fileName,
     publicKeySha256: createHash('sha256').update(record.spki).digest('hex'),
   };
-  for (const [name, value] of Object.entries(record.metadata.labels)) metadata[`label.${name}`] = value;
+  const labels = record.metadata.labels;
+  for (const [name, value] of Object.entries(labels)) metadata[`label.${name}`] = value;
   return {
     id: record.id,
     ref: `${REF_PREFIX}${record.id}`,
@@ -884,6 +933,9 @@ function handleOf(record: KeyRecord): HsmKeyHandle {
     createdAt: new Date(record.createdAt),
     ...(record.expiresAt ? { expiresAt: new Date(record.expiresAt) } : {}),
     backend: SOFTWARE_BACKEND_TYPE,
+    instance,
+    state: 'enabled',
+    ...(Object.keys(labels).length > 0 ? { labels: { ...labels } } : {}),
     metadata,
   };
 }
@@ -892,62 +944,12 @@ function sameStamp(a: FileStamp, b: FileStamp): boolean {
   return a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs;
 }
 
-function validateUsages(usages: unknown): KeyUsage[] {
-  if (usages === undefined) return ['sign', 'verify'];
-  if (!Array.isArray(usages) || usages.length === 0 || !usages.every((u) => u === 'sign' || u === 'verify')) {
-    throw new HsmError('InvalidArgument', `usages must be a non-empty list of 'sign' and 'verify'`, { details: { field: 'usages' } });
-  }
-  return (['sign', 'verify'] as const).filter((u) => usages.includes(u));
-}
-
-function validateExpiry(expiresAt: unknown): Date | undefined {
-  if (expiresAt === undefined) return undefined;
-  if (!(expiresAt instanceof Date) || Number.isNaN(expiresAt.getTime())) {
-    throw new HsmError('InvalidArgument', 'expiresAt must be a valid Date', { details: { field: 'expiresAt' } });
-  }
-  return new Date(expiresAt.getTime());
-}
-
-function validateLabels(labels: unknown): Record<string, string> {
-  if (labels === undefined) return {};
-  if (labels === null || typeof labels !== 'object' || Array.isArray(labels)) {
-    throw new HsmError('InvalidArgument', 'labels must be an object of string values', { details: { field: 'labels' } });
-  }
-  const entries = Object.entries(labels as Record<string, unknown>);
-  if (entries.length > MAX_LABELS) throw new HsmError('InvalidArgument', `at most ${MAX_LABELS} labels`, { details: { field: 'labels' } });
-  const out: [string, string][] = [];
-  for (const [name, value] of entries) {
-    if (name === '__proto__' || name.length === 0 || name.length > MAX_LABEL_KEY || typeof value !== 'string' || value.length > MAX_LABEL_VALUE) {
-      throw new HsmError('InvalidArgument', `label ${JSON.stringify(name.slice(0, MAX_LABEL_KEY))}: names are 1-${MAX_LABEL_KEY} characters, values strings of at most ${MAX_LABEL_VALUE}`, {
-        details: { field: `labels.${name.slice(0, MAX_LABEL_KEY)}` },
-      });
-    }
-    out.push([name, value]);
-  }
-  return Object.fromEntries(out);
-}
-
-function validateListOptions(options: ListKeysOptions): { prefix: string; limit: number; cursor: string | undefined } {
-  if (options === null || typeof options !== 'object') throw new HsmError('InvalidArgument', 'listKeys options must be an object');
-  const { prefix = '', limit = LIST_DEFAULT_LIMIT, cursor } = options;
-  if (typeof prefix !== 'string') throw new HsmError('InvalidArgument', 'listKeys: prefix must be a string', { details: { field: 'prefix' } });
-  if (!Number.isInteger(limit) || limit < 1 || limit > LIST_MAX_LIMIT) {
-    throw new HsmError('InvalidArgument', `listKeys: limit must be an integer from 1 to ${LIST_MAX_LIMIT}`, { details: { field: 'limit' } });
-  }
-  if (cursor !== undefined && typeof cursor !== 'string') throw new HsmError('InvalidArgument', 'listKeys: cursor must be a string', { details: { field: 'cursor' } });
-  return { prefix, limit, cursor: cursor === '' ? undefined : cursor };
-}
-
 function compareIds(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
 function assertBytes(value: unknown, field: string): void {
   if (!(value instanceof Uint8Array)) throw new HsmError('InvalidArgument', `${field} must be a Uint8Array`, { details: { field } });
-}
-
-function checkAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw new HsmError('Timeout', 'the operation was aborted', { cause: signal.reason, retryable: true });
 }
 
 function timingSafeEqualStrings(a: string, b: string): boolean {

@@ -1,5 +1,5 @@
-import { randomBytes } from 'node:crypto';
-import { chmod, cp, mkdir, readFile, readdir, stat } from 'node:fs/promises';
+import { constants, createVerify, randomBytes } from 'node:crypto';
+import { chmod, cp, mkdir, readFile, readdir, realpath, stat, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { exportPublicKey, verifyLocally } from '@olocus/hsm-core';
@@ -170,5 +170,80 @@ describe('close() racing signs (issue 10 item 10)', () => {
     await expectHsmError(opening, 'Closed');
     await expectHsmError(backend.sign('k', randomBytes(8)), 'Closed');
     await expectHsmError(backend.initialize(), 'Closed');
+  });
+});
+
+describe('core contract v2', () => {
+  it('instanceId is the real path of the store: a symlinked or relative path is the same instance, another store is not', async () => {
+    const parent = await newStore('instance');
+    const real = join(parent, 'store');
+    const link = join(parent, 'link');
+    const a = await openBackend(real, PASSPHRASE);
+    await symlink(real, link);
+    const b = await openBackend(link, PASSPHRASE);
+    const other = await openBackend(join(parent, 'other'), PASSPHRASE);
+    try {
+      expect(a.instanceId).toBe(`software:${await realpath(real)}`);
+      expect(b.instanceId).toBe(a.instanceId);
+      expect(other.instanceId).not.toBe(a.instanceId);
+      const key = await a.generateKeyPair({ id: 'k', algorithm: 'ECDSA_P256', labels: { team: 'payments' } });
+      expect(key).toMatchObject({ instance: a.instanceId, state: 'enabled', labels: { team: 'payments' } });
+      expect((await b.getKey(key)).ref).toBe(key.ref); // same instance: b accepts a's handle
+      await other.generateKeyPair({ id: 'k', algorithm: 'ECDSA_P256' });
+      await expectHsmError(other.sign(key, randomBytes(8)), 'InvalidArgument'); // same id, other store: refused
+    } finally {
+      await Promise.all([a.close(), b.close(), other.close()]);
+    }
+  });
+
+  it('signStream hashes ECDSA and RSA incrementally: a 64 MiB stream signs without the message ever being held', async () => {
+    const dir = await newStore('stream');
+    const backend = await openBackend(dir, PASSPHRASE);
+    try {
+      for (const algorithm of ['ECDSA_P384', 'RSA_PSS_2048', 'RSA_2048'] as const) {
+        const key = await backend.generateKeyPair({ id: `s-${algorithm}`, algorithm });
+        const pem = exportPublicKey(await backend.getPublicKey(key), 'pem');
+        const chunk = randomBytes(1024 * 1024);
+        let produced = 0;
+        const heapBefore = process.memoryUsage().arrayBuffers;
+        let heapPeak = heapBefore;
+        async function* chunks(): AsyncGenerator<Uint8Array> {
+          for (let i = 0; i < 64; i++) {
+            produced += chunk.length;
+            heapPeak = Math.max(heapPeak, process.memoryUsage().arrayBuffers);
+            yield chunk;
+          }
+        }
+        const signature = await backend.signStream(key, chunks());
+        expect(produced).toBe(64 * 1024 * 1024);
+        // an independent streaming verifier over the same bytes, so the test never holds 64 MiB either
+        const verifier = createVerify(algorithm === 'ECDSA_P384' ? 'sha384' : 'sha256');
+        for (let i = 0; i < 64; i++) verifier.update(chunk);
+        const ok =
+          algorithm === 'ECDSA_P384'
+            ? verifier.verify({ key: pem, dsaEncoding: 'ieee-p1363' }, signature)
+            : verifier.verify(algorithm === 'RSA_PSS_2048' ? { key: pem, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 } : { key: pem }, signature);
+        expect(ok, algorithm).toBe(true);
+        // far less than the 64 MiB message was ever held at once (the 1 MiB chunk is reused)
+        expect(heapPeak - heapBefore).toBeLessThan(32 * 1024 * 1024);
+      }
+      const ed = await backend.generateKeyPair({ id: 's-ed', algorithm: 'Ed25519' });
+      await expectHsmError(
+        backend.signStream(ed, (async function* () {
+          yield randomBytes(8);
+        })()),
+        'InvalidArgument',
+      );
+      const aborted = new AbortController();
+      const rsa = 's-RSA_2048';
+      const failing = backend.signStream(rsa, (async function* () {
+        yield randomBytes(8);
+        aborted.abort();
+        yield randomBytes(8);
+      })(), { signal: aborted.signal });
+      await expectHsmError(failing, 'Timeout');
+    } finally {
+      await backend.close();
+    }
   });
 });

@@ -481,7 +481,10 @@ describe('key policy', () => {
   });
 
   it('a key whose expiresAt has passed refuses to sign with KeyExpired but still verifies', async () => {
-    const expired = await backend.generateKeyPair({ id: 'expired', algorithm: 'Ed25519', expiresAt: new Date(Date.now() - 1000) });
+    // an expiry already in the past is refused at creation (core's normalizeKeySpec)
+    await expectCode(backend.generateKeyPair({ id: 'expired-already', algorithm: 'Ed25519', expiresAt: new Date(Date.now() - 1000) }), 'InvalidArgument');
+    const expired = await backend.generateKeyPair({ id: 'expired', algorithm: 'Ed25519', expiresAt: new Date(Date.now() + 800) });
+    await new Promise((resolve) => setTimeout(resolve, 1000));
     const error = await expectCode(backend.sign(expired, randomBytes(8)), 'KeyExpired');
     expect(error.message).toContain('expired');
     expect(await backend.verify(expired, randomBytes(8), randomBytes(64))).toBe(false);
@@ -540,7 +543,10 @@ describe('references, lifecycle and caching', () => {
     await expectCode(backend.getKey('software:../x'), 'InvalidArgument');
 
     await expectCode(backend.getKey('../escape'), 'InvalidArgument');
-    await expectCode(backend.getKey({ ...key, backend: 'pkcs11' }), 'InvalidArgument');
+    // a handle is resolved by ref and instance alone: other fields lend nothing, another instance is refused
+    expect((await backend.getKey({ ...key, id: 'x', backend: 'pkcs11', algorithm: 'Ed25519' })).id).toBe(key.id);
+    await expectCode(backend.getKey({ ...key, instance: 'pkcs11:SoftHSM:1234' }), 'InvalidArgument');
+    await expectCode(backend.getKey({ ...key, ref: 'pkcs11:id=%01' }), 'InvalidArgument');
     await expectCode(backend.listKeys({ limit: 0 }), 'InvalidArgument');
     await expectCode(backend.sign(key, 'text' as unknown as Uint8Array), 'InvalidArgument');
     const aborted = new AbortController();
