@@ -3,6 +3,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { ENCODINGS, INIT_BACKENDS, PKCS11_VENDORS, PUBLIC_KEY_FORMATS, SIGNATURE_FORMATS } from './constants.js';
 import { createContext, type CliContext, type GlobalOptions } from './context.js';
 import { CliError, EXIT_ERROR, EXIT_OK, redact, rememberSecret, summarize } from './errors.js';
+import { echo, installPipeGuards, isClosedPipeError, stdoutClosed, terminalSafe, terminalSafeLine } from './io.js';
 
 /**
  * The command tree. Only commander and node built-ins load here: every action imports its
@@ -15,20 +16,73 @@ export function cliVersion(): string {
   return pkg.version;
 }
 
+/** `sign --format` / `verify --format`: a bare signature, or a compact JWS. */
+const OUTPUT_FORMATS = ['signature', 'jws'] as const;
+
 type Action<O> = (ctx: CliContext, options: O) => Promise<void>;
 
+interface RunState {
+  ctx?: CliContext;
+  /** The values the user typed (argv), escaped wherever a printed line repeats them. */
+  userValues?: string[];
+}
+
 /** Wraps an action: builds the context from the global options and records the exit code. */
-function run<O>(load: () => Promise<Action<O>>, state: { ctx?: CliContext }) {
+function run<O>(load: () => Promise<Action<O>>, state: RunState) {
   return async (options: O, command: Command): Promise<void> => {
     const globals = command.optsWithGlobals<GlobalOptions & O>();
-    const ctx = createContext(globals);
+    checkActor(globals.actor);
+    const ctx = guardTerminal(createContext(globals), state.userValues ?? []);
     state.ctx = ctx;
     const action = await load();
     await action(ctx, options);
   };
 }
 
-export function buildProgram(state: { ctx?: CliContext } = {}): Command {
+/**
+ * An actor names a person or service in the key history and the audit log: control characters
+ * there (a newline, ESC) can only forge lines or colours wherever it is shown later, so they are
+ * refused at the door rather than escaped in every reader.
+ */
+function checkActor(actor: string | undefined): void {
+  if (actor !== undefined && /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/.test(actor)) {
+    throw new CliError('InvalidArgument', `--actor: "${echo(actor)}" contains control characters (newline, ESC, ...); give a plain name such as alice or ci-release`);
+  }
+}
+
+/**
+ * Human output is for a terminal: every user value a line repeats (an --actor, a --reason) is
+ * shown with its control characters escaped, and no line can carry ESC or another control
+ * character at all (values read back from the registry or the log included). `--json` output
+ * is not touched: JSON escapes control characters itself and must stay exact. Lines for a
+ * closed stdout are dropped (see installPipeGuards).
+ */
+function guardTerminal(ctx: CliContext, userValues: string[]): CliContext {
+  const risky = userValues.filter((v) => terminalSafe(v) !== v).sort((a, b) => b.length - a.length);
+  const clean = (line: string): string => {
+    let out = line;
+    for (const v of risky) if (out.includes(v)) out = out.split(v).join(terminalSafe(v));
+    return terminalSafeLine(out);
+  };
+  const print = ctx.print.bind(ctx);
+  const note = ctx.note.bind(ctx);
+  const printJson = ctx.printJson.bind(ctx);
+  ctx.print = (line = '') => {
+    if (!stdoutClosed()) print(clean(line));
+  };
+  ctx.printJson = (value) => {
+    if (!stdoutClosed()) printJson(value);
+  };
+  ctx.note = (line) => note(clean(line));
+  return ctx;
+}
+
+/** Every value on the command line, `--flag=value` split. */
+function userValuesOf(argv: string[]): string[] {
+  return argv.slice(2).flatMap((a) => (a.startsWith('--') && a.includes('=') ? [a, a.slice(a.indexOf('=') + 1)] : [a]));
+}
+
+export function buildProgram(state: RunState = {}): Command {
   const program = new Command('olocus-hsm')
     .description('Keys, signatures and benchmarks over an Olocus HSM backend (software, PKCS#11, ...).')
     .version(cliVersion(), '-V, --version', 'print the version')
@@ -128,6 +182,8 @@ export function buildProgram(state: { ctx?: CliContext } = {}): Command {
     .requiredOption('--key <ref>', 'logical key (signs with its Active version), key id or backend reference (e.g. pkcs11:id=%0a;type=private)')
     .requiredOption('--in <file>', 'message file, or - for stdin')
     .requiredOption('--out <file>', 'signature file, or - for stdout')
+    .addOption(new Option('--format <format>', 'signature: the bare signature; jws: a compact JWS (RFC 7515) with alg and kid').choices(OUTPUT_FORMATS).default('signature'))
+    .option('--detached', '--format jws: leave the payload out of the JWS (header..signature); the message stays the file')
     .addOption(new Option('--signature-format <format>', 'ECDSA signature format').choices(SIGNATURE_FORMATS).default('der'))
     .addOption(new Option('--encoding <encoding>', 'signature file encoding').choices(ENCODINGS).default('binary'))
     .action(run(async () => (await import('./commands/sign.js')).sign, state));
@@ -136,11 +192,12 @@ export function buildProgram(state: { ctx?: CliContext } = {}): Command {
     .command('verify')
     .description('verify a signature: exit 0 valid, 1 invalid, 2 error')
     .requiredOption('--key <ref>', 'logical key, key id or backend reference')
-    .requiredOption('--in <file>', 'message file, or - for stdin')
-    .requiredOption('--signature <file>', 'signature file')
+    .requiredOption('--in <file>', 'message file, or - for stdin (--format jws without --signature: the JWS with its payload)')
+    .option('--signature <file>', 'signature file (at most 64 KiB); with --format jws a detached JWS')
+    .addOption(new Option('--format <format>', 'signature: a bare signature; jws: a compact JWS (RFC 7515)').choices(OUTPUT_FORMATS).default('signature'))
     .addOption(new Option('--signature-format <format>', 'ECDSA signature format').choices(SIGNATURE_FORMATS).default('der'))
     .addOption(new Option('--encoding <encoding>', 'signature file encoding').choices(ENCODINGS).default('binary'))
-    .option('--signed-at <time>', 'logical keys: when the signature was made (ISO 8601; default now): the version Active then verifies')
+    .option('--signed-at <time>', 'logical keys: when the signature was made (ISO 8601): only the version Active then verifies; needed for a version compromised since')
     .action(run(async () => (await import('./commands/sign.js')).verify, state));
 
   const rotation = program.command('rotation').description('the key registry: run due scheduler tasks, show status').helpCommand(false);
@@ -226,10 +283,29 @@ export function buildProgram(state: { ctx?: CliContext } = {}): Command {
   return program;
 }
 
-function printError(error: unknown, json: boolean): void {
+/** Values longer than this are shortened wherever an error message repeats them. */
+const LONG_VALUE = 128;
+
+/**
+ * A message as shown: a value the user typed that is very long (a pasted blob as --id) is
+ * shortened to its start and length wherever it appears, and no user value can break the line.
+ */
+function shortenEchoes(message: string, userValues: string[]): string {
+  let out = message;
+  for (const v of [...userValues].sort((a, b) => b.length - a.length)) {
+    if (v.length > LONG_VALUE) {
+      for (const form of [v, JSON.stringify(v).slice(1, -1)]) if (out.includes(form)) out = out.split(form).join(echo(v));
+    }
+  }
+  return out;
+}
+
+function printError(error: unknown, json: boolean, userValues: string[] = []): void {
   const summary = summarize(error);
-  if (json) process.stdout.write(redact(JSON.stringify({ error: summary })) + '\n');
-  const line = summary.message.split('\n')[0] ?? '';
+  summary.message = shortenEchoes(summary.message, userValues);
+  if (json && !stdoutClosed()) process.stdout.write(redact(JSON.stringify({ error: summary })) + '\n');
+  const shown = terminalSafeLine(userValues.filter((v) => terminalSafe(v) !== v).reduce((m, v) => m.split(v).join(terminalSafe(v)), summary.message));
+  const line = shown.split('\n')[0] ?? '';
   process.stderr.write(redact(`olocus-hsm: ${summary.code}: ${line}`) + '\n');
   if (process.env.OLOCUS_HSM_DEBUG === '1' && error instanceof Error) {
     let e: unknown = error;
@@ -245,8 +321,10 @@ function printError(error: unknown, json: boolean): void {
 export async function main(argv: string[] = process.argv): Promise<number> {
   rememberSecret(process.env.OLOCUS_HSM_PASSPHRASE);
   rememberSecret(process.env.OLOCUS_HSM_PIN);
+  installPipeGuards();
   const jsonWanted = argv.slice(2).includes('--json');
-  const state: { ctx?: CliContext } = {};
+  const userValues = userValuesOf(argv);
+  const state: RunState = { userValues };
   const program = buildProgram(state);
   program.exitOverride();
   program.configureOutput({
@@ -269,10 +347,12 @@ export async function main(argv: string[] = process.argv): Promise<number> {
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.code === 'commander.help') {
         return error.code === 'commander.help' ? EXIT_ERROR : EXIT_OK;
       }
-      printError(new CliError('UsageError', error.message.replace(/^error: /, '')), jsonWanted);
+      printError(new CliError('UsageError', error.message.replace(/^error: /, '')), jsonWanted, userValues);
       return EXIT_ERROR;
     }
-    printError(error, state.ctx?.json ?? jsonWanted);
+    // The reader of stdout went away (`... | head -1`): the command ends quietly, as `cat` does.
+    if (stdoutClosed() && isClosedPipeError(error)) return EXIT_OK;
+    printError(error, state.ctx?.json ?? jsonWanted, userValues);
     return EXIT_ERROR;
   }
 }

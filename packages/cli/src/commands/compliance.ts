@@ -1,6 +1,7 @@
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { CliError, EXIT_NEGATIVE, fileError } from '../errors.js';
+import { checkOutputPath, echo, openOutput, writeTo, type OutputSink } from '../io.js';
 import type { CliManager } from '../manager.js';
 import { withManagerAndRegistry } from '../rotation.js';
 import { parseDateOption, requireAudit } from './audit.js';
@@ -21,28 +22,33 @@ export interface ReportOptions {
   level?: string;
 }
 
-async function writeAtomically(path: string, data: string | Uint8Array): Promise<void> {
-  const temporary = `${path}.${process.pid}.tmp`;
-  await writeFile(temporary, data, { mode: 0o644 });
-  await rename(temporary, path);
+/** Writes one sink whole; on any failure its temporary file is removed. */
+async function fill(sink: OutputSink, data: string | Uint8Array): Promise<void> {
+  await new Promise<void>((ok, fail) => sink.stream.write(data, (error) => (error ? fail(error) : ok())));
 }
 
 export async function report(ctx: CliContext, opts: ReportOptions): Promise<void> {
   const compliance = await import('@olocus/hsm-compliance');
   const frameworks = compliance.FRAMEWORKS as readonly string[];
   if (!opts.framework) throw new CliError('InvalidArgument', `--framework is required: one of ${frameworks.join(', ')}`);
-  if (!frameworks.includes(opts.framework)) throw new CliError('InvalidArgument', `--framework: "${opts.framework}" is not one of ${frameworks.join(', ')}`);
+  if (!frameworks.includes(opts.framework)) throw new CliError('InvalidArgument', `--framework: "${echo(opts.framework)}" is not one of ${frameworks.join(', ')}`);
   const format = (opts.format ?? 'html') as Format;
-  if (!FORMATS.includes(format)) throw new CliError('InvalidArgument', `--format: "${opts.format}" is not one of ${FORMATS.join(', ')}`);
+  if (!FORMATS.includes(format)) throw new CliError('InvalidArgument', `--format: "${echo(opts.format ?? '')}" is not one of ${FORMATS.join(', ')}`);
   const to = parseDateOption(opts.to, '--to') ?? new Date();
   const from = parseDateOption(opts.from, '--from') ?? new Date(to.getTime() - 30 * DAY_MS);
   if (from >= to) throw new CliError('InvalidArgument', `--from ${from.toISOString()} must be before --to ${to.toISOString()}`);
   let level: 1 | 2 | 3 | 4 | undefined;
   if (opts.level !== undefined) {
     const n = Number(opts.level);
-    if (![1, 2, 3, 4].includes(n)) throw new CliError('InvalidArgument', `--level: "${opts.level}" must be 1, 2, 3 or 4 (FIPS 140 security level)`);
+    if (![1, 2, 3, 4].includes(n)) throw new CliError('InvalidArgument', `--level: "${echo(opts.level)}" must be 1, 2, 3 or 4 (FIPS 140 security level)`);
     if (!opts.framework.startsWith('fips-')) throw new CliError('InvalidArgument', '--level applies to the fips-140-2 and fips-140-3 frameworks');
     level = n as 1 | 2 | 3 | 4;
+  }
+  // `--out -` is standard output, like no --out (a signature needs a file beside the report).
+  const toFile = opts.out !== undefined && opts.out !== '-';
+  if (toFile) {
+    const out = await checkOutputPath(ctx, '--out', opts.out!);
+    await checkOutputPath(ctx, '--out', `${out}.sig.json`);
   }
   await withManagerAndRegistry(ctx, async (m, rot) => {
     const manager = m as CliManager;
@@ -71,11 +77,24 @@ export async function report(ctx: CliContext, opts: ReportOptions): Promise<void
       violations: result.violations.length,
       bySeverity: result.summary.violationsBySeverity,
     };
-    if (opts.out) {
-      const out = resolve(ctx.cwd, opts.out);
-      const sigPath = `${out}.sig.json`;
-      await writeAtomically(out, bytes);
-      await writeAtomically(sigPath, JSON.stringify(signature, null, 2) + '\n');
+    if (toFile) {
+      // Both files carry audit data (0600); both are written to temporary files first and renamed
+      // only when both are complete, so a failure leaves neither a half report nor a stray *.tmp.
+      const report = await openOutput(ctx, '--out', opts.out!, { mode: 0o600 });
+      let sig: OutputSink | undefined;
+      try {
+        sig = await openOutput(ctx, '--out', `${report.path}.sig.json`, { mode: 0o600 });
+        await fill(report, bytes);
+        await fill(sig, JSON.stringify(signature, null, 2) + '\n');
+        await report.commit();
+        await sig.commit();
+      } catch (error) {
+        await report.abort();
+        await sig?.abort();
+        throw error;
+      }
+      const out = report.path;
+      const sigPath = sig.path;
       if (ctx.json) return ctx.printJson({ report: { ...summary, path: out, signature: sigPath } });
       ctx.print(`wrote ${out} (${format}) and its detached signature ${sigPath}`);
       ctx.print(`${opts.framework}: ${result.summary.status}; ${result.violations.length} violation(s); scores: availability ${result.scores.availability.value}, integrity ${result.scores.integrity.value}, confidentiality ${result.scores.confidentiality.value}`);
@@ -83,8 +102,8 @@ export async function report(ctx: CliContext, opts: ReportOptions): Promise<void
     }
     if (ctx.json && format !== 'json') throw new CliError('InvalidArgument', '--json without --out prints the report itself: use --format json, or give --out FILE');
     // Without --out the report goes to stdout as it is; the signature goes nowhere, so say so.
-    ctx.stdout.write(text.endsWith('\n') ? text : text + '\n');
-    ctx.note('olocus-hsm: no --out given: the report was printed unsigned (give --out FILE for FILE and FILE.sig.json)');
+    await writeTo(ctx.stdout, text.endsWith('\n') ? text : text + '\n');
+    ctx.note(`olocus-hsm: ${opts.out === '-' ? '--out -' : 'no --out given'}: the report was printed unsigned (give --out FILE for FILE and FILE.sig.json)`);
   });
 }
 

@@ -1,14 +1,42 @@
 import { createHash } from 'node:crypto';
-import { assertValidKeyId, exportPublicKey, isHsmError, isKeyAlgorithm, KEY_ALGORITHMS, type HsmKeyHandle, type HsmManager, type KeyAlgorithm } from '@olocus/hsm-core';
-import type { KeyVersion, RotationContext } from '@olocus/hsm-rotation';
+import { exportPublicKey, isHsmError, isKeyAlgorithm, KEY_ALGORITHMS, type HsmKeyHandle, type HsmManager, type KeyAlgorithm } from '@olocus/hsm-core';
+import { parseVersionKeyId, type KeyVersion, type RotationContext } from '@olocus/hsm-rotation';
 import { CliError } from '../errors.js';
-import { toBase64, writeOutput } from '../io.js';
+import { checkOutputPath, echo, terminalSafe, toBase64, writeOutput } from '../io.js';
+import { isInternalKeyId } from '../internal-keys.js';
+import { auditOf } from '../manager.js';
 import { actorOf, classifyKey, withManagerAndRegistry, withRotation } from '../rotation.js';
 import type { CliContext } from '../context.js';
 
 export function parseAlgorithm(value: string, flag = '--algorithm'): KeyAlgorithm {
   if (isKeyAlgorithm(value)) return value;
-  throw new CliError('InvalidArgument', `${flag}: unknown algorithm "${value}"; use one of: ${KEY_ALGORITHMS.join(', ')}`);
+  throw new CliError('InvalidArgument', `${flag}: unknown algorithm "${echo(value)}"; use one of: ${KEY_ALGORITHMS.join(', ')}`);
+}
+
+/** Backend key ids: what every backend accepts as a file name, label or cloud key name. */
+const KEY_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]*$/;
+export const MAX_KEY_ID = 128;
+/** A logical key's versions are `<id>.v<N>` inside the 128 characters, so its own id is shorter. */
+export const MAX_LOGICAL_KEY_ID = 117;
+
+/**
+ * `keys create --id`: the rules in the user's terms (the flag, the limit that applies to what
+ * they are creating, what to do), with a long value shortened in the message.
+ */
+export function checkNewKeyId(id: string, logical: boolean, flag = '--id'): void {
+  if (id === '') throw new CliError('InvalidArgument', `${flag}: an empty id; use 1-${logical ? MAX_LOGICAL_KEY_ID : MAX_KEY_ID} letters, digits, '.', '_', '-' or ':'`);
+  if (!KEY_ID.test(id)) {
+    throw new CliError('InvalidArgument', `${flag} "${echo(id)}" is not a valid key id: use letters, digits, '.', '_', '-' or ':', starting with a letter or digit`);
+  }
+  const max = logical ? MAX_LOGICAL_KEY_ID : MAX_KEY_ID;
+  if (id.length > max) {
+    throw new CliError(
+      'InvalidArgument',
+      logical
+        ? `${flag} "${echo(id)}" is ${id.length} characters; a logical key id is at most ${MAX_LOGICAL_KEY_ID} (its versions are named <id>.v<N> within ${MAX_KEY_ID}): choose a shorter id (or --no-rotation for a plain key of up to ${MAX_KEY_ID})`
+        : `${flag} "${echo(id)}" is ${id.length} characters; a key id is at most ${MAX_KEY_ID}: choose a shorter id`,
+    );
+  }
 }
 
 /** A handle as printed by --json. */
@@ -54,30 +82,59 @@ export async function currentVersion(rot: RotationContext, baseKeyId: string): P
   return latest;
 }
 
-async function refuseExistingBackendKey(manager: HsmManager, id: string): Promise<void> {
+async function backendKeyExists(manager: HsmManager, id: string): Promise<boolean> {
   try {
     await manager.getKey(id);
+    return true;
   } catch (error) {
-    if (isHsmError(error, 'KeyNotFound')) return;
+    if (isHsmError(error, 'KeyNotFound')) return false;
     throw error;
   }
-  throw new CliError('KeyAlreadyExists', `a backend key "${id}" already exists (not registered for rotation); choose another --id`);
+}
+
+/** Backend keys named like versions of `base` (`base.v1`, `base.v7`): a logical key `base` would collide with them. */
+async function versionShapedKeys(manager: HsmManager, base: string): Promise<string[]> {
+  const found: string[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await manager.listKeys({ prefix: `${base}.v`, limit: 1000, ...(cursor ? { cursor } : {}) });
+    for (const k of page.keys) if (parseVersionKeyId(k.id)?.baseKeyId === base) found.push(k.id);
+    cursor = page.nextCursor;
+  } while (cursor);
+  return found;
+}
+
+/** An id shaped like `<base>.v<N>` while `base` is a logical key would be mistaken for one of its versions. */
+async function refuseVersionShapedId(rot: RotationContext | undefined, id: string): Promise<void> {
+  const parsed = parseVersionKeyId(id);
+  if (rot && parsed && (await rot.registry.hasLogicalKey(parsed.baseKeyId))) {
+    throw new CliError(
+      'KeyAlreadyExists',
+      `--id ${echo(id)} is shaped like version ${parsed.version} of logical key "${parsed.baseKeyId}" (versions are named <key>.v<N> and made by keys rotate); choose an id that does not end in .v<N>`,
+    );
+  }
 }
 
 /**
  * Creates a logical key: version 1 is generated in the backend as `<id>.v1`, registered and made
  * Active, so it can be rotated; `--id` names it everywhere (sign, verify, show, export-public).
  * `--no-rotation` creates a plain backend key `<id>` as before.
+ *
+ * Everything that can make the creation fail half-way is checked first (a backend key `<id>` or
+ * `<id>.v<N>` already there, an id shaped like another key's version), so a refused creation
+ * leaves nothing behind: no logical key without a version that no command could repair.
  */
 export async function create(ctx: CliContext, opts: CreateOptions): Promise<void> {
   const algorithm = parseAlgorithm(opts.algorithm);
-  assertValidKeyId(opts.id, '--id');
-  if (opts.rotation === false) {
+  const logical = opts.rotation !== false;
+  checkNewKeyId(opts.id, logical);
+  if (!logical) {
     for (const flag of ['actor', 'reason', 'rotationInterval'] as const) {
       if (opts[flag] !== undefined) throw new CliError('InvalidArgument', `--${flag === 'rotationInterval' ? 'rotation-interval' : flag} applies to logical keys; it cannot be used with --no-rotation`);
     }
     await withManagerAndRegistry(ctx, async (manager, rot) => {
-      if (rot && (await rot.registry.hasLogicalKey(opts.id))) throw new CliError('KeyAlreadyExists', `"${opts.id}" is already a logical key; choose another --id`);
+      if (rot && (await rot.registry.hasLogicalKey(opts.id))) throw new CliError('KeyAlreadyExists', `--id ${opts.id} is already a logical key; choose another --id`);
+      await refuseVersionShapedId(rot, opts.id);
       const handle = await manager.generateKey({ id: opts.id, algorithm });
       if (ctx.json) return ctx.printJson({ key: handleJson(handle) });
       ctx.print(`created ${handle.id} (${handle.algorithm}) ref ${handle.ref} (backend key, not registered for rotation)`);
@@ -86,16 +143,52 @@ export async function create(ctx: CliContext, opts: CreateOptions): Promise<void
   }
   const actor = actorOf(ctx, opts.actor);
   await withRotation(ctx, async ({ manager, rot }) => {
-    await refuseExistingBackendKey(manager, opts.id);
-    const v = await rot.manager.createKey(opts.id, algorithm, {
-      actor,
-      ...(opts.reason !== undefined ? { reason: opts.reason } : {}),
-      ...(opts.rotationInterval !== undefined ? { rotationInterval: opts.rotationInterval } : {}),
-    });
+    if (await rot.registry.hasLogicalKey(opts.id)) throw new CliError('KeyAlreadyExists', `--id ${opts.id}: logical key "${opts.id}" already exists (keys history --id ${opts.id} shows it); choose another --id`);
+    await refuseVersionShapedId(rot, opts.id);
+    if (await backendKeyExists(manager, opts.id)) {
+      throw new CliError('KeyAlreadyExists', `--id ${opts.id}: a backend key "${opts.id}" already exists (not registered for rotation); choose another --id`);
+    }
+    const taken = await versionShapedKeys(manager, opts.id);
+    if (taken.length > 0) {
+      throw new CliError(
+        'KeyAlreadyExists',
+        `--id ${opts.id}: the backend already holds ${taken.slice(0, 3).join(', ')}${taken.length > 3 ? ` and ${taken.length - 3} more` : ''}, named like versions of "${opts.id}" but not registered; choose another --id (or destroy ${taken.length === 1 ? 'that key' : 'those keys'} if unused)`,
+      );
+    }
+    let v: KeyVersion;
+    try {
+      v = await rot.manager.createKey(opts.id, algorithm, {
+        actor,
+        ...(opts.reason !== undefined ? { reason: opts.reason } : {}),
+        ...(opts.rotationInterval !== undefined ? { rotationInterval: opts.rotationInterval } : {}),
+      });
+    } catch (error) {
+      await reportIncompleteCreation(ctx, rot, opts.id);
+      const e = error as { name?: string; details?: Record<string, unknown> };
+      if (e?.name === 'HsmError' && e.details?.['field'] === 'rotationInterval') {
+        throw new CliError('InvalidArgument', `--rotation-interval "${echo(opts.rotationInterval ?? '')}" is not a duration of at least 1s: use e.g. 90d, 12h, 30m or 10s`, { cause: error });
+      }
+      throw error;
+    }
     const handle = await manager.getKey(v.keyId);
     if (ctx.json) return ctx.printJson({ key: logicalJson(handle, v) });
     ctx.print(`created ${v.baseKeyId} (${v.algorithm}) version ${v.version} Active: backend key ${v.keyId} ref ${handle.ref}`);
   });
+}
+
+/**
+ * After a failed creation the rotation manager removes the logical key when nothing was made
+ * in the backend. If a row is left (a key appeared under the version's id meanwhile), say so
+ * on stderr: the error alone would not tell the user that a repair is needed.
+ */
+async function reportIncompleteCreation(ctx: CliContext, rot: RotationContext, id: string): Promise<void> {
+  try {
+    if (!(await rot.registry.hasLogicalKey(id))) return;
+    const versions = await rot.registry.getKeyVersions(id);
+    if (versions.length === 0) ctx.note(`olocus-hsm: note: logical key "${id}" was left without a version; olocus-hsm rotation status shows it`);
+  } catch {
+    // the registry itself failed: the original error says more
+  }
 }
 
 /**
@@ -130,20 +223,52 @@ export async function list(ctx: CliContext, opts: { prefix?: string }): Promise<
     type Row = { id: string; json: Record<string, unknown>; cells: string[] };
     const rows: Row[] = [];
     for (const { handle, version: v } of logical) {
+      // A version the listing did not return is either gone or unreadable: ask for it to tell which.
+      const problem = handle ? undefined : await unreadable(manager, v.keyId);
       const json = handle
         ? logicalJson(handle, v)
-        : { id: v.baseKeyId, keyId: v.keyId, version: v.version, state: v.state, ref: v.keyRef, algorithm: v.algorithm, createdAt: v.createdAt, missingInBackend: true };
-      rows.push({ id: v.baseKeyId, json, cells: [v.baseKeyId, v.algorithm, (handle?.createdAt ? new Date(handle.createdAt) : v.createdAt).toISOString(), `v${v.version} ${v.state}${handle ? '' : ' (missing in backend)'}`, handle?.ref ?? v.keyRef] });
+        : { id: v.baseKeyId, keyId: v.keyId, version: v.version, state: v.state, ref: v.keyRef, algorithm: v.algorithm, createdAt: v.createdAt, ...(problem ? { unreadable: problem } : { missingInBackend: true }) };
+      const status = handle ? '' : problem ? ` (unreadable: ${problem.file ?? problem.code})` : ' (missing in backend)';
+      rows.push({ id: v.baseKeyId, json, cells: [v.baseKeyId, v.algorithm, (handle?.createdAt ? new Date(handle.createdAt) : v.createdAt).toISOString(), `v${v.version} ${v.state}${status}`, handle?.ref ?? v.keyRef] });
     }
     for (const k of backendKeys) {
       if (registered.has(k.id)) continue;
-      rows.push({ id: k.id, json: handleJson(k), cells: [k.id, k.algorithm, new Date(k.createdAt).toISOString(), '-', k.ref] });
+      rows.push({ id: k.id, json: handleJson(k), cells: [k.id, k.algorithm, k.createdAt ? new Date(k.createdAt).toISOString() : '-', '-', k.ref] });
+    }
+    const corrupt = await corruptKeyFiles(manager);
+    if (corrupt.length > 0) {
+      ctx.note(`olocus-hsm: warning: ${corrupt.length} key file${corrupt.length === 1 ? '' : 's'} could not be read (corrupted or not a key file): ${corrupt.join(', ')}; restore ${corrupt.length === 1 ? 'it' : 'them'} from a backup (olocus-hsm health shows the store's state)`);
     }
     const shown = rows.filter((r) => !opts.prefix || r.id.startsWith(opts.prefix)).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     if (ctx.json) return ctx.printJson({ keys: shown.map((r) => r.json) });
     if (shown.length === 0) return ctx.print('no keys');
     ctx.print(table(['ID', 'ALGORITHM', 'CREATED', 'VERSION', 'REF'], shown.map((r) => r.cells)));
   });
+}
+
+/** Why a key the registry knows cannot be read: a corrupted file (named), or nothing (it is missing). */
+async function unreadable(manager: HsmManager, keyId: string): Promise<{ code: string; message: string; file?: string } | undefined> {
+  try {
+    await manager.getKey(keyId);
+    return undefined;
+  } catch (error) {
+    if (isHsmError(error, 'KeyNotFound') || !isHsmError(error)) return undefined;
+    const details = error.details as { file?: unknown; directory?: unknown } | undefined;
+    const file = typeof details?.file === 'string' ? (typeof details.directory === 'string' ? `${details.directory}/${details.file}` : details.file) : undefined;
+    return { code: error.code, message: error.message, ...(file ? { file } : {}) };
+  }
+}
+
+/** Key files the backend found unreadable while listing (software backend: reported by its health check). */
+async function corruptKeyFiles(manager: HsmManager): Promise<string[]> {
+  if (manager.backend.type !== 'software') return [];
+  try {
+    const health = await manager.healthCheck();
+    const files = health.details?.['corruptKeyFiles'];
+    return typeof files === 'string' && files !== '' ? files.split(', ') : [];
+  } catch {
+    return [];
+  }
 }
 
 /** The backend key a name means for show/export-public: a logical key's current version, else the name itself. */
@@ -175,7 +300,7 @@ export async function show(ctx: CliContext, opts: { id: string }): Promise<void>
       ['ref', handle.ref],
       ['algorithm', handle.algorithm],
       ['usages', handle.usages.join(', ')],
-      ['created', new Date(handle.createdAt).toISOString()],
+      ['created', handle.createdAt ? new Date(handle.createdAt).toISOString() : 'unknown'],
       ...(handle.expiresAt ? ([['expires', new Date(handle.expiresAt).toISOString()]] as [string, string][]) : []),
       ['backend', handle.backend],
       ['public key', fingerprint],
@@ -187,6 +312,7 @@ export async function show(ctx: CliContext, opts: { id: string }): Promise<void>
 }
 
 export async function exportPublic(ctx: CliContext, opts: { id: string; format: 'pem' | 'der' | 'jwk'; out?: string }): Promise<void> {
+  if (opts.out !== undefined) await checkOutputPath(ctx, '--out', opts.out);
   await withManagerAndRegistry(ctx, async (manager, rot) => {
     const { key, version } = await resolveForReading(rot, opts.id);
     const info = await manager.getPublicKey(key);
@@ -224,6 +350,16 @@ export async function destroy(ctx: CliContext, opts: { id: string }): Promise<vo
         `"${opts.id}" is ${target.kind === 'logical' ? 'a logical key' : `version ${target.version.version} of logical key "${base}"`}: its versions are not destroyed at once; revoke it (olocus-hsm keys revoke --id ${base} --reason TEXT) and the retention policy schedules destruction (olocus-hsm rotation run)`,
       );
     }
+    const checkpointKey = auditOf(manager)?.section.checkpoint.keyId;
+    const handle = await manager.getKey(opts.id).catch(() => undefined);
+    for (const id of [opts.id, handle?.id].filter((x): x is string => x !== undefined)) {
+      if (isInternalKeyId(id, checkpointKey ? [checkpointKey] : [])) {
+        throw new CliError(
+          'PolicyViolation',
+          `--id ${id} is an internal key (${id === checkpointKey || id === 'olocus-audit-checkpoint' ? 'it signs the audit log\'s checkpoints and compliance reports: without it the log can no longer be verified' : 'the health canary'}); it is not destroyed by keys destroy`,
+        );
+      }
+    }
     await manager.destroyKey(opts.id);
     if (ctx.json) return ctx.printJson({ destroyed: opts.id });
     ctx.print(`destroyed ${opts.id}`);
@@ -231,7 +367,9 @@ export async function destroy(ctx: CliContext, opts: { id: string }): Promise<vo
 }
 
 /** A plain text table, columns padded to their widest cell. */
-export function table(headers: string[], rows: string[][]): string {
+export function table(headers: string[], rawRows: string[][]): string {
+  // Cells hold user values (ids, actors, reasons): a newline or ESC in one must not forge a row.
+  const rows = rawRows.map((r) => r.map((c) => terminalSafe(c)));
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
   return [line(headers), ...rows.map(line)].join('\n');

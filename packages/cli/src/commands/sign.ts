@@ -1,11 +1,19 @@
-import { algorithmInfo, decodeSignature, encodeSignature, isHsmError, type HsmManager, type KeyAlgorithm, type SignatureFormat } from '@olocus/hsm-core';
-import { VERIFYING_STATES, type KeyVersion, type RotationContext } from '@olocus/hsm-rotation';
-import { decodeBase64, readInput, toBase64, writeOutput } from '../io.js';
+import { algorithmInfo, decodeSignature, encodeSignature, isHsmError, jwsAlgorithm, type HsmKeyHandle, type HsmManager, type KeyAlgorithm, type MessageInput, type SignatureFormat } from '@olocus/hsm-core';
+import { parseVersionKeyId, VERIFYING_STATES, type RotationContext } from '@olocus/hsm-rotation';
+import { checkOutputPath, decodeBase64, echo, openInput, readInputLimited, SIGNATURE_READ_LIMIT, toBase64, toBase64Url, writeOutput } from '../io.js';
 import { CliError, EXIT_NEGATIVE } from '../errors.js';
-import { classifyKey, withManagerAndRegistry } from '../rotation.js';
+import { jwsHeader, jwsSigningInput, parseCompactJws, type ParsedJws } from '../jws.js';
+import { classifyKey, withManagerAndRegistry, type KeyTarget } from '../rotation.js';
 import type { CliContext } from '../context.js';
 
 type Encoding = 'binary' | 'base64';
+type OutputFormat = 'signature' | 'jws';
+
+/**
+ * An attached JWS holds the whole payload (base64url) in the token, so it is built and checked
+ * in memory; larger messages use a detached JWS (`--detached`), which streams like a plain signature.
+ */
+export const ATTACHED_JWS_LIMIT = 64 * 1024 * 1024;
 
 interface SignOptions {
   key: string;
@@ -13,6 +21,22 @@ interface SignOptions {
   out: string;
   signatureFormat: SignatureFormat;
   encoding: Encoding;
+  format?: OutputFormat;
+  detached?: boolean;
+}
+
+/** What signs: a backend key (handle), or a logical key whose Active version signs. */
+type Signer = { kind: 'backend'; handle: HsmKeyHandle } | { kind: 'logical'; base: string; name: string; expectKeyId?: string; rot: RotationContext };
+
+async function signerFor(manager: HsmManager, rot: RotationContext | undefined, name: string): Promise<Signer> {
+  const target = await classifyKey(rot, name);
+  // The key reference (id or backend reference such as a pkcs11: URI) goes to the backend unchanged.
+  if (target.kind === 'backend') return { kind: 'backend', handle: await manager.getKey(name) };
+  const base = target.kind === 'logical' ? target.baseKeyId : target.version.baseKeyId;
+  if (target.kind === 'version' && target.version.state !== 'Active') {
+    throw new CliError('PolicyViolation', `--key ${echo(name)} is version ${target.version.version} of logical key "${base}" and is ${target.version.state}: only the Active version signs (use --key ${base})`);
+  }
+  return { kind: 'logical', base, name, rot: rot!, ...(target.kind === 'version' ? { expectKeyId: target.version.keyId } : {}) };
 }
 
 interface Signed {
@@ -21,154 +45,278 @@ interface Signed {
   /** What the user named (a logical key, or the backend key's id). */
   key: string;
   ref: string;
+  keyId: string;
   /** Logical keys: the version that signed. */
   logical?: { keyId: string; version: number; signedAt: Date };
 }
 
-async function signWith(manager: HsmManager, rot: RotationContext | undefined, name: string, message: Uint8Array): Promise<Signed> {
-  const target = await classifyKey(rot, name);
-  if (target.kind === 'backend') {
-    // The key reference (id or backend reference such as a pkcs11: URI) goes to the backend unchanged.
-    const handle = await manager.getKey(name);
-    return { raw: await manager.sign(handle, message), algorithm: handle.algorithm, key: handle.id, ref: handle.ref };
+/**
+ * Signs `message` with the signer. For a logical key the registry resolves the Active version
+ * (LC-PROTECT); `expectKeyId` (a JWS `kid` written before signing, or a version named by the
+ * user) must be the version that signed, or the signature is refused as made by another key.
+ */
+async function signWith(manager: HsmManager, signer: Signer, message: MessageInput, expectKeyId?: string): Promise<Signed> {
+  if (signer.kind === 'backend') {
+    const h = signer.handle;
+    return { raw: await manager.sign(h, message), algorithm: h.algorithm, key: h.id, keyId: h.id, ref: h.ref };
   }
-  const base = target.kind === 'logical' ? target.baseKeyId : target.version.baseKeyId;
-  if (target.kind === 'version' && target.version.state !== 'Active') {
-    throw new CliError('PolicyViolation', `${name} is version ${target.version.version} of logical key "${base}" and is ${target.version.state}: only the Active version signs (use --key ${base})`);
-  }
-  // Signing by logical key: the registry resolves the Active version (LC-PROTECT: not after its protect-stop date).
   const signedAt = new Date();
-  const { signature, version } = await manager.signWithLogicalKey(base, message);
+  const { signature, version } = await manager.signWithLogicalKey(signer.base, message);
   const keyId = typeof version.key === 'string' ? version.key : version.key.id;
-  if (target.kind === 'version' && keyId !== target.version.keyId) {
-    throw new CliError('Conflict', `${name} stopped being the Active version of "${base}" while signing; sign again with --key ${base}`);
+  const expected = expectKeyId ?? signer.expectKeyId;
+  if (expected !== undefined && keyId !== expected) {
+    throw new CliError('Conflict', `${expected} stopped being the Active version of "${signer.base}" while signing (${keyId} is now); sign again`);
   }
-  const v = await rot!.registry.getKeyVersion(keyId);
-  return { raw: signature, algorithm: version.algorithm, key: target.kind === 'logical' ? base : name, ref: v.keyRef, logical: { keyId, version: version.version, signedAt } };
+  const v = await signer.rot.registry.getKeyVersion(keyId);
+  return { raw: signature, algorithm: version.algorithm, key: signer.expectKeyId ? signer.name : signer.base, keyId, ref: v.keyRef, logical: { keyId, version: version.version, signedAt } };
+}
+
+/** The backend id and algorithm that will sign, known before signing (a JWS header names them). */
+async function expectedSigner(signer: Signer): Promise<{ keyId: string; algorithm: KeyAlgorithm }> {
+  if (signer.kind === 'backend') return { keyId: signer.handle.id, algorithm: signer.handle.algorithm };
+  const active = await signer.rot.registry.getActiveKeyUncached(signer.base);
+  return { keyId: active.keyId, algorithm: active.algorithm };
 }
 
 export async function sign(ctx: CliContext, opts: SignOptions): Promise<void> {
-  const message = await readInput(ctx, '--in', opts.in);
-  await withManagerAndRegistry(ctx, async (manager, rot) => {
-    const signed = await signWith(manager, rot, opts.key, message);
-    const signature = encodeSignature(signed.algorithm, signed.raw, opts.signatureFormat);
-    const format = formatOf(signed.algorithm, opts.signatureFormat);
-    const data = opts.encoding === 'base64' ? toBase64(signature) + '\n' : signature;
-    const which = signed.logical ? { keyId: signed.logical.keyId, version: signed.logical.version, signedAt: signed.logical.signedAt.toISOString() } : {};
-    if (ctx.json) {
-      const out = opts.out === '-' ? undefined : await writeOutput(ctx, '--out', opts.out, data);
-      return ctx.printJson({ key: signed.key, ...which, ref: signed.ref, algorithm: signed.algorithm, signatureFormat: format, encoding: opts.encoding, signature: toBase64(signature), out });
-    }
-    await writeOutput(ctx, '--out', opts.out, data);
-    if (opts.out !== '-') {
-      const by = signed.logical ? `${signed.key} version ${signed.logical.version} (${signed.logical.keyId}, ${signed.algorithm}, ${format}) at ${signed.logical.signedAt.toISOString()}` : `${signed.key} (${signed.algorithm}, ${format})`;
-      ctx.note(`signed ${message.length} bytes with ${by}: ${signature.length}-byte signature in ${opts.out}`);
-    }
-  });
+  const format: OutputFormat = opts.format ?? 'signature';
+  if (format === 'jws' && (opts.signatureFormat === 'raw' || opts.encoding === 'base64')) {
+    throw new CliError('UsageError', '--format jws: a JWS has its own encoding (base64url, ECDSA as r||s); leave out --signature-format and --encoding');
+  }
+  if (format !== 'jws' && opts.detached) throw new CliError('UsageError', '--detached applies to --format jws');
+  // The output is checked before the key is used, so a typo costs no signature and no audit record.
+  await checkOutputPath(ctx, '--out', opts.out);
+  const attached = format === 'jws' && !opts.detached;
+  // An attached JWS embeds the payload: read whole (bounded). Everything else streams.
+  const payload = attached ? await readInputLimited(ctx, '--in', opts.in, ATTACHED_JWS_LIMIT, 'message of an attached JWS (use --detached for larger ones)') : undefined;
+  const input = payload ? undefined : await openInput(ctx, '--in', opts.in);
+  try {
+    await withManagerAndRegistry(ctx, async (manager, rot) => {
+      const signer = await signerFor(manager, rot, opts.key);
+      let data: Uint8Array | string;
+      let signed: Signed;
+      let shownFormat: string;
+      let jws: string | undefined;
+      let signature: Uint8Array | undefined;
+      if (format === 'jws') {
+        const expected = await expectedSigner(signer);
+        const header = jwsHeader(expected.algorithm, expected.keyId);
+        if (payload) {
+          const encodedPayload = toBase64Url(payload);
+          signed = await signWith(manager, signer, new Uint8Array(Buffer.from(`${header}.${encodedPayload}`, 'ascii')), expected.keyId);
+          jws = `${header}.${encodedPayload}.${toBase64Url(signed.raw)}`;
+        } else {
+          signed = await signWith(manager, signer, jwsSigningInput(header, input!.chunks), expected.keyId);
+          jws = `${header}..${toBase64Url(signed.raw)}`;
+        }
+        data = jws + '\n';
+        shownFormat = `JWS ${jwsAlgorithm(signed.algorithm)}${attached ? '' : ', detached'}`;
+      } else {
+        signed = await signWith(manager, signer, input!.chunks);
+        signature = encodeSignature(signed.algorithm, signed.raw, opts.signatureFormat);
+        data = opts.encoding === 'base64' ? toBase64(signature) + '\n' : signature;
+        shownFormat = formatOf(signed.algorithm, opts.signatureFormat);
+      }
+      const bytes = payload ? payload.length : input!.bytesRead();
+      const which = signed.logical ? { keyId: signed.logical.keyId, version: signed.logical.version, signedAt: signed.logical.signedAt.toISOString() } : {};
+      if (ctx.json) {
+        const out = opts.out === '-' ? undefined : await writeOutput(ctx, '--out', opts.out, data);
+        const body =
+          format === 'jws'
+            ? { format: 'jws', detached: !attached, jws, alg: jwsAlgorithm(signed.algorithm), kid: signed.keyId }
+            : { signatureFormat: formatOf(signed.algorithm, opts.signatureFormat), encoding: opts.encoding, signature: toBase64(signature!) };
+        return ctx.printJson({ key: signed.key, ...which, ref: signed.ref, algorithm: signed.algorithm, ...body, bytes, out });
+      }
+      await writeOutput(ctx, '--out', opts.out, data);
+      if (opts.out !== '-') {
+        const by = signed.logical ? `${signed.key} version ${signed.logical.version} (${signed.logical.keyId}, ${signed.algorithm}, ${shownFormat})` : `${signed.key} (${signed.algorithm}, ${shownFormat})`;
+        const size = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
+        ctx.note(`signed ${bytes} bytes with ${by}: ${format === 'jws' ? `${size}-byte JWS` : `${size}-byte signature`} in ${opts.out}`);
+        if (signed.logical) ctx.note(`signedAt ${signed.logical.signedAt.toISOString()} (give it to verify --signed-at if this version is ever compromised)`);
+      }
+    });
+  } finally {
+    await input?.close();
+  }
 }
 
-/** The format a signature is actually in: only ECDSA has a DER form. */
+/** The signature form as a person reads it: ECDSA DER or raw, Ed25519 raw, RSA PKCS#1 v1.5 or PSS. */
 function formatOf(algorithm: KeyAlgorithm, requested: SignatureFormat): string {
-  const family = algorithmInfo(algorithm).family;
-  if (family === 'ECDSA') return requested;
-  return family === 'EdDSA' ? 'raw' : 'pkcs1';
+  const info = algorithmInfo(algorithm);
+  if (info.family === 'ECDSA') return requested;
+  if (info.family === 'EdDSA') return 'raw';
+  return info.padding === 'PSS' ? 'PSS, salt 32' : 'PKCS#1 v1.5';
 }
 
 interface VerifyOptions {
   key: string;
   in: string;
-  signature: string;
+  signature?: string;
   signatureFormat: SignatureFormat;
   encoding: Encoding;
   signedAt?: string;
+  format?: OutputFormat;
 }
 
 function parseSignedAt(value: string | undefined): Date | undefined {
   if (value === undefined) return undefined;
   const t = Date.parse(value);
   if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(t)) {
-    throw new CliError('InvalidArgument', `--signed-at: "${value}" is not an ISO 8601 time (e.g. 2026-01-31T12:00:00Z)`);
+    throw new CliError('InvalidArgument', `--signed-at: "${echo(value)}" is not an ISO 8601 time (e.g. the signedAt that sign printed, 2026-01-31T12:00:00.000Z)`);
   }
   return new Date(t);
 }
 
-/** The key a verification uses, or why there is none (an invalid signature, exit 1). */
-interface VerifyKey {
-  key: string;
-  algorithm: KeyAlgorithm;
-  backendKey?: string;
-  ref?: string;
-  logical?: { keyId?: string; version?: number; signedAt: Date };
-  refused?: string;
+/** The signature to check, read before any key is used. */
+type Evidence = { kind: 'signature'; encoded: Uint8Array } | { kind: 'jws'; jws: ParsedJws; attached: boolean; what: string };
+
+async function readEvidence(ctx: CliContext, opts: VerifyOptions): Promise<Evidence> {
+  if (opts.format === 'jws') {
+    if (opts.signature === undefined) {
+      const text = Buffer.from(await readInputLimited(ctx, '--in', opts.in, ATTACHED_JWS_LIMIT, 'JWS with its payload attached')).toString('latin1');
+      const jws = parseCompactJws(text, `--in ${echo(opts.in)}`);
+      if (jws.encodedPayload === '') throw new CliError('InvalidArgument', `--in ${echo(opts.in)} is a detached JWS (no payload): give the payload as --in and the JWS as --signature`);
+      return { kind: 'jws', jws, attached: true, what: `--in ${echo(opts.in)}` };
+    }
+    const text = Buffer.from(await readInputLimited(ctx, '--signature', opts.signature, SIGNATURE_READ_LIMIT, 'detached JWS')).toString('latin1');
+    const jws = parseCompactJws(text, `--signature ${echo(opts.signature)}`);
+    if (jws.encodedPayload !== '') {
+      throw new CliError('InvalidArgument', `--signature ${echo(opts.signature)} is a JWS with its payload attached: verify it alone with --format jws --in ${echo(opts.signature)} (no --signature)`);
+    }
+    return { kind: 'jws', jws, attached: false, what: `--signature ${echo(opts.signature)}` };
+  }
+  if (opts.signature === undefined) throw new CliError('UsageError', "required option '--signature <file>' not specified (only an attached JWS, --format jws, is verified without it)");
+  const file = await readInputLimited(ctx, '--signature', opts.signature, SIGNATURE_READ_LIMIT, 'signature');
+  const encoded = opts.encoding === 'base64' ? decodeBase64(Buffer.from(file).toString('latin1'), `--signature ${echo(opts.signature)}`) : file;
+  return { kind: 'signature', encoded };
 }
 
-async function verifyKeyFor(ctx: CliContext, manager: HsmManager, rot: RotationContext | undefined, name: string, signedAt: Date | undefined): Promise<VerifyKey> {
+/** A key named by --key, as verification sees it. */
+interface VerifyTarget {
+  key: string;
+  algorithm: KeyAlgorithm;
+  target: KeyTarget;
+  handle?: HsmKeyHandle;
+  ref?: string;
+  /** The key versions a JWS `kid` may name for this key. */
+  kidMatches(kid: string): boolean;
+}
+
+async function verifyTarget(manager: HsmManager, rot: RotationContext | undefined, name: string): Promise<VerifyTarget> {
   const target = await classifyKey(rot, name);
   if (target.kind === 'backend') {
-    if (signedAt) ctx.note(`note: --signed-at applies to logical keys; ${name} is a backend key, verified as it is`);
     const handle = await manager.getKey(name);
-    return { key: handle.id, algorithm: handle.algorithm, backendKey: handle.id, ref: handle.ref };
+    return { key: handle.id, algorithm: handle.algorithm, target, handle, ref: handle.ref, kidMatches: (kid) => kid === handle.id || kid === handle.ref };
   }
   if (target.kind === 'version') {
-    // A version named directly: it verifies while its state allows (never once revoked or compromised).
     const v = target.version;
-    const base: VerifyKey = { key: name, algorithm: v.algorithm, ref: v.keyRef, logical: { keyId: v.keyId, version: v.version, signedAt: signedAt ?? new Date() } };
-    if (!(VERIFYING_STATES as readonly string[]).includes(v.state) || v.revokedAt) return { ...base, refused: `${v.keyId} is ${v.state}${v.revokedAt ? ' (revoked or compromised once)' : ''}: it verifies nothing` };
-    return { ...base, backendKey: v.keyId };
+    return { key: name, algorithm: v.algorithm, target, ref: v.keyRef, kidMatches: (kid) => kid === v.keyId };
   }
-  // A logical key: the version that was Active at the signature time (LC-PROCESS).
-  const at = signedAt ?? new Date();
-  let v: KeyVersion;
-  try {
-    v = await rot!.registry.getKeyForVerification(target.baseKeyId, at);
-  } catch (error) {
-    if (!isHsmError(error, 'KeyNotFound')) throw error;
-    const algorithm = (await rot!.registry.getLogicalKey(target.baseKeyId)).algorithm;
-    return { key: target.baseKeyId, algorithm, logical: { signedAt: at }, refused: error.message };
-  }
-  return { key: target.baseKeyId, algorithm: v.algorithm, backendKey: v.keyId, ref: v.keyRef, logical: { keyId: v.keyId, version: v.version, signedAt: at } };
+  const algorithm = (await rot!.registry.getLogicalKey(target.baseKeyId)).algorithm;
+  return { key: target.baseKeyId, algorithm, target, kidMatches: (kid) => parseVersionKeyId(kid)?.baseKeyId === target.baseKeyId };
 }
 
 export async function verify(ctx: CliContext, opts: VerifyOptions): Promise<void> {
   const signedAt = parseSignedAt(opts.signedAt);
-  const message = await readInput(ctx, '--in', opts.in);
-  const file = await readInput(ctx, '--signature', opts.signature);
-  const encoded = opts.encoding === 'base64' ? decodeBase64(Buffer.from(file).toString('latin1'), `--signature ${opts.signature}`) : file;
-  await withManagerAndRegistry(ctx, async (manager, rot) => {
-    const k = await verifyKeyFor(ctx, manager, rot, opts.key, signedAt);
-    const info = algorithmInfo(k.algorithm);
-    let reason: string | undefined = k.refused;
-    let valid = false;
-    let raw: Uint8Array | undefined;
-    if (k.backendKey) {
-      try {
-        raw = decodeSignature(k.algorithm, encoded, opts.signatureFormat);
-      } catch (error) {
-        // A malformed signature is an invalid one (exit 1), with the reason.
-        if (!isHsmError(error, 'InvalidSignatureEncoding')) throw error;
-        reason = error.message;
-      }
-    }
-    if (raw && k.backendKey) {
-      if (raw.length !== info.signatureBytes) {
-        reason = `signature is ${raw.length} bytes; ${k.algorithm} signatures are ${info.signatureBytes} bytes${info.family === 'ECDSA' && opts.signatureFormat === 'raw' ? ' (raw r||s)' : ''}`;
+  const evidence = await readEvidence(ctx, opts);
+  // The message streams (no size limit for a single candidate version); an attached JWS carries it.
+  const input = evidence.kind === 'jws' && evidence.attached ? undefined : await openInput(ctx, '--in', opts.in);
+  try {
+    await withManagerAndRegistry(ctx, async (manager, rot) => {
+      const k = await verifyTarget(manager, rot, opts.key);
+      const info = algorithmInfo(k.algorithm);
+      let reason: string | undefined;
+      let raw: Uint8Array | undefined;
+      let message: MessageInput | undefined;
+      if (evidence.kind === 'jws') {
+        const { header } = evidence.jws;
+        const expected = jwsAlgorithm(k.algorithm);
+        // The header's alg is checked against the key, never used to choose how to verify (alg confusion).
+        if (header.alg !== expected) reason = `the JWS header says alg ${echo(header.alg)}, but ${k.key} is ${k.algorithm} (${expected})`;
+        else if (header.kid !== undefined && !k.kidMatches(header.kid)) reason = `the JWS header's kid ${echo(header.kid)} is not a version of ${k.key}`;
+        raw = evidence.jws.signature;
+        message = evidence.attached
+          ? new Uint8Array(Buffer.from(`${evidence.jws.encodedHeader}.${evidence.jws.encodedPayload}`, 'ascii'))
+          : jwsSigningInput(evidence.jws.encodedHeader, input!.chunks);
       } else {
-        valid = await manager.verify(k.backendKey, message, raw);
-        if (!valid) {
-          reason = 'the signature does not match the message and key';
-          if (k.logical?.version !== undefined && k.logical.version > 1 && !signedAt) {
-            reason += ` (checked against version ${k.logical.version}, Active now; a signature made before a rotation needs --signed-at TIME)`;
-          }
+        try {
+          raw = decodeSignature(k.algorithm, evidence.encoded, opts.signatureFormat);
+        } catch (error) {
+          // A malformed signature is an invalid one (exit 1), with the reason.
+          if (!isHsmError(error, 'InvalidSignatureEncoding')) throw error;
+          reason = error.message;
         }
+        message = input!.chunks;
       }
-    }
-    if (!valid) ctx.exitCode = EXIT_NEGATIVE;
-    const which = k.logical ? { ...(k.logical.keyId ? { keyId: k.logical.keyId, version: k.logical.version } : {}), signedAt: k.logical.signedAt.toISOString() } : {};
-    if (ctx.json) {
-      return ctx.printJson({ valid, key: k.key, ...which, ...(k.ref ? { ref: k.ref } : {}), algorithm: k.algorithm, ...(reason ? { reason } : {}) });
-    }
-    const label = k.logical?.keyId ? `${k.key} version ${k.logical.version}, ${k.logical.keyId}, ${k.algorithm}` : `${k.key}, ${k.algorithm}`;
-    if (valid) ctx.print(`Verified OK (${label})`);
-    else ctx.note(`olocus-hsm: SignatureInvalid: ${reason} (${label})`);
-  });
+      if (!reason && raw && raw.length !== info.signatureBytes) {
+        reason = `signature is ${raw.length} bytes; ${k.algorithm} signatures are ${info.signatureBytes} bytes${info.family === 'ECDSA' && opts.signatureFormat === 'raw' ? ' (raw r||s)' : ''}`;
+      }
+      let valid = false;
+      let matched: { keyId: string; version: number } | undefined;
+      if (!reason && raw && message) {
+        const r = await check(ctx, manager, k, message, raw, signedAt);
+        valid = r.valid;
+        matched = r.matched;
+        reason = r.reason;
+      }
+      if (!valid) ctx.exitCode = EXIT_NEGATIVE;
+      const which = { ...(matched ? { keyId: matched.keyId, version: matched.version } : {}), ...(signedAt ? { signedAt: signedAt.toISOString() } : {}) };
+      const ref = matched && rot ? (await rot.registry.getKeyVersion(matched.keyId)).keyRef : k.ref;
+      if (ctx.json) {
+        return ctx.printJson({ valid, key: k.key, ...which, ...(ref ? { ref } : {}), algorithm: k.algorithm, ...(evidence.kind === 'jws' ? { format: 'jws', detached: !evidence.attached } : {}), ...(reason ? { reason } : {}) });
+      }
+      const label = matched ? `${k.key} version ${matched.version}, ${matched.keyId}, ${k.algorithm}` : `${k.key}, ${k.algorithm}`;
+      if (valid) ctx.print(`Verified OK (${label}${evidence.kind === 'jws' ? ', JWS' : ''})`);
+      else ctx.note(`olocus-hsm: SignatureInvalid: ${reason} (${label})`);
+    });
+  } finally {
+    await input?.close();
+  }
 }
+
+/** Verifies with the key the user named: a backend key, one version, or a logical key's versions. */
+async function check(
+  ctx: CliContext,
+  manager: HsmManager,
+  k: VerifyTarget,
+  message: MessageInput,
+  raw: Uint8Array,
+  signedAt: Date | undefined,
+): Promise<{ valid: boolean; matched?: { keyId: string; version: number }; reason?: string }> {
+  const t = k.target;
+  if (t.kind === 'backend') {
+    if (signedAt) ctx.note(`note: --signed-at applies to logical keys; ${echo(k.key)} is a backend key, verified as it is`);
+    const valid = await manager.verify(k.handle!, message, raw);
+    return valid ? { valid } : { valid, reason: 'the signature does not match the message and key' };
+  }
+  if (t.kind === 'version') {
+    // A version named directly verifies while its state allows (never once revoked or compromised).
+    const v = t.version;
+    const matched = { keyId: v.keyId, version: v.version };
+    if (!(VERIFYING_STATES as readonly string[]).includes(v.state) || v.revokedAt) {
+      return { valid: false, matched, reason: `${v.keyId} is ${v.state}${v.revokedAt ? ' (revoked or compromised once)' : ''}: it verifies nothing` };
+    }
+    const valid = await manager.verify(v.keyId, message, raw);
+    return valid ? { valid, matched } : { valid, matched, reason: 'the signature does not match the message and key' };
+  }
+  // A logical key: with --signed-at, the version Active then (LC-PROCESS); without, every version
+  // never compromised or revoked — a signature that verifies under one was made while it was Active.
+  let result;
+  try {
+    result = await manager.verifyWithLogicalKeyDetailed(t.baseKeyId, message, raw, signedAt);
+  } catch (error) {
+    if (!isHsmError(error, 'KeyNotFound')) throw error;
+    return { valid: false, reason: error.message };
+  }
+  if (result.valid && result.version) {
+    const keyId = typeof result.version.key === 'string' ? result.version.key : result.version.key.id;
+    return { valid: true, matched: { keyId, version: result.version.version } };
+  }
+  return {
+    valid: false,
+    reason: signedAt
+      ? `the signature does not match the message under the version of ${t.baseKeyId} that was Active at ${signedAt.toISOString()}`
+      : `the signature does not match the message under any version of ${t.baseKeyId} that may verify (never revoked or compromised; a signature by a compromised version is checked only with --signed-at)`,
+  };
+}
+
