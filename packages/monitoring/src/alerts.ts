@@ -59,6 +59,8 @@ export class AlertManager {
   private readonly now: () => number;
   private readonly onSinkError: NonNullable<AlertManagerOptions['onSinkError']>;
   private readonly firing = new Map<string, Alert>();
+  /** Resolved alerts, newest last, for the status page. */
+  private readonly resolvedLog: Alert[] = [];
   private readonly inFlight = new Set<Promise<void>>();
   private previous: MetricsSnapshot | undefined;
 
@@ -83,6 +85,11 @@ export class AlertManager {
     return [...this.firing.values()];
   }
 
+  /** The last `limit` (default 20, at most 100 kept) resolved alerts, newest first. */
+  resolvedRecently(limit = 20): Alert[] {
+    return this.resolvedLog.slice(-limit).reverse();
+  }
+
   /** Raises `key` unless it is already firing. Returns true when a notification was sent. */
   fire(key: string, alert: Omit<Alert, 'key' | 'state' | 'firedAt' | 'resolvedAt'>): boolean {
     if (this.firing.has(key)) return false;
@@ -97,7 +104,10 @@ export class AlertManager {
     const a = this.firing.get(key);
     if (!a) return false;
     this.firing.delete(key);
-    this.deliver({ ...a, state: 'resolved', summary: summary ?? `resolved: ${a.summary}`, resolvedAt: new Date(this.now()).toISOString() });
+    const resolved: Alert = { ...a, state: 'resolved', summary: summary ?? `resolved: ${a.summary}`, resolvedAt: new Date(this.now()).toISOString() };
+    this.resolvedLog.push(resolved);
+    if (this.resolvedLog.length > 100) this.resolvedLog.shift();
+    this.deliver(resolved);
     return true;
   }
 

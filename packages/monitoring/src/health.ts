@@ -1,4 +1,4 @@
-import { HsmError, isHsmError, type FipsStandard, type HsmBackend, type HsmInfo, type KeyAlgorithm } from '@olocus/hsm-core';
+import { HsmError, isHsmError, type FipsStandard, type FipsStatus, type HsmBackend, type HsmInfo, type KeyAlgorithm } from '@olocus/hsm-core';
 import { readBackendMetrics, type BackendMetricsView } from './backend-metrics.js';
 import { PeriodicRunner } from './periodic.js';
 
@@ -15,6 +15,14 @@ export interface CheckResult {
   unit?: string;
   /** How long the check itself took, ms. */
   durationMs: number;
+  /**
+   * Something an operator should act on that does not make the backend unhealthy, e.g. a module
+   * that is not FIPS validated (the status stays Healthy, so readiness and exit codes are not
+   * affected; the status page shows the check as a warning).
+   */
+  warning?: string;
+  /** Non-secret facts the check read (for fips: standard, level, evidence, certificate). */
+  details?: Record<string, string | number | boolean>;
 }
 
 export interface HealthReport {
@@ -44,7 +52,7 @@ export interface HealthThresholds {
 
 export interface FipsRequirement {
   /** The standard the backend must declare ('FIPS 140-2' accepts 140-3 too). */
-  standard: Exclude<FipsStandard, 'none'>;
+  standard: Exclude<FipsStandard, 'none' | 'unknown'>;
   /** Minimum security level. Default 1. */
   minLevel?: number;
   /** Also require the module to report its approved mode. Default false. */
@@ -66,6 +74,13 @@ export interface HealthMonitorOptions {
   loginFailureWindowMs?: number;
   /** When set, the FIPS check is Critical unless the backend meets it; otherwise it only reports. */
   fips?: FipsRequirement;
+  /**
+   * Login failures seen by other processes since a time (ms since epoch), e.g. auth.failure
+   * records of the shared audit log (`ActivityAggregator.loginFailuresSince`). The security check
+   * counts the larger of this and the failures this monitor saw itself (the audit log holds this
+   * process's failures too, so the two are not added).
+   */
+  loginFailures?: (since: number) => number | Promise<number>;
   /** Clock (ms since epoch), injectable for tests. Default Date.now. */
   now?: () => number;
 }
@@ -107,6 +122,8 @@ const FLAG_LEVEL: Record<TokenFlag, HealthLevel> = {
 
 const CANARY_DATA = new TextEncoder().encode('olocus-health-canary');
 const DEFAULT_CANARY_ID = 'olocus-health-canary';
+/** The audit record's `purpose` of canary signatures, so that activity views can leave them out. */
+export const CANARY_PURPOSE = 'health-canary';
 
 class CheckTimeout extends Error {}
 
@@ -125,6 +142,7 @@ export class HealthMonitor {
   private readonly now: () => number;
   private readonly fips: FipsRequirement | undefined;
   private readonly canaryAlgorithm: KeyAlgorithm | undefined;
+  private readonly externalLoginFailures: HealthMonitorOptions['loginFailures'];
   private canary: Promise<void> | undefined;
   private loginFailures: number[] = [];
   private pinLockedSeen = false;
@@ -158,6 +176,7 @@ export class HealthMonitor {
     this.now = options.now ?? Date.now;
     this.fips = options.fips;
     this.canaryAlgorithm = options.healthKeyAlgorithm;
+    this.externalLoginFailures = options.loginFailures;
   }
 
   /** The last completed report, if any. */
@@ -216,7 +235,7 @@ export class HealthMonitor {
     const rest = await Promise.all([
       this.timed('performance', () => this.performance()),
       this.timed('capacity', async () => this.capacity()),
-      this.timed('security', async () => this.security(info)),
+      this.timed('security', () => this.security(info)),
       this.timed('fips', () => this.fipsCheck()),
     ]);
     const checks = [connectivity, ...rest];
@@ -282,7 +301,7 @@ export class HealthMonitor {
   private async performance(): Promise<Omit<CheckResult, 'name' | 'durationMs'>> {
     await this.ensureCanary();
     const started = performance.now();
-    await this.backend.sign(this.healthKeyId, CANARY_DATA);
+    await this.backend.sign(this.healthKeyId, CANARY_DATA, { purpose: CANARY_PURPOSE });
     const ms = performance.now() - started;
     const { healthyMs, warningMs } = this.thresholds;
     const status: HealthLevel = ms <= healthyMs ? 'Healthy' : ms <= warningMs ? 'Degraded' : 'Critical';
@@ -306,16 +325,18 @@ export class HealthMonitor {
     };
   }
 
-  private security(info: HsmInfo | undefined): Omit<CheckResult, 'name' | 'durationMs'> {
+  private async security(info: HsmInfo | undefined): Promise<Omit<CheckResult, 'name' | 'durationMs'>> {
     const cutoff = this.now() - this.loginFailureWindowMs;
     while (this.loginFailures.length > 0 && this.loginFailures[0]! < cutoff) this.loginFailures.shift();
-    const failures = this.loginFailures.length;
+    const own = this.loginFailures.length;
+    const external = this.externalLoginFailures ? await this.externalLoginFailures(cutoff) : undefined;
+    const failures = Math.max(own, external ?? 0);
     const t = this.thresholds;
     const levels: HealthLevel[] = [];
     const notes: string[] = [];
     if (failures >= t.loginFailuresCritical) levels.push('Critical');
     else if (failures >= t.loginFailuresDegraded) levels.push('Degraded');
-    notes.push(`${failures} login failure(s) in the last ${Math.round(this.loginFailureWindowMs / 1000)} s`);
+    notes.push(`${failures} login failure(s) in the last ${Math.round(this.loginFailureWindowMs / 1000)} s${external !== undefined ? ' (all processes, from the audit log)' : ''}`);
     if (this.pinLockedSeen) {
       levels.push('Critical');
       notes.push('a PinLocked error was observed');
@@ -329,8 +350,9 @@ export class HealthMonitor {
 
   private async fipsCheck(): Promise<Omit<CheckResult, 'name' | 'durationMs'>> {
     const fips = await this.backend.fipsStatus();
-    const described = fips.standard === 'none' ? 'no FIPS validation' : `${fips.standard} level ${fips.level}${fips.approvedMode ? ', approved mode' : ''}${fips.certificate ? `, certificate #${fips.certificate}` : ''}`;
-    if (!this.fips) return { status: 'Healthy', message: described, metric: fips.level, unit: 'level' };
+    const { described, warning, details } = assessFips(fips);
+    const base = { metric: fips.level, unit: 'level', details, ...(warning ? { warning } : {}) };
+    if (!this.fips) return { status: 'Healthy', message: described, ...base };
     const need = this.fips;
     const standardOk = fips.standard === need.standard || (need.standard === 'FIPS 140-2' && fips.standard === 'FIPS 140-3');
     const problems: string[] = [];
@@ -341,10 +363,39 @@ export class HealthMonitor {
     return {
       status: problems.length > 0 ? 'Critical' : 'Healthy',
       message: problems.length > 0 ? `${described}: ${problems.join(', ')}` : described,
-      metric: fips.level,
-      unit: 'level',
+      ...base,
     };
   }
+}
+
+/**
+ * What a FIPS status means to an operator. A warning when the module is not validated, its level
+ * could not be established, the claim rests only on the operator's attestation (or on nothing),
+ * the certificate is not active, or the backend found contradictions. A cloud provider's
+ * documented validation (`provider-claim`) is the best a client can know and is not a warning.
+ */
+export function assessFips(fips: FipsStatus): { described: string; warning?: string; details: Record<string, string | number | boolean> } {
+  const evidence = fips.evidence ?? 'none';
+  const details: Record<string, string | number | boolean> = { standard: fips.standard, level: fips.level, approvedMode: fips.approvedMode, evidence };
+  if (fips.certificate) details.certificate = fips.certificate;
+  if (fips.certificateStatus) details.certificateStatus = fips.certificateStatus;
+  const findings = (fips.findings ?? []).filter((f) => typeof f === 'string' && f !== '');
+  if (findings.length > 0) details.findings = findings.join('; ');
+  const evidenceText: Record<string, string> = { measured: 'measured on the device', attested: "attested in the operator's config only", 'provider-claim': "per the provider's documentation", none: 'no evidence' };
+  const described =
+    fips.standard === 'none'
+      ? 'not FIPS validated (no FIPS 140 certificate)'
+      : fips.standard === 'unknown' || fips.level === 0
+        ? 'FIPS validation unknown: the level could not be established'
+        : `${fips.standard} level ${fips.level}${fips.approvedMode ? ', approved mode' : ''}${fips.certificate ? `, certificate #${fips.certificate}` : ''} (${evidenceText[evidence] ?? evidence})`;
+  const reasons: string[] = [];
+  if (fips.standard === 'none') reasons.push('the module is not FIPS validated');
+  else if (fips.standard === 'unknown' || fips.level === 0) reasons.push('the FIPS level is unknown');
+  else if (evidence === 'attested') reasons.push('the FIPS level is only attested in the config, not measured');
+  else if (evidence === 'none') reasons.push('the FIPS claim has no evidence');
+  if (fips.certificateStatus === 'revoked' || fips.certificateStatus === 'historical') reasons.push(`the certificate is ${fips.certificateStatus}`);
+  for (const f of findings) reasons.push(f);
+  return reasons.length > 0 ? { described, warning: reasons.join('; '), details } : { described, details };
 }
 
 /** Token flags of concern, from `tokenFlags` (a CK_FLAGS number) or boolean details of the same names. */

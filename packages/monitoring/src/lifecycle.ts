@@ -244,8 +244,14 @@ export interface RegistryVersion {
   keyId: string;
   baseKeyId: string;
   state: string;
+  version?: number;
+  algorithm?: string;
+  backend?: string;
   activatedAt?: Date;
   expiresAt?: Date;
+  destroyAfter?: Date;
+  lastUsedAt?: Date;
+  usageCount?: number;
 }
 
 /** The parts of a key registry the helpers below use (`@olocus/hsm-rotation`'s KeyRegistry fits). */
@@ -292,5 +298,62 @@ export function registryKeyCounts(registry: KeyRegistryLike): () => Promise<Reco
     const counts: Record<string, number> = {};
     for (const v of await allVersions(registry)) counts[v.state] = (counts[v.state] ?? 0) + 1;
     return counts;
+  };
+}
+
+// ------------------------------------------------------------------ the key inventory of the status page
+
+/** One key (version) as the status page lists it. */
+export interface KeyInventoryItem {
+  keyId: string;
+  /** The logical key, for versions the registry rotates. */
+  baseKeyId?: string;
+  version?: number;
+  /** Registry state (Active, Superseded, ...) or the backend's (enabled, disabled, ...). */
+  state: string;
+  algorithm?: string;
+  backend?: string;
+  activatedAt?: Date;
+  /** End of the cryptoperiod (protect-stop): no signing after it. */
+  expiresAt?: Date;
+  /** Next scheduled rotation (Active versions of logical keys with a rotation interval). */
+  rotationDueAt?: Date;
+  /** PendingDestruction: when the key may be destroyed. */
+  destroyAfter?: Date;
+  lastUsedAt?: Date;
+  usageCount?: number;
+  /** Where the entry comes from: `registry` or `backend` (a key outside the registry). */
+  source?: string;
+}
+
+export type KeyInventoryProvider = () => Promise<KeyInventoryItem[]>;
+
+/**
+ * Every version in a key registry with its state, cryptoperiod end and (Active versions of
+ * keys on a schedule) next rotation = activation + interval, the date the rotation manager uses.
+ */
+export function registryInventory(registry: KeyRegistryLike): KeyInventoryProvider {
+  return async () => {
+    const versions = await allVersions(registry);
+    const intervals = new Map<string, number | undefined>();
+    const out: KeyInventoryItem[] = [];
+    for (const v of versions) {
+      const item: KeyInventoryItem = { keyId: v.keyId, baseKeyId: v.baseKeyId, state: v.state, source: 'registry' };
+      if (v.version !== undefined) item.version = v.version;
+      if (v.algorithm) item.algorithm = v.algorithm;
+      if (v.backend) item.backend = v.backend;
+      if (v.activatedAt) item.activatedAt = v.activatedAt;
+      if (v.expiresAt) item.expiresAt = v.expiresAt;
+      if (v.destroyAfter) item.destroyAfter = v.destroyAfter;
+      if (v.lastUsedAt) item.lastUsedAt = v.lastUsedAt;
+      if (v.usageCount !== undefined) item.usageCount = v.usageCount;
+      if (v.state === 'Active' && v.activatedAt) {
+        if (!intervals.has(v.baseKeyId)) intervals.set(v.baseKeyId, (await registry.getLogicalKey(v.baseKeyId)).rotationIntervalMs);
+        const interval = intervals.get(v.baseKeyId);
+        if (interval !== undefined) item.rotationDueAt = new Date(v.activatedAt.getTime() + interval);
+      }
+      out.push(item);
+    }
+    return out;
   };
 }

@@ -92,6 +92,8 @@ interface ErrorSeries {
   child: Counter.Internal;
 }
 
+export type OperationListener = (operation: Operation, ms: number, error: unknown) => void;
+
 const RING = 256;
 const DEFAULT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const OP_INDEX = new Map<string, number>(OPERATIONS.map((op, i) => [op, i]));
@@ -115,6 +117,7 @@ export class HsmMetrics {
   private readonly keysGauge: Gauge<string>;
   private keyCounts: Record<string, number> | undefined;
   private readonly series = new Map<string, Map<string, Series>>();
+  private readonly operationListeners = new Set<OperationListener>();
   private readonly errorSeries = new Map<string, Map<string, ErrorSeries>>();
   private readonly errorListeners = new Set<ErrorListener>();
   private keyGenerations = 0;
@@ -214,6 +217,15 @@ export class HsmMetrics {
     return () => this.errorListeners.delete(listener);
   }
 
+  /**
+   * Called with every finished call (operation, latency ms, the error when it failed). Used to
+   * chart this process's own activity when no audit log is connected. Returns an unsubscribe function.
+   */
+  onOperation(listener: OperationListener): () => void {
+    this.operationListeners.add(listener);
+    return () => this.operationListeners.delete(listener);
+  }
+
   /** Wraps a backend so that every call is counted and timed here. */
   instrument<T extends HsmBackend>(backend: T): HsmBackend {
     return instrument(backend, this);
@@ -231,6 +243,15 @@ export class HsmMetrics {
     this.ringOp[i] = OP_INDEX.get(operation) ?? 0;
     this.ringNext = (i + 1) % RING;
     if (this.ringCount < RING) this.ringCount++;
+    if (this.operationListeners.size > 0) {
+      for (const listener of this.operationListeners) {
+        try {
+          listener(operation, ms, error);
+        } catch {
+          // never let a listener break the call path
+        }
+      }
+    }
     if (error === undefined) {
       s.success++;
       s.ok.inc();
@@ -390,9 +411,12 @@ export function instrument(inner: HsmBackend, metrics: HsmMetrics): HsmBackend {
   };
   const none = 'none';
 
-  const wrapper: HsmBackend & { metrics?: () => unknown } = {
+  const wrapper: HsmBackend = {
     get type() {
       return inner.type;
+    },
+    get instanceId() {
+      return inner.instanceId;
     },
     async initialize(): Promise<void> {
       const t = performance.now();
@@ -550,7 +574,22 @@ export function instrument(inner: HsmBackend, metrics: HsmMetrics): HsmBackend {
       }
     },
   };
-  const innerMetrics = (inner as { metrics?: unknown }).metrics;
-  if (typeof innerMetrics === 'function') wrapper.metrics = () => innerMetrics.call(inner);
+  if (typeof inner.metrics === 'function') wrapper.metrics = () => inner.metrics!();
+  if (typeof inner.signStream === 'function') {
+    // Streams are signed as streams (the manager would otherwise buffer them), and counted as signs.
+    wrapper.signStream = async (key: KeyRef, chunks: AsyncIterable<Uint8Array>, options?: SignOptions): Promise<Uint8Array> => {
+      const t = performance.now();
+      try {
+        const r = await inner.signStream!(key, chunks, options);
+        const alg = algorithmOf(key);
+        metrics.record('sign', alg, t);
+        if (alg === 'unknown') resolveLater(key);
+        return r;
+      } catch (error) {
+        metrics.record('sign', algorithmOf(key), t, error);
+        throw error;
+      }
+    };
+  }
   return wrapper;
 }

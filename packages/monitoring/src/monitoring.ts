@@ -1,4 +1,5 @@
 import type { HsmBackend } from '@olocus/hsm-core';
+import { ActivityAggregator, feedFromMetrics, type ActivityAggregatorOptions, type ActivitySource } from './activity.js';
 import { AlertManager, type AlertManagerOptions } from './alerts.js';
 import { HealthMonitor, type HealthMonitorOptions } from './health.js';
 import { HsmMetrics, type HsmMetricsOptions } from './metrics.js';
@@ -9,6 +10,12 @@ export interface MonitoringOptions {
   metrics?: HsmMetricsOptions;
   /** When given, an AlertManager watching the monitor and the metrics. */
   alerts?: AlertManagerOptions;
+  /**
+   * Where the installation's activity is read (the audit log every process appends to, through
+   * an adapter). Its auth.failure records also feed the security check. Without it the status
+   * page shows this process's own operations.
+   */
+  activity?: ActivitySource | (Omit<ActivityAggregatorOptions, 'source'> & { source: ActivitySource });
 }
 
 export interface Monitoring {
@@ -17,6 +24,8 @@ export interface Monitoring {
   metrics: HsmMetrics;
   monitor: HealthMonitor;
   alerts?: AlertManager;
+  /** Aggregates of the activity source (or of this process's operations): give it to `startMonitorServer`. */
+  activity: ActivityAggregator;
   /** Stops the monitor and the alert watch. */
   stop(): Promise<void>;
 }
@@ -30,8 +39,22 @@ export interface Monitoring {
 export function createMonitoring(options: MonitoringOptions): Monitoring {
   const metrics = new HsmMetrics(options.metrics);
   const backend = instrument(options.backend, metrics);
-  const monitor = new HealthMonitor({ ...options.health, backend: options.backend });
   const unsubscribe: Array<() => void> = [];
+  const given = options.activity;
+  let activity: ActivityAggregator;
+  let loginFailures: ((since: number) => Promise<number>) | undefined;
+  if (given) {
+    const aggregatorOptions = 'read' in given ? { source: given } : given;
+    activity = new ActivityAggregator({ ...aggregatorOptions, ...(options.health?.now ? { now: options.health.now } : {}) });
+    loginFailures = async (since) => {
+      await activity.refresh();
+      return activity.loginFailuresSince(since);
+    };
+  } else {
+    activity = new ActivityAggregator(options.health?.now ? { now: options.health.now } : {});
+    unsubscribe.push(feedFromMetrics(activity, metrics));
+  }
+  const monitor = new HealthMonitor({ ...options.health, backend: options.backend, ...(loginFailures ? { loginFailures } : {}) });
   unsubscribe.push(metrics.onError((error) => monitor.observeError(error)));
   unsubscribe.push(monitor.onReport((report) => metrics.recordHealth(report)));
   let alerts: AlertManager | undefined;
@@ -43,6 +66,7 @@ export function createMonitoring(options: MonitoringOptions): Monitoring {
     backend,
     metrics,
     monitor,
+    activity,
     async stop() {
       await monitor.stop();
       for (const u of unsubscribe) u();

@@ -1,9 +1,13 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { HsmError } from '@olocus/hsm-core';
+import { ActivityAggregator, feedFromMetrics } from './activity.js';
+import type { AlertManager } from './alerts.js';
 import type { HealthMonitor, HealthReport } from './health.js';
+import type { KeyInventoryItem, KeyInventoryProvider } from './lifecycle.js';
 import type { HsmMetrics } from './metrics.js';
-import { renderStatusPage } from './status-page.js';
+import { renderStatusPage, STATUS_PAGE_CSP } from './status-page.js';
+import { buildStatusView, type StatusView } from './status-view.js';
 
 export interface MonitorServerOptions {
   monitor: HealthMonitor;
@@ -22,6 +26,19 @@ export interface MonitorServerOptions {
    * `/metrics` request, shown on the page and exported as the `keys{state}` gauge.
    */
   keyCounts?: () => Promise<Record<string, number>>;
+  /**
+   * Installation-wide activity for `/status` (e.g. an aggregator over the audit log, as
+   * `createMonitoring({ activity })` makes). Default: this process's own operations.
+   */
+  activity?: ActivityAggregator;
+  /** Every key with its state, next rotation and cryptoperiod end (e.g. `registryInventory(registry)`). */
+  inventory?: KeyInventoryProvider;
+  /** Firing and recently resolved alerts are listed on `/status`. */
+  alerts?: AlertManager;
+  /** `<meta http-equiv="refresh">` period of `/status`, seconds. Default 10. */
+  refreshSeconds?: number;
+  /** Keys whose rotation or cryptoperiod end is this close are highlighted. Default 30. */
+  warnDays?: number;
 }
 
 export interface MonitorServer {
@@ -48,11 +65,63 @@ export function parseListen(listen: string | { host: string; port: number }): { 
 export async function startMonitorServer(options: MonitorServerOptions): Promise<MonitorServer> {
   const { monitor, metrics } = options;
   const { host, port } = parseListen(options.listen ?? '127.0.0.1:9464');
+  let activity = options.activity;
+  let unfeed: (() => void) | undefined;
+  if (!activity) {
+    activity = new ActivityAggregator();
+    unfeed = feedFromMetrics(activity, metrics);
+  }
+  const aggregator = activity;
+  const refreshSeconds = options.refreshSeconds ?? 10;
   const maxAge = () => options.maxReportAgeMs ?? (monitor.isRunning ? 2 * monitor.intervalMs : 0);
   const report = async (): Promise<HealthReport> => {
     const last = monitor.lastReport;
     if (last && Date.now() - last.timestamp.getTime() <= maxAge()) return last;
     return monitor.performHealthCheck();
+  };
+
+  const inventory = async (): Promise<{ items?: KeyInventoryItem[]; counts?: Record<string, number>; error?: string } | undefined> => {
+    if (!options.inventory && !options.keyCounts) return undefined;
+    const out: { items?: KeyInventoryItem[]; counts?: Record<string, number>; error?: string } = {};
+    const problems: string[] = [];
+    await Promise.all([
+      options.inventory?.().then(
+        (items) => {
+          out.items = items;
+        },
+        (error: unknown) => problems.push(messageOf(error)),
+      ),
+      options.keyCounts?.().then(
+        (counts) => {
+          out.counts = counts;
+        },
+        (error: unknown) => problems.push(messageOf(error)),
+      ),
+    ]);
+    if (!out.counts && out.items && !options.keyCounts) {
+      out.counts = {};
+      for (const k of out.items) out.counts[k.state] = (out.counts[k.state] ?? 0) + 1;
+    }
+    if (out.counts) metrics.recordKeyCounts(out.counts);
+    if (problems.length > 0) out.error = problems.join('; ');
+    return out;
+  };
+
+  const statusView = async (): Promise<StatusView> => {
+    // The activity first: the health check's security check reads login failures from it.
+    await aggregator.refresh();
+    const [r, keys] = await Promise.all([report(), inventory()]);
+    metrics.recordHealth(r);
+    return buildStatusView({
+      title: options.title ?? 'Olocus HSM status',
+      refreshSeconds,
+      report: r,
+      snapshot: metrics.snapshot(),
+      activity: aggregator.view(),
+      alerts: options.alerts ? { firing: options.alerts.active(), resolved: options.alerts.resolvedRecently() } : undefined,
+      keys,
+      warnMs: (options.warnDays ?? 30) * 86_400_000,
+    });
   };
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
@@ -97,14 +166,22 @@ export async function startMonitorServer(options: MonitorServerOptions): Promise
         return;
       }
       case '/':
-      case '/status': {
-        const [r, keyCounts] = await Promise.all([report(), counts()]);
-        metrics.recordHealth(r);
-        send(200, 'text/html; charset=utf-8', renderStatusPage({ report: r, snapshot: metrics.snapshot(), title: options.title ?? 'Olocus HSM status', keyCounts }));
+      case '/status':
+      case '/status.json': {
+        const view = await statusView();
+        const wantsJson = path === '/status.json' || /\bapplication\/json\b/.test(req.headers.accept ?? '');
+        if (wantsJson) {
+          send(200, 'application/json; charset=utf-8', JSON.stringify(view));
+          return;
+        }
+        res.setHeader('content-security-policy', STATUS_PAGE_CSP);
+        res.setHeader('x-content-type-options', 'nosniff');
+        res.setHeader('referrer-policy', 'no-referrer');
+        send(200, 'text/html; charset=utf-8', renderStatusPage(view));
         return;
       }
       default:
-        send(404, 'text/plain; charset=utf-8', 'not found: try /metrics, /healthz, /readyz, /status\n');
+        send(404, 'text/plain; charset=utf-8', 'not found: try /metrics, /healthz, /readyz, /status, /status.json\n');
     }
   };
 
@@ -129,10 +206,15 @@ export async function startMonitorServer(options: MonitorServerOptions): Promise
     url: `http://${shownHost}:${address.port}`,
     close: () =>
       new Promise<void>((resolve, reject) => {
+        unfeed?.();
         server.close((error) => (error ? reject(error) : resolve()));
         server.closeAllConnections();
       }),
   };
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 function round(ms: number): number {

@@ -5,7 +5,7 @@ import { HsmError, type HsmBackend } from '@olocus/hsm-core';
 import { SoftwareBackend } from '@olocus/hsm-backend-software';
 import { afterAll } from 'vitest';
 
-/** Small scrypt cost: the tests measure monitoring, not key derivation. */
+/** The lowest scrypt cost the software backend accepts: the tests measure monitoring, not key derivation. */
 export const FAST_SCRYPT = { N: 2 ** 15, r: 8, p: 1 } as const; // the smallest N the software backend accepts
 
 const dirs: string[] = [];
