@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
 import { availableParallelism } from 'node:os';
 import type { KeyObject } from 'node:crypto';
 import {
@@ -6,9 +7,15 @@ import {
   KEY_ALGORITHMS,
   ResourcePool,
   algorithmInfo,
+  assertAlgorithmSupported,
   assertValidKeyId,
+  assertSameInstance,
+  assertUsable,
   isHsmError,
-  isKeyAlgorithm,
+  normalizeKeySpec,
+  normalizeListOptions,
+  throwIfAborted,
+  type BackendMetrics,
   readSecret as coreReadSecret,
   verifyLocally,
   type BackendContext,
@@ -83,8 +90,10 @@ import {
   readBool,
   readUlong,
   readUlongArray,
+  STREAM_BUFFER_LIMIT,
   signInput,
   signPlanFor,
+  streamSignInput,
   spkiOf,
   ulongArray,
   type SignPlan,
@@ -134,7 +143,7 @@ export interface Pkcs11BackendInit {
   readSecret?: BackendContext['readSecret'];
 }
 
-export interface Pkcs11Metrics {
+export interface Pkcs11Metrics extends BackendMetrics {
   pool: PoolMetrics | undefined;
   /** Sessions this backend holds open, anchor included. */
   sessionsOpen: number;
@@ -165,6 +174,7 @@ const ED25519_BITS = [255, 256];
  */
 export class Pkcs11Backend implements HsmBackend {
   readonly type = 'pkcs11';
+  #instanceId = '';
   readonly options: Pkcs11Options;
   readonly vendor: VendorProfile;
   #pin: string | undefined;
@@ -197,6 +207,17 @@ export class Pkcs11Backend implements HsmBackend {
   private reattachPromise: Promise<void> | undefined;
   private sessionsOpen = 0;
   private readonly counters = { relogins: 0, retries: 0, circuitOpens: 0, recoveries: 0, signs: 0, threadSigns: 0 };
+
+  /**
+   * The instance's identity, as an RFC 7512 URI: the token (by serial, or by label when the token
+   * reports no serial) and the module path. Provisional (configured label or slot) until
+   * initialize() has found the token.
+   */
+  get instanceId(): string {
+    if (this.#instanceId) return this.#instanceId;
+    const token = this.options.tokenLabel !== undefined ? formatPkcs11Uri({ token: this.options.tokenLabel }) : `pkcs11:slot-id=${this.options.slotId}`;
+    return `${token}?module-path=${encodeURI(this.options.libraryPath ?? this.vendor.name)}`;
+  }
 
   constructor(options: Pkcs11OptionsInput | Pkcs11Options, init: Pkcs11BackendInit = {}) {
     this.options = parsePkcs11Options(options);
@@ -361,6 +382,8 @@ export class Pkcs11Backend implements HsmBackend {
     this.tokenLabel = label;
     this.tokenSerial = trimLabel(serial);
     this.loginScope = loginScope(this.libraryPath, id, this.tokenSerial, label);
+    // after a re-initialisation the slot is selected again: the identity must not change under handles
+    this.#instanceId ||= `${formatPkcs11Uri(this.tokenSerial !== '' ? { serial: this.tokenSerial } : { token: label })}?module-path=${encodeURI(resolvePath(this.libraryPath))}`;
   }
 
   /** C_GetMechanismList / C_GetMechanismInfo: which contract algorithms this token really does. */
@@ -491,7 +514,7 @@ export class Pkcs11Backend implements HsmBackend {
         lease.release();
         return result;
       } catch (error) {
-        if (error instanceof HsmError) {
+        if (isHsmError(error)) {
           lease.release();
           throw error;
         }
@@ -531,7 +554,7 @@ export class Pkcs11Backend implements HsmBackend {
 
   /** Maps anything thrown by pkcs11js to an HsmError, opening the circuit for device failures. */
   private nativeError(error: unknown, op: HsmErrorCode, what: string): HsmError {
-    if (error instanceof HsmError) return error;
+    if (isHsmError(error)) return error;
     const rv = returnValueOf(error);
     const name = rv === undefined ? undefined : returnValueName(rv);
     let cls: FailureClass = classifyReturnValue(error);
@@ -677,12 +700,11 @@ export class Pkcs11Backend implements HsmBackend {
   // ---------------------------------------------------------------- keys
 
   private queryFor(ref: KeyRef): { cacheKey: string; query: KeyQuery } {
+    // A handle is resolved by its ref alone: its id, metadata and algorithm are the caller's
+    // words, and believing them would let a forged handle borrow another key's name.
     if (ref !== null && typeof ref === 'object') {
-      const hex = ref.metadata?.ckaId;
-      if (typeof hex === 'string' && /^([0-9a-f]{2})+$/i.test(hex)) {
-        return { cacheKey: `cka:${hex.toLowerCase()}`, query: { id: Buffer.from(hex, 'hex'), display: ref.id } };
-      }
-      return this.queryFor(ref.id);
+      if (typeof ref.ref !== 'string' || !/^pkcs11:/i.test(ref.ref)) throw new HsmError('InvalidArgument', 'key handle has no pkcs11: ref; pass a handle returned by this backend', { details: { field: 'key.ref' } });
+      return this.queryFor(ref.ref);
     }
     if (typeof ref !== 'string') throw new HsmError('InvalidArgument', 'key must be a key id, a pkcs11: URI or a key handle', { details: { field: 'key' } });
     if (/^pkcs11:/i.test(ref)) {
@@ -820,6 +842,8 @@ export class Pkcs11Backend implements HsmBackend {
       algorithm: entry.algorithm,
       usages: [...entry.usages],
       backend: this.type,
+      instance: this.instanceId,
+      state: 'enabled',
       metadata: {
         ckaId: entry.ckaId.toString('hex'),
         label: entry.label,
@@ -830,17 +854,20 @@ export class Pkcs11Backend implements HsmBackend {
     } as HsmKeyHandle;
     for (const [k, v] of Object.entries(entry.labels ?? {})) if (typeof v === 'string') handle.metadata[`label.${k}`] = v;
     if (entry.createdAt) handle.createdAt = entry.createdAt;
+    if (entry.labels) handle.labels = { ...entry.labels };
     if (entry.expiresAt) handle.expiresAt = entry.expiresAt;
     return handle;
   }
 
   async getKey(key: KeyRef): Promise<HsmKeyHandle> {
     this.assertUsable();
+    assertSameInstance(key, this.instanceId);
     return { ...(await this.resolve(key)).handle };
   }
 
   async getPublicKey(key: KeyRef): Promise<PublicKeyInfo> {
     this.assertUsable();
+    assertSameInstance(key, this.instanceId);
     const entry = await this.resolve(key);
     if (!entry.spki) throw new HsmError('KeyNotFound', `key ${entry.handle.ref} has no public key object on the token`, { details: { key: entry.id } });
     return { algorithm: entry.algorithm, spki: entry.spki };
@@ -848,25 +875,47 @@ export class Pkcs11Backend implements HsmBackend {
 
   async sign(key: KeyRef, data: Uint8Array, options: SignOptions = {}): Promise<Uint8Array> {
     this.assertUsable();
+    assertSameInstance(key, this.instanceId);
     if (!(data instanceof Uint8Array)) throw new HsmError('InvalidArgument', 'data must be a Uint8Array', { details: { field: 'data' } });
-    let entry = await this.resolve(key, options.signal);
+    throwIfAborted(options.signal);
+    return this.signResolved(key, await this.resolve(key, options.signal), (plan) => signInput(plan, data), options.signal);
+  }
+
+  /**
+   * Hashes the chunks as they arrive (ECDSA, RSA: the token signs the digest), so a large
+   * message never sits in memory. Ed25519 (CKM_EDDSA is single-part) buffers up to
+   * STREAM_BUFFER_LIMIT bytes.
+   */
+  async signStream(key: KeyRef, chunks: AsyncIterable<Uint8Array>, options: SignOptions = {}): Promise<Uint8Array> {
+    this.assertUsable();
+    assertSameInstance(key, this.instanceId);
+    if (!chunks || typeof (chunks as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] !== 'function') {
+      throw new HsmError('InvalidArgument', 'chunks must be an async iterable of Uint8Array', { details: { field: 'chunks' } });
+    }
+    throwIfAborted(options.signal);
+    const entry = await this.resolve(key, options.signal);
     const plan = this.checkSignable(entry);
-    const input = signInput(plan, data);
+    const input = await streamSignInput(plan, chunks, STREAM_BUFFER_LIMIT, options.signal);
+    return this.signResolved(key, entry, () => input, options.signal);
+  }
+
+  private async signResolved(key: KeyRef, first: KeyEntry, inputFor: (plan: SignPlan) => Buffer, signal: AbortSignal | undefined): Promise<Uint8Array> {
+    let entry = first;
+    const plan = this.checkSignable(entry);
+    const input = inputFor(plan);
+    throwIfAborted(signal);
     try {
-      return await this.signWith(entry, plan, input, options.signal);
+      return await this.signWith(entry, plan, input, signal);
     } catch (error) {
       if (!isHsmError(error) || error.details.stale !== true) throw error;
       this.forget(entry);
-      entry = await this.resolve(key, options.signal);
-      return this.signWith(entry, this.checkSignable(entry), input, options.signal);
+      entry = await this.resolve(key, signal);
+      return this.signWith(entry, this.checkSignable(entry), input, signal);
     }
   }
 
   private checkSignable(entry: KeyEntry): SignPlan {
-    if (!entry.usages.includes('sign')) throw new HsmError('KeyUsageNotAllowed', `key ${entry.id} is not a signing key (CKA_SIGN is false)`, { details: { key: entry.id } });
-    if (entry.expiresAt && Date.now() >= entry.expiresAt.getTime()) {
-      throw new HsmError('KeyExpired', `key ${entry.id} expired at ${entry.expiresAt.toISOString()}`, { details: { key: entry.id } });
-    }
+    assertUsable(entry.handle, 'sign');
     const plan = this.plans.get(entry.algorithm);
     if (!plan) throw new HsmError('UnsupportedAlgorithm', `this token cannot sign with ${entry.algorithm}`, { details: { key: entry.id, algorithm: entry.algorithm } });
     return plan;
@@ -906,6 +955,8 @@ export class Pkcs11Backend implements HsmBackend {
   /** Verification is local, with the cached public key: no session, no round trip. */
   async verify(key: KeyRef, data: Uint8Array, signature: Uint8Array, options: VerifyOptions = {}): Promise<boolean> {
     this.assertUsable();
+    assertSameInstance(key, this.instanceId);
+    throwIfAborted(options.signal);
     const entry = await this.resolve(key, options.signal);
     if (!entry.publicKey) throw new HsmError('KeyNotFound', `key ${entry.handle.ref} has no public key object on the token`, { details: { key: entry.id } });
     if (!(data instanceof Uint8Array)) throw new HsmError('InvalidArgument', 'data must be a Uint8Array', { details: { field: 'data' } });
@@ -913,24 +964,12 @@ export class Pkcs11Backend implements HsmBackend {
     return verifyLocally(entry.algorithm, entry.publicKey, data, signature);
   }
 
-  async generateKeyPair(spec: KeySpec): Promise<HsmKeyHandle> {
+  async generateKeyPair(input: KeySpec): Promise<HsmKeyHandle> {
     this.assertUsable();
-    if (!spec || typeof spec !== 'object') throw new HsmError('InvalidArgument', 'spec must be an object', { details: { field: 'spec' } });
-    assertValidKeyId(spec.id);
-    const algorithm = spec.algorithm;
-    if (!isKeyAlgorithm(algorithm) || !this.plans.has(algorithm)) {
-      throw new HsmError('UnsupportedAlgorithm', `algorithm ${JSON.stringify(algorithm)} is not available on token '${this.tokenLabel}'; available: ${this.algorithms.join(', ') || '(none)'}`, {
-        details: { field: 'algorithm', algorithm: String(algorithm) },
-      });
-    }
+    const spec = normalizeKeySpec(input);
+    const { algorithm, usages } = spec;
+    if (!this.plans.has(algorithm)) assertAlgorithmSupported(algorithm, this.algorithms, `token '${this.tokenLabel}'`);
     if (this.options.readOnly) throw new HsmError('InvalidArgument', 'the backend is configured readOnly: it cannot generate keys', { details: { field: 'readOnly' } });
-    const usages = spec.usages ?? ['sign', 'verify'];
-    if (!Array.isArray(usages) || usages.length === 0 || usages.some((u) => u !== 'sign' && u !== 'verify')) {
-      throw new HsmError('InvalidArgument', 'usages must be a non-empty list of "sign" and "verify"', { details: { field: 'usages' } });
-    }
-    if (spec.expiresAt !== undefined && (!(spec.expiresAt instanceof Date) || Number.isNaN(spec.expiresAt.getTime()))) {
-      throw new HsmError('InvalidArgument', 'expiresAt must be a valid Date', { details: { field: 'expiresAt' } });
-    }
     const ckaId = ckaIdFor(spec.id);
     const createdAt = new Date();
     const { mechanism, publicTemplate, privateTemplate } = keyPairTemplates(this.vendor, { algorithm, id: spec.id, ckaId, usages, createdAt, expiresAt: spec.expiresAt });
@@ -970,11 +1009,8 @@ export class Pkcs11Backend implements HsmBackend {
 
   async listKeys(options: ListKeysOptions = {}): Promise<KeyPage> {
     this.assertUsable();
-    const limit = options.limit ?? 100;
-    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new HsmError('InvalidArgument', 'limit must be a whole number from 1 to 1000', { details: { field: 'limit' } });
-    if (options.prefix !== undefined && typeof options.prefix !== 'string') throw new HsmError('InvalidArgument', 'prefix must be a string', { details: { field: 'prefix' } });
-    const after = options.cursor === undefined ? undefined : decodeCursor(options.cursor);
-    const prefix = options.prefix ?? '';
+    const { prefix, limit, cursor } = normalizeListOptions(options);
+    const after = cursor === undefined ? undefined : decodeCursor(cursor);
     return this.withSession('Internal', 'listing keys', (session, p11) => {
       const handles = findAll(p11, session, [
         { type: CKA_CLASS, value: CKO_PRIVATE_KEY },
@@ -1016,6 +1052,7 @@ export class Pkcs11Backend implements HsmBackend {
 
   async destroyKey(key: KeyRef): Promise<void> {
     this.assertUsable();
+    assertSameInstance(key, this.instanceId);
     if (this.options.readOnly) throw new HsmError('InvalidArgument', 'the backend is configured readOnly: it cannot destroy keys', { details: { field: 'readOnly' } });
     const entry = await this.resolve(key);
     const lock = this.mod!.tokenLock(`${this.slotNumber}:${this.tokenSerial}`);

@@ -196,3 +196,35 @@ export function signInput(plan: SignPlan, data: Uint8Array): Buffer {
   const digest = createHash(plan.hash!).update(message).digest();
   return plan.input === 'digest' ? digest : Buffer.concat([SHA256_DIGEST_INFO, digest]);
 }
+
+/** Largest message signStream buffers for single-part mechanisms (Ed25519's CKM_EDDSA). */
+export const STREAM_BUFFER_LIMIT = 64 * 1024 * 1024;
+
+/**
+ * signInput for a message given in chunks: hashed incrementally when the plan signs a digest,
+ * buffered up to `limit` bytes when the mechanism needs the whole message.
+ */
+export async function streamSignInput(plan: SignPlan, chunks: AsyncIterable<Uint8Array>, limit: number, signal?: AbortSignal): Promise<Buffer> {
+  const hash = plan.input === 'message' ? undefined : createHash(plan.hash!);
+  const parts: Buffer[] = [];
+  let length = 0;
+  for await (const chunk of chunks) {
+    if (signal?.aborted) throw new HsmError('Timeout', 'the operation was aborted by its caller while the message was read', { cause: signal.reason, retryable: true });
+    if (!(chunk instanceof Uint8Array)) throw new HsmError('InvalidArgument', 'every chunk must be a Uint8Array', { details: { field: 'chunks' } });
+    const view = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    length += view.length;
+    if (hash) {
+      hash.update(view);
+      continue;
+    }
+    if (length > limit) {
+      throw new HsmError('InvalidArgument', `the message is over ${limit} bytes; this algorithm signs the whole message in one call, so signStream buffers at most ${limit} bytes`, {
+        details: { field: 'chunks', limit },
+      });
+    }
+    parts.push(Buffer.from(view)); // the caller may reuse its chunk buffers
+  }
+  if (!hash) return signInput(plan, Buffer.concat(parts, length));
+  const digest = hash.digest();
+  return plan.input === 'digest' ? digest : Buffer.concat([SHA256_DIGEST_INFO, digest]);
+}
