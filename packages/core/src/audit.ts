@@ -35,6 +35,11 @@ export interface OperationEvent {
   latencyMs: number;
   /** Set when the operation went through a logical key (rotation registry). */
   logicalKey?: { baseKeyId: string; version: number };
+  /**
+   * sign through a logical key: the time the signature is dated by — when the registry confirmed
+   * the version Active (`ResolvedKeyVersion.confirmedActiveAt`). Compliance judges by this.
+   */
+  signedAt?: Date;
   /** verify only: checked with a cached public key instead of the backend. */
   verifiedLocally?: boolean;
 }

@@ -76,6 +76,13 @@ interface CachedKey {
   expiresAt: number;
 }
 
+export interface LogicalSignature {
+  signature: Uint8Array;
+  version: ResolvedKeyVersion;
+  /** When the registry confirmed the version Active: the time this signature is dated by. */
+  signedAt: Date;
+}
+
 export interface LogicalVerification {
   valid: boolean;
   /** The version the signature verified under; absent when it verified under none. */
@@ -209,21 +216,28 @@ export class HsmManager {
     return this.verifyWith(key, data, signature, undefined, options);
   }
 
-  /** Signs with the Active version of a logical key; returns the signature and the version used. */
-  async signWithLogicalKey(baseKeyId: string, data: MessageInput, options?: SignOptions): Promise<{ signature: Uint8Array; version: ResolvedKeyVersion }> {
+  /**
+   * Signs with the Active version of a logical key. Returns the signature, the version used and
+   * `signedAt`: the moment the registry confirmed that version Active, which is what the
+   * signature is dated by (`verifyWithLogicalKey(..., signedAt)` always finds this version).
+   */
+  async signWithLogicalKey(baseKeyId: string, data: MessageInput, options?: SignOptions): Promise<LogicalSignature> {
     const resolver = this.requireResolver();
     const version = await resolver.resolveForSigning(baseKeyId);
+    const signedAt = version.confirmedActiveAt ?? new Date();
     const logicalKey = { baseKeyId, version: version.version };
     let signature: Uint8Array;
     if (isStream(data)) {
       const handle = (await this.cached(version.key, this.unauditedBackend))?.handle ?? (await this.unauditedBackend.getKey(version.key));
-      signature = await this.signResolved(handle, data, options, logicalKey);
+      signature = await this.signResolved(handle, data, options, logicalKey, signedAt);
     } else {
       const sign = (): Promise<Uint8Array> => this.innerBackend!.sign(version.key, data, options);
-      signature = this.auditor ? await audited(this.auditor, { ...this.eventBase('sign', version.key, version.algorithm, options), data, logicalKey }, sign) : await this.backend.sign(version.key, data, options);
+      signature = this.auditor
+        ? await audited(this.auditor, { ...this.eventBase('sign', version.key, version.algorithm, options), data, logicalKey, signedAt }, sign)
+        : await this.backend.sign(version.key, data, options);
     }
     resolver.recordUsage?.(version);
-    return { signature, version };
+    return { signature, version, signedAt };
   }
 
   /**
@@ -310,14 +324,14 @@ export class HsmManager {
   }
 
   /** Streams to the backend where it hashes incrementally; otherwise holds at most the configured bytes. */
-  private async signResolved(handle: HsmKeyHandle, chunks: AsyncIterable<Uint8Array>, options: SignOptions | undefined, logicalKey?: LogicalKeyTag): Promise<Uint8Array> {
+  private async signResolved(handle: HsmKeyHandle, chunks: AsyncIterable<Uint8Array>, options: SignOptions | undefined, logicalKey?: LogicalKeyTag, signedAt?: Date): Promise<Uint8Array> {
     const inner = this.unauditedBackend;
     const streams = handle.algorithm !== 'Ed25519' && inner.signStream !== undefined;
     const hashed = digestWhileReading(chunks);
     const run = async (): Promise<Uint8Array> =>
       streams ? inner.signStream!(handle, hashed.chunks, options) : inner.sign(handle, await readAll(hashed.chunks, this.config.maxBufferedMessageBytes), options);
     if (!this.auditor) return run();
-    return auditedWithDigest(this.auditor, { ...this.eventBase('sign', handle, handle.algorithm, options), ...(logicalKey ? { logicalKey } : {}) }, hashed, run);
+    return auditedWithDigest(this.auditor, { ...this.eventBase('sign', handle, handle.algorithm, options), ...(logicalKey ? { logicalKey } : {}), ...(signedAt ? { signedAt } : {}) }, hashed, run);
   }
 
   private async verifyWith(key: KeyRef, data: MessageInput, signature: Uint8Array, logicalKey?: LogicalKeyTag, options?: SignOptions): Promise<boolean> {

@@ -269,4 +269,10 @@ export interface ResolvedKeyVersion {
   /** The key in the backend: id or stable reference. */
   key: KeyRef;
   algorithm: import('./algorithms.js').KeyAlgorithm;
+  /**
+   * The registry's time at which it read this version as Active. A signature made with it is
+   * dated by this moment (not by when the signature came back), so that the date always
+   * verifies against the registry even when a rotation lands while the signature is being made.
+   */
+  confirmedActiveAt?: Date;
 }

@@ -263,12 +263,16 @@ export class KeyRegistry implements KeyVersionResolver {
       this.cache.delete(baseKeyId);
     }
     const generation = this.generation;
+    // Taken before the read: the version was Active from this moment (or from its activation, if
+    // that came later) until at least the read, so a signature dated by it verifies by time.
+    const readStarted = this.nowMs();
     const row = await this.db.selectFrom('key_versions').selectAll().where('base_key_id', '=', baseKeyId).where('state', '=', 'Active').executeTakeFirst();
     if (!row) throw await this.noActiveVersion(baseKeyId);
     const version = toKeyVersion(row);
+    const activatedAt = version.activatedAt?.getTime() ?? readStarted;
     const entry: CacheEntry = {
       version,
-      resolved: { baseKeyId, version: version.version, key: version.keyId, algorithm: version.algorithm },
+      resolved: { baseKeyId, version: version.version, key: version.keyId, algorithm: version.algorithm, confirmedActiveAt: new Date(Math.max(readStarted, activatedAt)) },
       expires: this.monotonicNow() + this.cacheTtlMs,
     };
     if (this.cacheTtlMs > 0 && generation === this.generation && !this.closed) this.cache.set(baseKeyId, entry);

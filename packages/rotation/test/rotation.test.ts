@@ -133,6 +133,25 @@ describe.each(STORAGE_KINDS)('rotation manager (%s)', (kind) => {
     await expect(hsm.verifyWithLogicalKeyDetailed('u', data, s3.signature)).rejects.toMatchObject({ code: 'KeyNotFound' });
   });
 
+  it('a signature is dated by when the registry confirmed its version Active, so a rotation racing it still verifies by that date', async () => {
+    const { manager, hsm, clock, registry } = await setup('race');
+    await manager.createKey('race', 'ECDSA_P256', { actor: 'alice' });
+    clock.advance(HOUR);
+    const resolved = await registry.resolveForSigning('race');
+    const confirmed = resolved.confirmedActiveAt!;
+    expect(confirmed.getTime()).toBe(clock.now().getTime());
+    // the rotation lands while the signature is being made
+    clock.advance(1000);
+    await manager.rotateKey('race', who);
+    clock.advance(1000);
+    const signature = await hsm.sign(resolved.key, data);
+    expect(await hsm.verifyWithLogicalKey('race', data, signature, confirmed)).toBe(true);
+    const signedNow = await hsm.signWithLogicalKey('race', data);
+    expect(signedNow.version.version).toBe(2);
+    expect(signedNow.signedAt.getTime()).toBeLessThanOrEqual(clock.now().getTime());
+    expect(await hsm.verifyWithLogicalKey('race', data, signedNow.signature, signedNow.signedAt)).toBe(true);
+  });
+
   it('emergency rotation is refused unless allowed', async () => {
     const { manager, registry } = await setup('emerg-off');
     await manager.createKey('e', 'Ed25519', { actor: 'alice' });

@@ -10,6 +10,9 @@ function flaky(backend: HsmBackend): HsmBackend & { failures: number } {
   const wrapper = {
     failures: 0,
     type: backend.type,
+    get instanceId() {
+      return backend.instanceId;
+    },
     initialize: () => backend.initialize(),
     close: () => backend.close(),
     info: () => backend.info(),
