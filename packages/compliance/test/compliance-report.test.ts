@@ -23,18 +23,22 @@ describe('ComplianceManager report', () => {
       expect(d.verifies).toBe(count(ok('key.verify'), day));
       expect(d.keyGenerations).toBe(count(ok('key.generate'), day));
       expect(d.keyAccesses).toBe(count((r) => r.type === 'key.access', day));
-      expect(d.failures).toBe(count((r) => r.outcome === 'failure', day));
+      // a key.access answered KeyNotFound is an existence probe's answer (keys create), not a failure
+      const miss = (r: AuditRecord) => r.type === 'key.access' && r.outcome === 'failure' && r.errorCode === 'KeyNotFound';
+      expect(d.failures).toBe(count((r) => r.outcome === 'failure' && !miss(r), day));
+      expect(d.lookupMisses).toBe(count(miss, day));
       expect(d.operations).toBe(count((r) => KEY_OPERATION_TYPES.has(r.type), day));
       expect(d.securityViolations).toBe(count((r) => r.type === 'auth.failure' || r.type === 'security.event', day));
     }
     expect(report.metrics.totals.signs).toBeGreaterThan(40);
+    expect(report.metrics.totals.lookupMisses).toBe(1);
   });
 
   it('scores follow their written formulas', async () => {
     const { manager, framework } = goldenManager();
     const report = await manager.generateComplianceReport({ framework, from: GOLDEN_FROM, to: GOLDEN_TO });
     const ops = goldenRecords().filter((r) => KEY_OPERATION_TYPES.has(r.type));
-    // served = succeeded, or failed by the caller's mistake (the fixture has one KeyNotFound and one DeviceUnavailable)
+    // served = succeeded, or failed by the caller's mistake (the fixture has two KeyNotFound — a sign and a lookup — and one DeviceUnavailable)
     const successful = ops.filter((r) => r.outcome === 'success' || r.errorCode === 'KeyNotFound').length;
     expect(ops.some((r) => r.errorCode === 'DeviceUnavailable')).toBe(true);
     expect(report.scores.availability.value).toBe(Math.round((1000 * successful) / ops.length) / 10);

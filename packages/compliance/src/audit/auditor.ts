@@ -46,6 +46,10 @@ function errorFacts(error: unknown): { errorCode: string; reason: string } {
 /** Maps a core OperationEvent to audit records (a second `auth.failure` record for credential errors). */
 export function eventToRecords(event: OperationEvent, actor: string): AuditEventInput[] {
   const details: AuditDetails = { operation: event.operation };
+  // The caller's tag (SignOptions.purpose): lets reports and tails tell a health canary or an
+  // audit checkpoint signature from application traffic.
+  const { purpose, dataDigest: streamedDigest } = event as OperationEvent & { purpose?: unknown; dataDigest?: unknown };
+  if (typeof purpose === 'string' && purpose !== '') details['purpose'] = purpose.slice(0, 64);
   if (event.valid !== undefined) details['valid'] = event.valid;
   if (event.verifiedLocally !== undefined) details['verifiedLocally'] = event.verifiedLocally;
   const base: AuditEventInput = {
@@ -57,14 +61,14 @@ export function eventToRecords(event: OperationEvent, actor: string): AuditEvent
     ...(event.algorithm ? { algorithm: event.algorithm } : {}),
     ...(event.logicalKey ? { baseKeyId: event.logicalKey.baseKeyId, keyVersion: event.logicalKey.version } : {}),
     latencyMs: Math.max(0, event.latencyMs),
-    ...(event.data ? { dataDigest: dataDigest(event.data) } : {}),
+    ...(event.data ? { dataDigest: dataDigest(event.data) } : typeof streamedDigest === 'string' ? { dataDigest: streamedDigest } : {}),
     details,
   };
   if (event.outcome === 'success' || event.error === undefined) return [base];
   const facts = errorFacts(event.error);
   const records: AuditEventInput[] = [{ ...base, ...facts }];
   if (AUTH_CODES.has(facts.errorCode)) {
-    records.push({ ...base, type: 'auth.failure', ...facts, details: { operation: event.operation } });
+    records.push({ ...base, type: 'auth.failure', ...facts, details: { operation: event.operation, ...(details['purpose'] !== undefined ? { purpose: details['purpose'] } : {}) } });
   }
   return records;
 }

@@ -1,5 +1,6 @@
 import { SEVERITIES } from '../rules/types.js';
 import { escapeHtml as esc } from './escape.js';
+import { approvedModeText, evidenceText, formatDuration, formatNumber as n } from './format.js';
 import { barChart } from './svg.js';
 import type { ComplianceReport, ReportFinding } from './types.js';
 
@@ -28,7 +29,7 @@ function findingsTable(id: string, list: readonly ReportFinding[], empty: string
 }
 
 function kv(rows: [string, string | number | undefined][]): string {
-  return `<table class="kv"><tbody>${rows.map(([k, v]) => `<tr><th>${esc(k)}</th><td>${v === undefined || v === '' ? '—' : esc(v)}</td></tr>`).join('')}</tbody></table>`;
+  return `<table class="kv"><tbody>${rows.map(([k, v]) => `<tr><th>${esc(k)}</th><td>${v === undefined || v === '' ? '—' : esc(typeof v === 'number' ? n(v) : v)}</td></tr>`).join('')}</tbody></table>`;
 }
 
 /**
@@ -64,14 +65,14 @@ export function renderHtml(report: ComplianceReport): string {
   b.push(`<p>Overall status: <span id="overall-status" class="status ${esc(s.status)}">${esc(s.status)}</span></p>`);
   b.push('<div class="cards" id="scores">');
   for (const k of ['availability', 'integrity', 'confidentiality'] as const) {
-    b.push(`<div class="card" title="${esc(report.scores[k].formula)}"><div class="v" id="score-${k}">${esc(report.scores[k].value)}</div><div class="k">${k} score (of 100)</div></div>`);
+    b.push(`<div class="card" title="${esc(report.scores[k].formula)}"><div class="v" id="score-${k}">${esc(n(report.scores[k].value))}</div><div class="k">${k} score (of 100)</div></div>`);
   }
   b.push('</div>');
   b.push('<div class="cards" id="counts">');
-  b.push(`<div class="card"><div class="v" id="violations-count">${s.violations}</div><div class="k">violations</div></div>`);
-  for (const sev of SEVERITIES) b.push(`<div class="card"><div class="v sev sev-${sev}" id="violations-${sev}">${s.violationsBySeverity[sev]}</div><div class="k">${sev} violations</div></div>`);
-  b.push(`<div class="card"><div class="v" id="warnings-count">${s.warnings}</div><div class="k">warnings</div></div>`);
-  b.push(`<div class="card"><div class="v" id="passes-count">${s.passes}</div><div class="k">rules passed (of ${s.rulesEvaluated})</div></div>`);
+  b.push(`<div class="card"><div class="v" id="violations-count">${n(s.violations)}</div><div class="k">violations</div></div>`);
+  for (const sev of SEVERITIES) b.push(`<div class="card"><div class="v sev sev-${sev}" id="violations-${sev}">${n(s.violationsBySeverity[sev])}</div><div class="k">${sev} violations</div></div>`);
+  b.push(`<div class="card"><div class="v" id="warnings-count">${n(s.warnings)}</div><div class="k">warnings</div></div>`);
+  b.push(`<div class="card"><div class="v" id="passes-count">${n(s.passes)}</div><div class="k">rules passed (of ${n(s.rulesEvaluated)})</div></div>`);
   b.push('</div></header>');
 
   // ---- metrics and charts
@@ -83,11 +84,12 @@ export function renderHtml(report: ComplianceReport): string {
     ['metric-key-generations', 'key generations', t.keyGenerations],
     ['metric-key-accesses', 'key accesses', t.keyAccesses],
     ['metric-failures', 'failures', t.failures],
+    ['metric-lookup-misses', 'lookups of absent keys', t.lookupMisses],
     ['metric-security-violations', 'security violations', t.securityViolations],
   ];
-  for (const [id, label, value] of cards) b.push(`<div class="card"><div class="v" id="${id}">${value}</div><div class="k">${esc(label)}</div></div>`);
+  for (const [id, label, value] of cards) b.push(`<div class="card"><div class="v" id="${id}">${n(value)}</div><div class="k">${esc(label)}</div></div>`);
   b.push('</div>');
-  b.push(`<p class="muted">${report.metrics.records} audit records in the period; ${t.operations} key operations.</p>`);
+  b.push(`<p class="muted">${n(report.metrics.records)} audit records in the period; ${n(t.operations)} key operations.</p>`);
   const days = report.metrics.perDay;
   b.push(barChart({ id: 'chart-operations', title: 'Key operations per day (UTC)', points: days.map((d) => ({ label: d.date, value: d.operations })), color: '#2e86c1' }));
   b.push(barChart({ id: 'chart-failures', title: 'Failures per day (UTC)', points: days.map((d) => ({ label: d.date, value: d.failures })), color: '#c0392b' }));
@@ -101,7 +103,7 @@ export function renderHtml(report: ComplianceReport): string {
   if (report.recommendations.length === 0) b.push('<p class="muted">None.</p>');
   else {
     b.push('<ol>');
-    for (const r of report.recommendations) b.push(`<li><span class="sev sev-${esc(r.severity)}">${esc(r.severity)}</span> ${esc(r.text)} <span class="muted">(${esc(r.ruleIds.join(', '))}; ${r.findings} finding${r.findings === 1 ? '' : 's'})</span></li>`);
+    for (const r of report.recommendations) b.push(`<li><span class="sev sev-${esc(r.severity)}">${esc(r.severity)}</span> ${esc(r.text)} <span class="muted">(${esc(r.ruleIds.join(', '))}; ${n(r.findings)} finding${r.findings === 1 ? '' : 's'})</span></li>`);
     b.push('</ol>');
   }
   b.push('</section>');
@@ -110,10 +112,10 @@ export function renderHtml(report: ComplianceReport): string {
   b.push('<section id="modules"><h2>HSM modules</h2>');
   if (report.modules.length === 0) b.push('<p class="muted">No module facts were given.</p>');
   else {
-    b.push('<table><thead><tr><th>Backend</th><th>Description</th><th>Manufacturer / model</th><th>Firmware</th><th>FIPS</th><th>Level</th><th>Approved mode</th><th>Certificate</th><th>Hardware-backed</th><th>Notes</th></tr></thead><tbody>');
+    b.push('<table><thead><tr><th>Backend</th><th>Description</th><th>Manufacturer / model</th><th>Firmware</th><th>FIPS</th><th>Level</th><th>Approved mode</th><th>Certificate</th><th>Evidence</th><th>Hardware-backed</th><th>Notes</th></tr></thead><tbody>');
     for (const x of report.modules) {
       b.push(
-        `<tr data-backend="${esc(x.backend)}"><td>${esc(x.backend)}</td><td>${esc(x.description)}</td><td>${esc([x.manufacturer, x.model].filter(Boolean).join(' ') || '—')}</td><td>${esc(x.firmwareVersion ?? '—')}</td><td>${esc(x.fips.standard)}</td><td class="num">${x.fips.level}</td><td>${x.fips.approvedMode ? 'yes' : 'no'}</td><td>${x.fips.certificate ? `#${esc(x.fips.certificate)} (${esc(x.fips.certificateStatus ?? 'unknown')})` : '—'}</td><td>${x.hardwareBacked ? 'yes' : 'no'}</td><td>${esc(x.fips.notes)}</td></tr>`,
+        `<tr data-backend="${esc(x.backend)}"><td>${esc(x.backend)}</td><td>${esc(x.description)}</td><td>${esc([x.manufacturer, x.model].filter(Boolean).join(' ') || '—')}</td><td>${esc(x.firmwareVersion ?? '—')}</td><td>${esc(x.fips.standard)}</td><td class="num">${x.fips.level}</td><td>${esc(approvedModeText(x.fips.approvedMode, x.fips.evidence))}</td><td>${x.fips.certificate ? `#${esc(x.fips.certificate)} (${esc(x.fips.certificateStatus ?? 'unknown')})` : '—'}</td><td data-evidence="${esc(x.fips.evidence ?? 'none')}">${esc(evidenceText(x.fips.evidence))}</td><td>${x.hardwareBacked ? 'yes' : 'no'}</td><td>${esc(x.fips.notes)}${(x.fips.findings ?? []).map((f) => `<br><strong>Contradiction:</strong> ${esc(f)}`).join('')}</td></tr>`,
       );
     }
     b.push('</tbody></table>');
@@ -127,14 +129,14 @@ export function renderHtml(report: ComplianceReport): string {
     kv([
       ['Message', a.message],
       ['Problem', a.problem ? `${a.problem}${a.firstBadSeq !== undefined ? ` at seq ${a.firstBadSeq}` : ''}` : undefined],
-      ['Records / checkpoints', `${a.records} / ${a.checkpoints}`],
+      ['Records / checkpoints', `${n(a.records)} / ${n(a.checkpoints)}`],
       ['Checkpoints signed', a.checkpointsSigned ? `yes${a.checkpointKeyId ? ` (${a.checkpointKeyId}${a.checkpointBackend ? ` on ${a.checkpointBackend}` : ''})` : ''}` : 'no'],
       ['Checkpoint key sha256', a.checkpointPublicKeySha256],
       ['Fail closed', a.failClosed ? 'yes' : 'no'],
       ['Alerts configured', a.alertsConfigured ? 'yes' : 'no'],
-      ['Retention', `${a.retentionDays} days (${a.hotDays} immediately available)`],
+      ['Retention', `${n(a.retentionDays)} days (${n(a.hotDays)} immediately available)`],
       ['Oldest record', a.oldestRecord],
-      ['Verification time', `${a.durationMs} ms`],
+      ['Verification time', formatDuration(a.durationMs)],
     ]),
   );
   b.push('</section>');
@@ -143,18 +145,18 @@ export function renderHtml(report: ComplianceReport): string {
   b.push('<section id="score-formulas"><h2>How the scores are computed</h2><table><thead><tr><th>Score</th><th>Value</th><th>Formula</th><th>Inputs</th></tr></thead><tbody>');
   for (const k of ['availability', 'integrity', 'confidentiality'] as const) {
     const sc = report.scores[k];
-    b.push(`<tr><td>${k}</td><td class="num">${esc(sc.value)}</td><td>${esc(sc.formula)}</td><td>${esc(Object.entries(sc.inputs).map(([n, v]) => `${n}=${v}`).join(', '))}</td></tr>`);
+    b.push(`<tr><td>${k}</td><td class="num">${esc(n(sc.value))}</td><td>${esc(sc.formula)}</td><td>${esc(Object.entries(sc.inputs).map(([name, v]) => `${name}=${typeof v === 'number' ? n(v) : v}`).join(', '))}</td></tr>`);
   }
   b.push('</tbody></table></section>');
 
   // ---- inventory
-  b.push(`<section id="inventory"><h2>Key inventory</h2><p>${inv.logicalKeys} logical keys, ${inv.versions} versions <span class="muted">(source: ${esc(inv.source)})</span></p>`);
+  b.push(`<section id="inventory"><h2>Key inventory</h2><p>${n(inv.logicalKeys)} logical keys, ${n(inv.versions)} versions <span class="muted">(source: ${esc(inv.source)})</span></p>`);
   for (const [title, map] of [
     ['By state', inv.byState],
     ['By algorithm', inv.byAlgorithm],
     ['By backend', inv.byBackend],
   ] as const) {
-    b.push(`<h3>${title}</h3><table><tbody>${Object.entries(map).map(([k, v]) => `<tr><th>${esc(k)}</th><td class="num">${v}</td></tr>`).join('') || '<tr><td class="muted">none</td></tr>'}</tbody></table>`);
+    b.push(`<h3>${title}</h3><table><tbody>${Object.entries(map).map(([k, v]) => `<tr><th>${esc(k)}</th><td class="num">${n(v)}</td></tr>`).join('') || '<tr><td class="muted">none</td></tr>'}</tbody></table>`);
   }
   b.push('</section>');
 
@@ -163,9 +165,9 @@ export function renderHtml(report: ComplianceReport): string {
     for (const k of report.commonCriteria.keys) {
       const lifecycle = k.lifecycle.map((l) => `${l.time ?? '(no time)'} ${l.from ?? 'new'}→${l.to} by ${l.actor ?? '(no actor)'}`);
       const events = k.auditedEvents.map((e) => `${e.time} ${e.type} ${e.outcome} by ${e.actor}`);
-      if (k.auditedEventsOmitted > 0) events.push(`… ${k.auditedEventsOmitted} more`);
+      if (k.auditedEventsOmitted > 0) events.push(`… ${n(k.auditedEventsOmitted)} more`);
       b.push(
-        `<tr data-key="${esc(k.keyId)}"><td>${esc(k.keyId)}</td><td>${esc(k.state)}</td><td>${esc(k.algorithm)}</td><td class="num">${k.sizeBits ?? '—'}</td><td>${esc(k.standard)}</td><td>${esc(k.destructionMethod)}</td><td>${lifecycle.map(esc).join('<br>') || '—'}</td><td>${events.map(esc).join('<br>') || '—'}</td></tr>`,
+        `<tr data-key="${esc(k.keyId)}"><td>${esc(k.keyId)}</td><td>${esc(k.state)}</td><td>${esc(k.algorithm)}</td><td class="num">${k.sizeBits !== undefined ? n(k.sizeBits) : '—'}</td><td>${esc(k.standard)}</td><td>${esc(k.destructionMethod)}</td><td>${lifecycle.map(esc).join('<br>') || '—'}</td><td>${events.map(esc).join('<br>') || '—'}</td></tr>`,
       );
     }
     b.push('</tbody></table></section>');

@@ -1,11 +1,12 @@
 export * from './types.js';
 export { ComplianceManager, recommendations, inventorySummary, MAX_PERIOD_DAYS, type ComplianceManagerOptions, type EvaluateOptions, type ComplianceEvaluation } from './manager.js';
-export { MetricsCollector, KEY_OPERATION_TYPES, POLICY_REFUSAL_CODES } from './metrics.js';
+export { MetricsCollector, KEY_OPERATION_TYPES, POLICY_REFUSAL_CODES, CALLER_ERROR_CODES, isLookupMiss } from './metrics.js';
 export { availabilityScore, integrityScore, confidentialityScore, SCORE_WEIGHTS } from './scores.js';
 export { renderJson } from './json.js';
 export { renderMarkdown } from './markdown.js';
 export { renderHtml } from './html.js';
 export { barChart, type BarChartOptions } from './svg.js';
+export { formatNumber, formatDuration, evidenceText, approvedModeText } from './format.js';
 export { escapeHtml, escapeMarkdown } from './escape.js';
 export { signReport, verifyReportSignature, reportSignatureStatement, REPORT_SIGNATURE_FORMAT, type ReportSigner, type ReportSignature, type ReportSignatureVerification } from './signature.js';
 export { TOOL_NAME, TOOL_VERSION } from './version.js';

@@ -5,8 +5,9 @@ import { algorithmFacts } from '../rules/algorithm-facts.js';
 import { evaluateRules, rulesFor } from '../rules/catalog.js';
 import { resolveComplianceConfig, type ComplianceConfigInput, type ResolvedComplianceConfig } from '../rules/config.js';
 import { createRuleContext } from '../rules/context.js';
-import type { InventoryLogicalKey, KeyInventory, ModuleFacts } from '../rules/inputs.js';
+import { fipsEvidenceOf, fipsFindingsOf, type InventoryLogicalKey, type KeyInventory, type ModuleFacts } from '../rules/inputs.js';
 import { FRAMEWORK_NAMES, FRAMEWORKS, isFramework, SEVERITIES, severityRank, type Finding, type Framework, type Rule, type RuleContext, type Severity } from '../rules/types.js';
+import { round2 } from './format.js';
 import { MetricsCollector } from './metrics.js';
 import { availabilityScore, confidentialityScore, integrityScore } from './scores.js';
 import type { AuditIntegrity, CcKeyRow, ComplianceReport, InventorySummary, ModuleReport, Recommendation, ReportFinding, ReportStatus } from './types.js';
@@ -188,7 +189,7 @@ export class ComplianceManager {
       ...(v.problem !== undefined ? { problem: v.problem } : {}),
       ...(v.firstBadSeq !== undefined ? { firstBadSeq: v.firstBadSeq } : {}),
       message: v.message,
-      durationMs: v.durationMs,
+      durationMs: round2(v.durationMs),
       checkpointsSigned: settings.checkpointsSigned,
       ...(settings.checkpointKeyId !== undefined ? { checkpointKeyId: settings.checkpointKeyId } : {}),
       ...(settings.checkpointBackend !== undefined ? { checkpointBackend: settings.checkpointBackend } : {}),
@@ -268,7 +269,7 @@ function moduleReport(m: ModuleFacts): ModuleReport {
   const out: ModuleReport = {
     backend: m.backend,
     description: m.info.description,
-    fips: { standard: m.fips.standard, level: m.fips.level, approvedMode: m.fips.approvedMode, notes: m.fips.notes },
+    fips: { standard: m.fips.standard, level: m.fips.level, approvedMode: m.fips.approvedMode, notes: m.fips.notes, evidence: fipsEvidenceOf(m.fips) },
     hardwareBacked: m.capabilities.hardwareBacked,
     persistentKeys: m.capabilities.persistentKeys,
     algorithms: [...m.capabilities.algorithms],
@@ -277,6 +278,8 @@ function moduleReport(m: ModuleFacts): ModuleReport {
   if (m.fips.certificate !== undefined) out.fips.certificate = m.fips.certificate;
   if (m.fips.certificateStatus !== undefined) out.fips.certificateStatus = m.fips.certificateStatus;
   if (m.fips.eddsaValidated !== undefined) out.fips.eddsaValidated = m.fips.eddsaValidated;
+  const findings = fipsFindingsOf(m.fips);
+  if (findings.length > 0) out.fips.findings = findings;
   return out;
 }
 

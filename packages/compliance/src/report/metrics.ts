@@ -26,7 +26,17 @@ export const LIFECYCLE_RECORD_TYPES: ReadonlySet<string> = new Set(['key.generat
 const MAX_EVENTS_PER_KEY = 100;
 
 function zero(): MetricCounts {
-  return { operations: 0, keyGenerations: 0, signs: 0, verifies: 0, keyAccesses: 0, failures: 0, securityViolations: 0 };
+  return { operations: 0, keyGenerations: 0, signs: 0, verifies: 0, keyAccesses: 0, failures: 0, lookupMisses: 0, securityViolations: 0 };
+}
+
+/**
+ * A key lookup that found no key: `keys create` (and any caller checking whether an id is free)
+ * asks first, and "no such key" is the answer it wants. Counting it as a failure turned every
+ * clean `keys create` into a failure in the report. Other operations that name a missing key
+ * (sign, verify, destroy) stay failures.
+ */
+export function isLookupMiss(r: Pick<AuditRecord, 'type' | 'outcome' | 'errorCode'>): boolean {
+  return r.type === 'key.access' && r.outcome === 'failure' && r.errorCode === 'KeyNotFound';
 }
 
 function dayKey(ms: number): string {
@@ -65,6 +75,7 @@ export class MetricsCollector {
     const buckets = day ? [this.totals, day] : [this.totals];
     const ok = r.outcome === 'success';
     const isOp = KEY_OPERATION_TYPES.has(r.type);
+    const miss = isLookupMiss(r);
     const security = r.type === 'security.event' || r.type === 'auth.failure' || (isOp && !ok && r.errorCode !== undefined && POLICY_REFUSAL_CODES.has(r.errorCode));
     for (const b of buckets) {
       if (isOp) b.operations++;
@@ -72,7 +83,8 @@ export class MetricsCollector {
       if (ok && r.type === 'key.sign') b.signs++;
       if (ok && r.type === 'key.verify') b.verifies++;
       if (r.type === 'key.access') b.keyAccesses++;
-      if (!ok) b.failures++;
+      if (miss) b.lookupMisses++;
+      else if (!ok) b.failures++;
       if (security) b.securityViolations++;
     }
     // A caller's mistake (no such key, bad argument) is recorded as a failure but says nothing

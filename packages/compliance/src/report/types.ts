@@ -88,8 +88,13 @@ export interface MetricCounts {
   verifies: number;
   /** key.access records (public-key reads, lookups). */
   keyAccesses: number;
-  /** Records of any type with outcome failure. */
+  /**
+   * Records of any type with outcome failure, except lookups that found no key (lookupMisses):
+   * `keys create` asks whether the id is free, and "no such key" is the answer it wants.
+   */
   failures: number;
+  /** key.access records that answered KeyNotFound: an existence check's answer, not a failed operation. */
+  lookupMisses: number;
   /** security.event and auth.failure records, and key operations refused by policy. */
   securityViolations: number;
 }
@@ -139,6 +144,14 @@ export interface ModuleReport {
     certificateStatus?: string;
     eddsaValidated?: boolean;
     notes: string;
+    /**
+     * How the facts above are known: measured (read from the device), attested (the operator's
+     * config), provider-claim (a cloud provider's documentation) or none. Never shown as measured
+     * unless measured.
+     */
+    evidence: 'measured' | 'attested' | 'provider-claim' | 'none';
+    /** Contradictions the backend found (each is also a MOD-STATUS finding). */
+    findings?: string[];
   };
   hardwareBacked: boolean;
   persistentKeys: boolean;

@@ -3,6 +3,7 @@ import { algorithmFacts, mentionsSha1 } from './algorithm-facts.js';
 import { cutoff, type ResolvedComplianceConfig } from './config.js';
 import { canSign, exists, finding, notApplicable, pass, PerKeyTally, plural, recordKey, scanningRule } from './helpers.js';
 import type { Finding, Rule, Severity } from './types.js';
+import { claimsFipsValidation, fipsEvidenceOf, fipsFindingsOf } from './inputs.js';
 
 /** Part A of COMPLIANCE-RULES.md: algorithms and modules (FIPS 140-3, SP 800-131A, FIPS 186-5, SP 800-186). */
 
@@ -388,7 +389,7 @@ export const MOD_140_2: Rule = {
 
 export const MOD_STATUS: Rule = {
   id: 'MOD-STATUS',
-  title: 'A validated module runs in its approved mode with an active certificate',
+  title: 'A validated module runs in its approved mode with an active certificate, on stated evidence',
   frameworks: ['fips-140-2', 'fips-140-3', 'pci-dss', 'fisma'],
   severity: 'HIGH',
   source: 'FIPS 140-3 §7.11 (approved mode); CMVP certificate status',
@@ -397,9 +398,28 @@ export const MOD_STATUS: Rule = {
     if (ctx.modules.length === 0) return [notApplicable(this, 'no module facts given')];
     const out: Finding[] = [];
     for (const m of ctx.modules) {
-      if (m.fips.standard === 'none') continue;
-      const ev = { backend: m.backend, standard: m.fips.standard, certificate: m.fips.certificate, certificateStatus: m.fips.certificateStatus ?? 'unknown', approvedMode: m.fips.approvedMode };
-      if (!m.fips.approvedMode) out.push(finding(this, 'violation', 'HIGH', `backend ${m.backend} is not running in its approved (FIPS) mode`, `Configure ${m.backend} for its approved mode (see its security policy) and restart it.`, { keyId: m.backend, evidence: ev }));
+      const evidence = fipsEvidenceOf(m.fips);
+      const contradictions = fipsFindingsOf(m.fips);
+      const standard = m.fips.standard as string;
+      if (standard === 'unknown') {
+        // The backend could not establish what the module is: a claim it cannot back is no claim.
+        out.push(
+          finding(this, 'violation', 'HIGH', `backend ${m.backend}'s FIPS 140 validation could not be established${contradictions.length > 0 ? `: ${contradictions.join('; ')}` : ''}`, `Make ${m.backend}'s profile match the module it reports (manufacturer, model, firmware), or record the module's certificate in the config's FIPS attestation section.`, {
+            keyId: m.backend,
+            evidence: { backend: m.backend, standard, evidence },
+          }),
+        );
+        continue;
+      }
+      for (const c of contradictions) {
+        out.push(finding(this, 'violation', 'MED', `backend ${m.backend}: ${c}`, `Resolve the contradiction in ${m.backend}'s FIPS facts before relying on them.`, { keyId: m.backend, evidence: { backend: m.backend, standard, evidence } }));
+      }
+      if (!claimsFipsValidation(m.fips)) continue;
+      const ev = { backend: m.backend, standard, certificate: m.fips.certificate, certificateStatus: m.fips.certificateStatus ?? 'unknown', approvedMode: m.fips.approvedMode, evidence };
+      if (evidence === 'none') {
+        out.push(finding(this, 'warning', 'LOW', `backend ${m.backend} claims ${standard} but states no evidence for it (neither measured, attested nor a provider claim)`, `Upgrade ${m.backend}'s backend package, or record the module's certificate in the config's FIPS attestation section.`, { keyId: m.backend, evidence: ev }));
+      }
+      if (!m.fips.approvedMode) out.push(finding(this, 'violation', 'HIGH', `backend ${m.backend} is not running in its approved (FIPS) mode${evidence === 'attested' ? ' (per the operator\'s attestation)' : ''}`, `Configure ${m.backend} for its approved mode (see its security policy) and restart it; where the mode cannot be read from the module, attest it in the config's FIPS attestation section.`, { keyId: m.backend, evidence: ev }));
       if (m.fips.certificateStatus === 'historical' || m.fips.certificateStatus === 'revoked') {
         out.push(finding(this, 'violation', 'HIGH', `backend ${m.backend}'s certificate${m.fips.certificate ? ` #${m.fips.certificate}` : ''} is ${m.fips.certificateStatus}`, `Move ${m.backend}'s keys to a module with an active certificate.`, { keyId: m.backend, evidence: ev }));
       } else if (m.fips.certificateStatus === undefined || m.fips.certificateStatus === 'unknown') {
@@ -407,11 +427,11 @@ export const MOD_STATUS: Rule = {
       }
     }
     if (out.length > 0) return out;
-    const validated = ctx.modules.filter((m) => m.fips.standard !== 'none');
+    const validated = ctx.modules.filter((m) => claimsFipsValidation(m.fips));
     return [
       validated.length === 0
         ? notApplicable(this, 'no module claims a FIPS 140 certificate (see MOD-LEVEL / NIST-SC-13)')
-        : pass(this, `${plural(validated.length, 'validated module')} in approved mode with an active certificate`),
+        : pass(this, `${plural(validated.length, 'validated module')} in approved mode with an active certificate (${validated.map((m) => `${m.backend}: ${fipsEvidenceOf(m.fips)}`).join(', ')})`),
     ];
   },
 };
@@ -429,7 +449,9 @@ export const MOD_LEVEL: Rule = {
     const out: Finding[] = [];
     for (const m of ctx.modules) {
       const ev = { backend: m.backend, standard: m.fips.standard, level: m.fips.level, requiredLevel: level };
-      if (m.fips.standard === 'none') {
+      if ((m.fips.standard as string) === 'unknown') {
+        out.push(finding(this, 'violation', 'HIGH', `backend ${m.backend} (${m.info.description}): whether it is FIPS 140 validated could not be established`, `Hold ${ctx.framework} keys in a module whose validation at level ${level} or higher is measured or attested.`, { keyId: m.backend, evidence: { ...ev, evidence: fipsEvidenceOf(m.fips) } }));
+      } else if (m.fips.standard === 'none') {
         out.push(finding(this, 'violation', 'HIGH', `backend ${m.backend} (${m.info.description}) is not a FIPS 140 validated module`, `Hold ${ctx.framework} keys in a module validated at level ${level} or higher (a PKCS#11 HSM or cloud HSM).`, { keyId: m.backend, evidence: ev }));
       } else if (m.fips.level < level) {
         out.push(finding(this, 'violation', 'HIGH', `backend ${m.backend} is validated at level ${m.fips.level}, below the required level ${level}`, `Use a module validated at level ${level} or higher for these keys.`, { keyId: m.backend, evidence: ev }));

@@ -212,3 +212,38 @@ export function staticInventory(keys: InventoryLogicalKey[], source = 'static in
 export function emptyInventory(): KeyInventory {
   return staticInventory([], 'none (no rotation registry)');
 }
+
+// ------------------------------------------------------------------ FIPS evidence
+
+/** How a module's FIPS facts are known (core's FipsStatus.evidence). */
+export const FIPS_EVIDENCE = ['measured', 'attested', 'provider-claim', 'none'] as const;
+export type FipsEvidenceBasis = (typeof FIPS_EVIDENCE)[number];
+
+/** Words for people: what each evidence basis means, for reports. */
+export const FIPS_EVIDENCE_TEXT: Readonly<Record<FipsEvidenceBasis, string>> = {
+  measured: 'measured (read from the device, matching a validated module)',
+  attested: "attested (the operator's statement in the config, not measured)",
+  'provider-claim': "provider claim (the cloud provider's documentation, not measured)",
+  none: 'none (no evidence of validation)',
+};
+
+/**
+ * The evidence basis of a module's FIPS facts. Facts from a backend built before core v2 carry
+ * none: they are never taken as measured.
+ */
+export function fipsEvidenceOf(fips: FipsStatus): FipsEvidenceBasis {
+  const e = (fips as { evidence?: unknown }).evidence;
+  return typeof e === 'string' && (FIPS_EVIDENCE as readonly string[]).includes(e) ? (e as FipsEvidenceBasis) : 'none';
+}
+
+/** Contradictions the backend found while establishing its FIPS status (core's FipsStatus.findings). */
+export function fipsFindingsOf(fips: FipsStatus): string[] {
+  const f = (fips as { findings?: unknown }).findings;
+  return Array.isArray(f) ? f.filter((x): x is string => typeof x === 'string' && x.trim() !== '') : [];
+}
+
+/** The module claims a FIPS 140 validation (its standard is neither 'none' nor 'unknown'). */
+export function claimsFipsValidation(fips: FipsStatus): boolean {
+  const s = fips.standard as string;
+  return s !== 'none' && s !== 'unknown';
+}

@@ -50,12 +50,32 @@ export function successorBy(ctx: RuleContext, entry: VersionEntry, deadline?: Da
   });
 }
 
-/** Versions revoked as compromised: Compromised, or Revoked straight out of Active (rotation's emergencyState may be Revoked). */
-export function compromisedAt(entry: VersionEntry): Date | undefined {
+/** Words in a recorded reason that say the key was (suspected) compromised. */
+const COMPROMISE_REASON = /compromis|emergency|leak|stolen|exposed/i;
+
+/**
+ * When a version was taken out of use because of a (suspected) compromise: it entered
+ * Compromised, or it was Revoked by an emergency rotation (rotation's `emergencyState` may be
+ * Revoked) — recognised by a successor that became Active in the same instant (the rotation's
+ * one transaction) or by a reason that says so. A plain revocation (`keys revoke`) is not a
+ * compromise: see revokedWithoutCompromiseAt.
+ */
+export function compromisedAt(entry: VersionEntry, ctx?: Pick<RuleContext, 'versions'>): Date | undefined {
   if (entry.version.state === 'Compromised' || entry.history.some((h) => h.to === 'Compromised')) return enteredAt(entry, 'Compromised') ?? entry.version.revokedAt;
-  const revokedFromActive = entry.history.find((h) => h.to === 'Revoked' && h.from === 'Active');
-  if (revokedFromActive?.at) return revokedFromActive.at;
-  return undefined;
+  const revoked = entry.history.find((h) => h.to === 'Revoked' && (h.from === 'Active' || h.from === 'Suspended'));
+  if (!revoked?.at) return undefined;
+  if (revoked.reason !== undefined && COMPROMISE_REASON.test(revoked.reason)) return revoked.at;
+  const at = revoked.at.getTime();
+  const replacedAtOnce = ctx?.versions.some(
+    (s) => s.version.baseKeyId === entry.version.baseKeyId && s.version.version > entry.version.version && activationTime(s)?.getTime() === at,
+  );
+  return replacedAtOnce ? revoked.at : undefined;
+}
+
+/** When a version was revoked for a reason other than compromise (a plain `keys revoke`); undefined otherwise. */
+export function revokedWithoutCompromiseAt(entry: VersionEntry, ctx?: Pick<RuleContext, 'versions'>): Date | undefined {
+  if (compromisedAt(entry, ctx)) return undefined;
+  return enteredAt(entry, 'Revoked');
 }
 
 export const LC_PROTECT: Rule = scanningRule({
@@ -331,9 +351,13 @@ export const LC_EMERG: Rule = {
     const hours = ctx.config.policy.emergencySuccessorHours;
     const out: Finding[] = [];
     let compromised = 0;
+    const revoked: string[] = [];
     for (const e of ctx.versions) {
-      const at = compromisedAt(e);
-      if (!at) continue;
+      const at = compromisedAt(e, ctx);
+      if (!at) {
+        if (revokedWithoutCompromiseAt(e, ctx)) revoked.push(e.version.keyId);
+        continue;
+      }
       compromised++;
       const deadline = new Date(at.getTime() + hours * HOUR_MS);
       if (successorBy(ctx, e, deadline)) continue;
@@ -350,7 +374,8 @@ export const LC_EMERG: Rule = {
         );
       }
     }
-    return out.length > 0 ? out : [pass(this, compromised === 0 ? 'no compromised key' : `${plural(compromised, 'compromised version')}, each replaced by an Active successor within ${hours} h`)];
+    const revokedNote = revoked.length === 0 ? '' : `; ${plural(revoked.length, 'version')} revoked without a recorded compromise (${revoked.slice(0, 5).join(', ')}${revoked.length > 5 ? ', …' : ''})`;
+    return out.length > 0 ? out : [pass(this, (compromised === 0 ? 'no compromised key' : `${plural(compromised, 'compromised version')}, each replaced by an Active successor within ${hours} h`) + revokedNote)];
   },
 };
 

@@ -1,5 +1,6 @@
 import { exists, finding, notApplicable, pass, PerKeyTally, plural, scanningRule } from './helpers.js';
 import { loggedEventTypes } from './pci-rules.js';
+import { claimsFipsValidation, fipsEvidenceOf } from './inputs.js';
 import type { Finding, Rule } from './types.js';
 
 /** Part D of COMPLIANCE-RULES.md: SOC 2 and NIST SP 800-53 (FISMA). */
@@ -86,11 +87,12 @@ export const NIST_SC_13: Rule = {
       const m = ctx.moduleFor(backend);
       if (!m) {
         out.push(finding(this, 'warning', 'LOW', `no module facts for backend ${backend} (${plural(keys, 'key')}): whether it is FIPS-validated is unknown`, `Pass ${backend}'s module facts to the report.`, { keyId: backend }));
-      } else if (m.fips.standard === 'none' || !m.fips.approvedMode) {
-        out.push(finding(this, 'violation', 'HIGH', `backend ${backend} (${plural(keys, 'key')}) ${m.fips.standard === 'none' ? 'is not a FIPS-validated module' : 'is not in its approved mode'}`, `Hold keys that need FIPS-validated cryptography in a validated module running in approved mode (${backend}: ${m.fips.notes.split('.')[0]}).`, { keyId: backend, evidence: { standard: m.fips.standard, approvedMode: m.fips.approvedMode, keys } }));
+      } else if (!claimsFipsValidation(m.fips) || !m.fips.approvedMode) {
+        const what = m.fips.standard === 'none' ? 'is not a FIPS-validated module' : !claimsFipsValidation(m.fips) ? 'has a FIPS validation that could not be established' : 'is not in its approved mode';
+        out.push(finding(this, 'violation', 'HIGH', `backend ${backend} (${plural(keys, 'key')}) ${what}`, `Hold keys that need FIPS-validated cryptography in a validated module running in approved mode (${backend}: ${m.fips.notes.split('.')[0]}).`, { keyId: backend, evidence: { standard: m.fips.standard, approvedMode: m.fips.approvedMode, evidence: fipsEvidenceOf(m.fips), keys } }));
       }
     }
-    return out.length > 0 ? out : [pass(this, `every backend holding keys is FIPS-validated and in approved mode (${[...counts.keys()].join(', ') || 'none'})`)];
+    return out.length > 0 ? out : [pass(this, `every backend holding keys is FIPS-validated and in approved mode (${[...counts.keys()].map((b) => { const m = ctx.moduleFor(b); return m ? `${b}: ${fipsEvidenceOf(m.fips)}` : b; }).join(', ') || 'none'})`)];
   },
 };
 

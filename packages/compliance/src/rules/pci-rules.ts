@@ -131,7 +131,7 @@ export const PCI_3_7_5: Rule = {
           out.push(finding(this, 'violation', 'HIGH', `${e.version.keyId} reached the end of its cryptoperiod (${iso(cp.end)}) and was not replaced`, `Rotate ${e.version.baseKeyId} and give it a rotation interval shorter than the cryptoperiod.`, { keyId: e.version.keyId, time: iso(cp.end) }));
         }
       }
-      const compromised = compromisedAt(e);
+      const compromised = compromisedAt(e, ctx);
       if (compromised && !successorBy(ctx, e)) {
         out.push(finding(this, 'violation', 'HIGH', `${e.version.keyId} was revoked as compromised at ${iso(compromised)} and ${e.version.baseKeyId} was not replaced`, `Rotate ${e.version.baseKeyId} (emergency rotation).`, { keyId: e.version.keyId, time: iso(compromised) }));
       }

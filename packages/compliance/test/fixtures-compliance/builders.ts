@@ -70,7 +70,7 @@ export function hsmModule(backend = 'pkcs11', fips: Partial<ModuleFacts['fips']>
   return {
     backend,
     info: { backend, description: `Example HSM (${backend})`, manufacturer: 'Example HSM Corp', model: 'X-1', firmwareVersion: '3.2.1' },
-    fips: { standard: 'FIPS 140-3', level: 3, approvedMode: true, certificate: '4321', certificateStatus: 'active', eddsaValidated: true, notes: 'Validated module in approved mode.', ...fips },
+    fips: { standard: 'FIPS 140-3', level: 3, approvedMode: true, certificate: '4321', certificateStatus: 'active', eddsaValidated: true, notes: 'Validated module in approved mode.', evidence: 'measured', ...fips },
     capabilities: { algorithms: ['ECDSA_P256', 'ECDSA_P384', 'RSA_3072', 'Ed25519'], persistentKeys: true, hardwareBacked: true, remoteVerify: false, ...caps },
   };
 }
@@ -79,7 +79,7 @@ export function softwareModule(): ModuleFacts {
   return {
     backend: 'software',
     info: { backend: 'software', description: 'In-process software keys (node:crypto), sealed at rest' },
-    fips: { standard: 'none', level: 0, approvedMode: false, notes: 'The software backend is not a FIPS 140 validated cryptographic module.' },
+    fips: { standard: 'none', level: 0, approvedMode: false, notes: 'The software backend is not a FIPS 140 validated cryptographic module.', evidence: 'none' },
     capabilities: { algorithms: ['Ed25519', 'ECDSA_P256', 'RSA_2048'], persistentKeys: true, hardwareBacked: false, remoteVerify: false },
   };
 }

@@ -51,6 +51,8 @@ export function goldenRecords(): AuditRecord[] {
     inputs.push({ type: 'key.verify', time: at(d, 10), actor: 'svc-gateway', backend: 'pkcs11', keyId: 'payments.v1', baseKeyId: 'payments', keyVersion: 1, algorithm: 'ECDSA_P256', details: { valid: true } });
     inputs.push({ type: 'key.sign', time: at(d, 11), actor: 'svc-legacy', backend: 'software', keyId: 'legacy.v1', baseKeyId: 'legacy', keyVersion: 1, algorithm: 'RSA_2048' });
     if (d === 2) {
+      // `keys create` asks whether the id is free first: a lookup miss, not a failure
+      inputs.push({ type: 'key.access', time: at(d, 11, 59), actor: 'alice@example.com', outcome: 'failure', backend: 'pkcs11', keyId: 'payments.v2', errorCode: 'KeyNotFound', details: { operation: 'getKey' } });
       inputs.push({ type: 'key.generate', time: at(d, 12), actor: 'alice@example.com', backend: 'pkcs11', keyId: 'payments.v2', baseKeyId: 'payments', keyVersion: 2, algorithm: 'ECDSA_P256' });
       inputs.push({ type: 'key.rotate', time: at(d, 12), actor: 'alice@example.com', keyId: 'payments.v2', baseKeyId: 'payments', keyVersion: 2, reason: 'scheduled rotation', details: { kind: 'scheduled', fromVersion: 1, toVersion: 2 } });
       inputs.push({ type: 'key.state', time: at(d, 12), actor: 'alice@example.com', keyId: 'payments.v1', baseKeyId: 'payments', keyVersion: 1, reason: 'rotated', details: { from: 'Active', to: 'Superseded' } });
@@ -87,11 +89,13 @@ export const GOLDEN_CONFIG: ComplianceConfigInput = {
 };
 
 export function goldenManager(options: { framework?: Framework } = {}): { manager: ComplianceManager; reader: MemoryAuditReader; framework: Framework } {
-  const reader = new MemoryAuditReader(goldenRecords(), defaultSettings());
+  // a measured duration as performance.now() gives it: the report must show it rounded
+  const reader = new MemoryAuditReader(goldenRecords(), defaultSettings(), { durationMs: 2.3763809999999808 });
   const manager = new ComplianceManager({
     audit: reader,
     inventory: staticInventory(goldenKeys(), 'golden fixture'),
-    modules: [hsmModule('pkcs11', { eddsaValidated: false }), softwareModule()],
+    // the HSM's certificate and approved mode come from the operator's attestation, not the device
+    modules: [hsmModule('pkcs11', { eddsaValidated: false, evidence: 'attested' }), softwareModule()],
     config: GOLDEN_CONFIG,
     clock: () => GOLDEN_NOW,
   });
