@@ -25,6 +25,17 @@ export function cleanEnv(extra: Record<string, string> = {}): Record<string, str
   return { ...env, ...extra };
 }
 
+/**
+ * The passphrase the tests' stores are created with (only `init` creates a store, and it needs
+ * one: from this variable, --passphrase-file or a terminal prompt).
+ */
+export const TEST_PASSPHRASE = 'olocus-test-store-passphrase-5d1e';
+
+/** cleanEnv() plus OLOCUS_HSM_PASSPHRASE: the default environment of `cli()` and `run()`. */
+export function testEnv(extra: Record<string, string> = {}): Record<string, string> {
+  return cleanEnv({ OLOCUS_HSM_PASSPHRASE: TEST_PASSPHRASE, ...extra });
+}
+
 /** Runs the built binary: `node dist/bin.js ...args`. */
 export function cli(args: string[], options: { cwd: string; env?: Record<string, string>; input?: Uint8Array | string } ): Promise<RunResult> {
   return run(process.execPath, [BIN, ...args], options);
@@ -32,7 +43,7 @@ export function cli(args: string[], options: { cwd: string; env?: Record<string,
 
 export function run(command: string, args: string[], options: { cwd: string; env?: Record<string, string>; input?: Uint8Array | string }): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: options.cwd, env: options.env ?? cleanEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { cwd: options.cwd, env: options.env ?? testEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (d: Buffer) => out.push(d));

@@ -2,7 +2,7 @@ import { existsSync, statSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cleanEnv, cli, tempDir } from './helpers.js';
+import { cleanEnv, cli, tempDir, TEST_PASSPHRASE, testEnv } from './helpers.js';
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -16,17 +16,17 @@ async function json<T = Record<string, unknown>>(args: string[], expectedCode = 
 }
 
 describe('--json on every command', () => {
-  it('init (development passphrase file, 0600, note on stderr)', async () => {
+  it('init (passphrase from OLOCUS_HSM_PASSPHRASE, referenced, never written; config 0600)', async () => {
     const r = await cli(['init', '--json'], { cwd: dir });
     expect(r.code, r.stderr).toBe(0);
-    const out = JSON.parse(r.stdout) as { config: string; backend: { type: string; options: Record<string, unknown> }; passphraseFile: string };
+    const out = JSON.parse(r.stdout) as { config: string; backend: { type: string; options: Record<string, unknown> } };
     expect(out.config).toBe(join(dir, '.olocus', 'config.json'));
-    expect(out.backend).toEqual({ type: 'software', options: { directory: 'keys', passphrase: { file: 'passphrase' } } });
+    expect(out.backend).toEqual({ type: 'software', options: { directory: 'keys', passphrase: { env: 'OLOCUS_HSM_PASSPHRASE' } } });
     // init also writes the rotation and audit sections (key registry next to the config, emergency rotation off).
     expect(JSON.parse(await readFile(out.config, 'utf8'))).toEqual({ backend: out.backend, rotation: { storage: { kind: 'sqlite', path: 'rotation.db' }, policy: { allowEmergencyRotation: false } }, audit: { storage: { kind: 'sqlite', path: 'audit.db' }, failClosed: true, retention: { days: 365, hotDays: 90 }, checkpoint: { everyRecords: 1000, intervalSeconds: 60, keyId: 'olocus-audit-checkpoint' } } });
-    expect(statSync(join(dir, '.olocus', 'passphrase')).mode & 0o777).toBe(0o600);
-    expect(r.stderr).toMatch(/development setup/);
-    expect(r.stderr).not.toContain((await readFile(join(dir, '.olocus', 'passphrase'), 'utf8')).trim());
+    expect(statSync(out.config).mode & 0o777).toBe(0o600);
+    expect(existsSync(join(dir, '.olocus', 'passphrase'))).toBe(false);
+    expect(r.stderr).not.toContain(TEST_PASSPHRASE);
   });
 
   it('keys create / list / show / export-public / destroy', async () => {
@@ -113,16 +113,13 @@ describe('--json on every command', () => {
 });
 
 describe('config location', () => {
-  it('a command with no config creates the embedded default in ./.olocus', async () => {
+  it('a command with no config creates nothing and says to run init', async () => {
     const { dir: fresh, cleanup: done } = await tempDir();
     try {
       const r = await cli(['keys', 'list', '--json'], { cwd: fresh, env: cleanEnv() });
-      expect(r.code, r.stderr).toBe(0);
-      // Only the audit log's checkpoint key, made when the command opened the new audit log.
-      expect((JSON.parse(r.stdout) as { keys: { id: string }[] }).keys.map((k) => k.id)).toEqual(['olocus-audit-checkpoint']);
-      expect(existsSync(join(fresh, '.olocus', 'config.json'))).toBe(true);
-      expect(existsSync(join(fresh, '.olocus', 'passphrase'))).toBe(true);
-      expect(r.stderr).toMatch(/development setup/);
+      expect(r.code).toBe(2);
+      expect((JSON.parse(r.stdout) as { error: { code: string; message: string } }).error).toMatchObject({ code: 'ConfigNotFound', message: expect.stringContaining('olocus-hsm init') });
+      expect(existsSync(join(fresh, '.olocus'))).toBe(false);
     } finally {
       await done();
     }
@@ -131,7 +128,7 @@ describe('config location', () => {
   it('OLOCUS_HSM_CONFIG points at the config; relative paths resolve against its folder', async () => {
     const { dir: other, cleanup: done } = await tempDir();
     try {
-      const env = cleanEnv({ OLOCUS_HSM_CONFIG: join(dir, '.olocus', 'config.json') });
+      const env = testEnv({ OLOCUS_HSM_CONFIG: join(dir, '.olocus', 'config.json') });
       const r = await cli(['keys', 'list', '--json'], { cwd: other, env });
       expect(r.code, r.stderr).toBe(0);
       expect((JSON.parse(r.stdout) as { keys: { id: string }[] }).keys.map((k) => k.id)).toContain('j1');
@@ -155,11 +152,9 @@ describe('config location', () => {
     expect(list.code, list.stderr).toBe(0);
   });
 
-  it('init --force overwrites and keeps the existing development passphrase', async () => {
-    const before = await readFile(join(dir, '.olocus', 'passphrase'), 'utf8');
+  it('init --force overwrites the config; the keys stay readable under the same passphrase', async () => {
     const r = await cli(['init', '--force', '--json'], { cwd: dir });
     expect(r.code, r.stderr).toBe(0);
-    expect(await readFile(join(dir, '.olocus', 'passphrase'), 'utf8')).toBe(before);
     expect((await json<{ keys: { id: string }[] }>(['keys', 'list'])).keys.map((k) => k.id)).toContain('j1');
   });
 });

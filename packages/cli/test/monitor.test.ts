@@ -4,7 +4,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, cleanEnv, cli, lines, tempDir } from './helpers.js';
+import { BIN, cli, lines, tempDir, testEnv } from './helpers.js';
 
 /**
  * `monitor` and `health` over the software backend made by `init`. The audit log is switched off
@@ -47,7 +47,7 @@ interface Running {
 }
 
 function startMonitor(args: string[]): Running {
-  const child = spawn(process.execPath, [BIN, ...args], { cwd: dir, env: cleanEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, ...args], { cwd: dir, env: testEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
   children.add(child);
   let stdout = '';
   let stderr = '';
@@ -94,7 +94,8 @@ describe('olocus-hsm monitor', () => {
     expect(status.status).toBe(200);
     const html = await status.text();
     expect(html).toContain('id="overall-status"');
-    expect(html).toMatch(/<tr data-state="Active"><td>Active<\/td><td class="n">1<\/td><\/tr>/);
+    expect(html).toContain('<span data-state="Active"><span class="state Active">Active</span> <b class="n">1</b></span>');
+    expect(html).toMatch(/<tr data-key="mon-key\.v1" data-state="Active" data-attention="soon">/);
 
     const metricsResponse = await fetch(`${base}/metrics`);
     expect(metricsResponse.status).toBe(200);

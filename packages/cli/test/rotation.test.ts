@@ -4,7 +4,7 @@ import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cleanEnv, cli, lines, tempDir, type RunResult } from './helpers.js';
+import { cli, lines, tempDir, testEnv, type RunResult } from './helpers.js';
 
 /**
  * Key rotation through the CLI: logical keys made by `keys create`, `keys rotate` (normal and
@@ -64,7 +64,7 @@ function bind(cwd: () => string, env: () => Record<string, string>) {
 describe('rotation on the default SQLite registry', () => {
   let dir: string;
   let cleanup: () => Promise<void>;
-  const env = cleanEnv();
+  const env = testEnv();
   const { run, json } = bind(
     () => dir,
     () => env,
@@ -255,7 +255,7 @@ describe('rotation on PostgreSQL (connection string from an environment variable
   let dir: string;
   let cleanup: () => Promise<void>;
   const schema = `cli_rot_${randomBytes(5).toString('hex')}`;
-  const env = cleanEnv({ OLOCUS_HSM_PG_URL: PG_URL });
+  const env = testEnv({ OLOCUS_HSM_PG_URL: PG_URL });
   const { run, json } = bind(
     () => dir,
     () => env,
@@ -323,11 +323,11 @@ describe('rotation on PostgreSQL (connection string from an environment variable
   });
 
   it('a missing variable names it; a password in the connection string is never printed', async () => {
-    const missing = oneLineError(await cli(['rotation', 'status'], { cwd: dir, env: cleanEnv() }), 'InvalidConfiguration');
+    const missing = oneLineError(await cli(['rotation', 'status'], { cwd: dir, env: testEnv() }), 'InvalidConfiguration');
     expect(missing).toContain('OLOCUS_HSM_PG_URL');
     // Port 1: nothing listens there; the error must not show the password.
     const password = 'pw-' + randomBytes(6).toString('hex');
-    const r = await cli(['rotation', 'status'], { cwd: dir, env: cleanEnv({ OLOCUS_HSM_PG_URL: `postgres://olocus_test:${password}@127.0.0.1:1/olocus_test` }) });
+    const r = await cli(['rotation', 'status'], { cwd: dir, env: testEnv({ OLOCUS_HSM_PG_URL: `postgres://olocus_test:${password}@127.0.0.1:1/olocus_test` }) });
     expect(r.code).toBe(2);
     expect(lines(r.stderr)).toHaveLength(1);
     expect(r.stdout + r.stderr).not.toContain(password);
