@@ -4,6 +4,7 @@ import { HsmError } from '@olocus/hsm-core';
 import type { PKCS11 } from 'pkcs11js';
 import { classifyReturnValue, returnValueName, returnValueOf } from './classify.js';
 import { CKR, CKU_USER } from './constants.js';
+import { assertPinNotRefused, forgetRefusedPin, rememberRefusedPin } from './failed-pins.js';
 
 /**
  * Why a ledger: PKCS#11 login state belongs to the application (the process) and the token, not
@@ -90,10 +91,16 @@ export class LoginState {
   login(target: LoginTarget, pin: string | undefined): void {
     if (this.fatal) throw this.fatal;
     if (pin === undefined) throw new HsmError('LoginFailed', 'no PIN available');
+    try {
+      assertPinNotRefused(target.scope, pin, target.tokenLabel);
+    } catch (error) {
+      throw this.refuse(error as HsmError);
+    }
     this.logins++;
     try {
       target.p11.C_Login(target.session, CKU_USER, pin);
       record(target.scope, target.generation, pin);
+      forgetRefusedPin(target.scope);
     } catch (error) {
       const rv = returnValueOf(error);
       if (rv === CKR.USER_ALREADY_LOGGED_IN) {
@@ -101,6 +108,7 @@ export class LoginState {
       } else if (rv === CKR.PIN_LOCKED) {
         throw this.refuse(new HsmError('PinLocked', `the user PIN of token '${target.tokenLabel}' is locked; unlock it with the SO PIN`, { retryable: false, details: { rv: 'CKR_PIN_LOCKED' } }));
       } else if (rv !== undefined && classifyReturnValue(rv) === 'pin') {
+        if (rv === CKR.PIN_INCORRECT) rememberRefusedPin(target.scope, pin);
         const why = rv === CKR.PIN_INCORRECT ? 'the PIN is incorrect' : rv === CKR.USER_PIN_NOT_INITIALIZED ? 'the user PIN is not initialised' : `the PIN was refused (${returnValueName(rv)})`;
         throw this.refuse(
           new HsmError('LoginFailed', `login to token '${target.tokenLabel}' failed: ${why}; not retried, so the token is not locked by retries`, {
