@@ -144,6 +144,8 @@ export interface ActivityPoint {
 
 export interface ActivityView {
   source: string;
+  /** False when the view holds only this process's own operations (no source connected). */
+  connected: boolean;
   windowMs: number;
   bucketMs: number;
   from: string;
@@ -354,6 +356,7 @@ export class ActivityAggregator {
     const windowStart = firstStart;
     const view: ActivityView = {
       source: this.description,
+      connected: this.source !== undefined,
       windowMs: this.windowMs,
       bucketMs: this.bucketMs,
       from: new Date(windowStart).toISOString(),

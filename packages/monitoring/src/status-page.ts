@@ -119,7 +119,11 @@ ${keysCard(view)}
 <div class="card"><h2>Errors · ${windowText}</h2>${errorsTable(view)}</div>
 <div class="card"><h2>This monitor process</h2>${processCard(view)}</div>
 </section>
-<footer>Olocus HSM monitoring · figures for the installation come from ${escapeHtml(a.source)}, read up to record ${a.lastSeq}${a.lastReadAt ? ` at ${escapeHtml(clock(a.lastReadAt))} UTC` : ''} · window ${escapeHtml(clock(a.from))}–${escapeHtml(clock(a.to))} UTC.</footer>
+<footer>Olocus HSM monitoring · ${
+    a.connected
+      ? `figures for the installation come from ${escapeHtml(a.source)}, read up to record ${a.lastSeq}${a.lastReadAt ? ` at ${escapeHtml(clock(a.lastReadAt))} UTC` : ''}`
+      : 'figures are this process\'s own operations: connect the audit log (createMonitoring({ activity })) to see every process'
+  } · window ${escapeHtml(clock(a.from))}–${escapeHtml(clock(a.to))} UTC.</footer>
 </main></body></html>
 `;
 }

@@ -1,7 +1,11 @@
 import { existsSync } from 'node:fs';
+import type { HsmBackend } from '@olocus/hsm-core';
+import type { AuditLog } from '@olocus/hsm-compliance';
+import type { ActivitySource, KeyInventoryItem, KeyInventoryProvider } from '@olocus/hsm-monitoring';
+import type { AuditSection } from '../audit-config.js';
 import type { CliContext } from '../context.js';
 import { CliError, redact } from '../errors.js';
-import { openManager } from '../manager.js';
+import { auditOf, openManager } from '../manager.js';
 
 export interface MonitorOptions {
   listen: string;
@@ -37,6 +41,45 @@ function parseWarnDays(value: string | undefined): number {
   return n;
 }
 
+/** Audit record types the status page reads: key operations and login failures. */
+const ACTIVITY_TYPES = ['key.sign', 'key.verify', 'key.generate', 'key.access', 'key.destroy', 'auth.failure'] as const;
+
+/**
+ * The audit log as monitoring's activity source. Every CLI process appends to this one log, so
+ * the status page counts the whole installation's operations, failures and login failures, not
+ * only the monitor's own. The first read covers the window, later reads only what is new.
+ */
+export function auditActivitySource(log: Pick<AuditLog, 'iterate' | 'logName'>, section: AuditSection): ActivitySource {
+  const where = section.storage.kind === 'sqlite' ? `sqlite ${section.storage.path}` : 'postgres';
+  return {
+    description: `audit log ${log.logName} (${where})`,
+    read: ({ from, afterSeq }) => log.iterate({ ...(afterSeq === undefined ? { from } : { afterSeq }), types: [...ACTIVITY_TYPES] }),
+  };
+}
+
+/**
+ * The key inventory: every registry version (state, next rotation, cryptoperiod end), then the
+ * backend's keys the registry does not know (plain keys, the health canary, the audit checkpoint key).
+ */
+export function keyInventory(registryItems: KeyInventoryProvider | undefined, backend: HsmBackend): KeyInventoryProvider {
+  return async () => {
+    const items = registryItems ? await registryItems() : [];
+    const known = new Set(items.map((k) => k.keyId));
+    let cursor: string | undefined;
+    do {
+      const page = await backend.listKeys({ limit: 1000, ...(cursor ? { cursor } : {}) });
+      for (const h of page.keys) {
+        if (known.has(h.id)) continue;
+        const item: KeyInventoryItem = { keyId: h.id, state: h.state ?? 'enabled', algorithm: h.algorithm, backend: backend.type, source: 'backend' };
+        if (h.expiresAt) item.expiresAt = h.expiresAt;
+        items.push(item);
+      }
+      cursor = page.nextCursor;
+    } while (cursor);
+    return items;
+  };
+}
+
 /**
  * `olocus-hsm monitor`: health checks on an interval, Prometheus metrics, alerts on stderr and
  * the /metrics /healthz /readyz /status endpoints, until SIGINT or SIGTERM. With a key registry
@@ -59,9 +102,12 @@ export async function monitor(ctx: CliContext, options: MonitorOptions): Promise
   try {
     // Alerts are JSON lines on stderr (stdout carries only the "listening" line).
     const log = (line: string) => ctx.note(line);
+    const audit = auditOf(manager);
+    const activity = audit ? auditActivitySource(audit.log, audit.section) : undefined;
     const mon = m.createMonitoring({
       backend: manager.backend,
       health: { intervalMs },
+      ...(activity ? { activity } : {}),
       alerts: { sinks: [m.logSink({ warn: log, info: log })], onSinkError: (error) => ctx.note(`olocus-hsm: alert sink failed: ${(error as Error)?.message ?? String(error)}`) },
     });
     const alerts = mon.alerts!;
@@ -74,11 +120,13 @@ export async function monitor(ctx: CliContext, options: MonitorOptions): Promise
     const storage = loaded.rotation.storage;
     const registryPresent = storage.kind === 'postgres' || (storage.path !== ':memory:' && existsSync(storage.path));
     let keyCounts: (() => Promise<Record<string, number>>) | undefined;
+    let registryItems: KeyInventoryProvider | undefined;
     if (registryPresent) {
       const { openRotationFor } = await import('../rotation.js');
       const rot = await openRotationFor(ctx, loaded, manager, { reconcile: false });
       cleanup.push(() => rot.close());
       keyCounts = m.registryKeyCounts(rot.registry);
+      registryItems = m.registryInventory(rot.registry);
       const unsubscribe = m.alertsFromRotation(rot.events, alerts);
       const watch = new m.CryptoperiodWatch({
         alerts,
@@ -96,7 +144,16 @@ export async function monitor(ctx: CliContext, options: MonitorOptions): Promise
 
     let server: Awaited<ReturnType<typeof m.startMonitorServer>>;
     try {
-      server = await m.startMonitorServer({ monitor: mon.monitor, metrics: mon.metrics, listen, ...(keyCounts ? { keyCounts } : {}) });
+      server = await m.startMonitorServer({
+        monitor: mon.monitor,
+        metrics: mon.metrics,
+        listen,
+        activity: mon.activity,
+        alerts,
+        inventory: keyInventory(registryItems, manager.backend),
+        warnDays,
+        ...(keyCounts ? { keyCounts } : {}),
+      });
     } catch (error) {
       const e = error as NodeJS.ErrnoException;
       if (e?.code === 'EADDRINUSE') throw new CliError('IoError', `--listen: ${options.listen} is already in use`, { cause: error });
@@ -107,8 +164,8 @@ export async function monitor(ctx: CliContext, options: MonitorOptions): Promise
     mon.monitor.start();
 
     const line = ctx.json
-      ? JSON.stringify({ listening: server.url, endpoints: ['/metrics', '/healthz', '/readyz', '/status'], intervalMs, registry: registryPresent })
-      : `monitoring ${manager.backend.type} on ${server.url} (/metrics /healthz /readyz /status), checks every ${intervalMs / 1000} s${registryPresent ? ', key registry watched' : ''}`;
+      ? JSON.stringify({ listening: server.url, endpoints: ['/metrics', '/healthz', '/readyz', '/status', '/status.json'], intervalMs, registry: registryPresent, activity: mon.activity.description })
+      : `monitoring ${manager.backend.type} on ${server.url} (/metrics /healthz /readyz /status /status.json), checks every ${intervalMs / 1000} s${registryPresent ? ', key registry watched' : ''}; activity from ${mon.activity.description}`;
     ctx.stdout.write(redact(line) + '\n');
 
     const signal = await new Promise<NodeJS.Signals>((resolve) => {
