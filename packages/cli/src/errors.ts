@@ -14,6 +14,7 @@ export type CliErrorCode =
   | 'InvalidConfiguration'
   | 'ConfigNotFound'
   | 'ConfigExists'
+  | 'StoreNotFound'
   | 'FileNotFound'
   | 'IoError'
   | 'InvalidSignatureEncoding'
