@@ -51,9 +51,10 @@ describe.each(['sqlite', 'sqlite-thread', 'postgres'] as const)('failClosed thro
     expect(err).toMatchObject({
       name: 'HsmError',
       code: 'PolicyViolation',
-      message: 'audit record could not be written; operation refused (failClosed)',
       details: { auditCode: 'AuditUnavailable' },
     });
+    // the refusal says why (the store's error, naming the store), not only that it refused
+    expect(err.message).toMatch(/^audit record could not be written \(audit log .+\); operation refused \(failClosed\)$/);
     // the log's own error: a write failure with a stable auditCode, and the alert hook saw it
     expect(err.cause).toMatchObject({ name: 'HsmError', details: { auditCode: 'AuditWriteFailed' } });
     expect(['Internal', 'DeviceUnavailable']).toContain(err.cause.code);
@@ -92,7 +93,9 @@ describe.each([false, true])('failClosed when another process holds the SQLite w
     blocker.exec('begin immediate');
     const started = Date.now();
     const err = await m.sign(key, Buffer.from('x')).catch((e) => e);
-    expect(err).toMatchObject({ code: 'PolicyViolation', details: { auditCode: 'AuditUnavailable' } });
+    // a busy store is a retryable storage fault: the refusal keeps its code and says so
+    expect(err).toMatchObject({ code: 'DeviceUnavailable', retryable: true, details: { auditCode: 'AuditUnavailable', storageFault: 'busy' } });
+    expect(err.message).toContain('busy');
     expect(err.cause).toMatchObject({ code: 'DeviceUnavailable', details: { auditCode: 'AuditWriteFailed', errorCode: 'SQLITE_BUSY' } });
     expect(Date.now() - started).toBeGreaterThanOrEqual(150);
     // opening another log while the lock is held fails the same way (no raw driver error)

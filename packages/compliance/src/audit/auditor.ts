@@ -1,5 +1,6 @@
 import { hash as oneShot } from 'node:crypto';
 import { HsmError, auditedBackend, isHsmError, type HsmBackend, type OperationAuditor, type OperationEvent } from '@olocus/hsm-core';
+import { storageFaultOf } from './faults.js';
 import type { AuditLog } from './log.js';
 import type { AuditDetails, AuditEventInput, AuditEventType } from './types.js';
 
@@ -91,9 +92,16 @@ export function auditorFor(log: AuditLog, options: AuditorOptions): LogAuditor {
       await Promise.all(records.map((r) => log.append(r)));
     } catch (error) {
       if (failClosed) {
-        throw new HsmError('PolicyViolation', 'audit record could not be written; operation refused (failClosed)', {
+        // The refusal says why. A retryable storage fault (a full disk, a busy or unreachable
+        // store) keeps its code and retryable flag, so the library and the CLI report the same
+        // fault the same way; anything else is a policy refusal.
+        const fault = storageFaultOf(error);
+        const transient = fault !== undefined && isHsmError(error) && error.retryable;
+        const why = isHsmError(error) ? error.message : 'the audit log failed';
+        throw new HsmError(transient ? error.code : 'PolicyViolation', `audit record could not be written (${why}); operation refused (failClosed)`, {
           cause: error,
-          details: { auditCode: 'AuditUnavailable', errorCode: isHsmError(error) ? error.code : undefined },
+          retryable: transient,
+          details: { auditCode: 'AuditUnavailable', errorCode: isHsmError(error) ? error.code : undefined, ...(fault ? { storageFault: fault } : {}) },
         });
       }
       try {

@@ -4,3 +4,4 @@ export type { AuditLogOptions, AuditStorageOptions, CheckpointSigner } from './o
 export { AuditLog, openAuditLog, verifyExport, SECRET_KEY_PATTERN, type AuditStats, type AuditExportSummary, type AuditTailOptions, type AuditVerifyOptions, type AuditPruneResult } from './log.js';
 export { checkpointSignerFromBackend, type CheckpointSignerOptions } from './checkpoint.js';
 export { auditorFor, withAudit, dataDigest, eventToRecords, type AuditorOptions, type LogAuditor } from './auditor.js';
+export { classifyStorageFault, storageFaultError, storageFaultOf, type StorageFault, type StorageFaultKind, type StorageFaultContext } from './faults.js';

@@ -1,7 +1,8 @@
 import BetterSqlite3 from 'better-sqlite3';
 import pg from 'pg';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, type Migration } from 'kysely';
-import { HsmError } from '@olocus/hsm-core';
+import { HsmError, isHsmError } from '@olocus/hsm-core';
+import { storageFaultError } from './faults.js';
 import type { AuditCheckpoint, AuditRecord } from './types.js';
 import { canonicalDetails, recordHash, type RecordLike } from './jcs.js';
 import { SqliteWriter, startWalCheckpointer, verifyRanges, verifyRangesPg, verifyThreads, type RangeResult } from './sqlite-worker.js';
@@ -135,19 +136,20 @@ function migrations(dialect: Dialect): Record<string, Migration> {
   };
 }
 
-/** Storage failures as HsmError: DeviceUnavailable when the store cannot be reached, Internal otherwise. */
+/**
+ * Storage failures as HsmError through the one mapping (faults.ts): a full disk, a busy or
+ * unreachable store are retryable DeviceUnavailable naming the file; corruption, permissions
+ * and read-only stores are not retryable.
+ */
 export function storageError(error: unknown, what: string, target: string): HsmError {
-  if (error instanceof HsmError) return error;
-  const e = error as { code?: string; message?: string } | undefined;
-  const code = e?.code ?? '';
-  const unreachable =
-    ['ECONNREFUSED', 'ENOTFOUND', 'ETIMEDOUT', 'EHOSTUNREACH', 'ECONNRESET', 'EPIPE', '57P01', '57P03', '3D000', '28000', '28P01', '08006', '08001', 'SQLITE_BUSY', 'SQLITE_CANTOPEN', 'SQLITE_IOERR', 'SQLITE_FULL', 'SQLITE_READONLY'].some(
-      (c) => code === c || code.startsWith(`${c}_`),
-    ) || /Connection terminated|connection timeout/i.test(e?.message ?? '');
-  return new HsmError(unreachable ? 'DeviceUnavailable' : 'Internal', `audit store: ${what} (${target}) failed: ${code ? `${code} ` : ''}${e?.message ?? String(error)}`, {
-    cause: error,
-    retryable: unreachable,
-    details: { auditCode: 'AuditWriteFailed', target, errorCode: code || undefined },
+  if (isHsmError(error)) return error;
+  const driverCode = typeof (error as { code?: unknown })?.code === 'string' ? (error as { code: string }).code : undefined;
+  return storageFaultError(error, {
+    store: 'audit log',
+    action: what,
+    target,
+    ...(target.startsWith('postgres') ? {} : { file: target }),
+    details: { auditCode: 'AuditWriteFailed', errorCode: driverCode },
   });
 }
 
