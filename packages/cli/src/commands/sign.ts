@@ -1,6 +1,6 @@
 import { algorithmInfo, decodeSignature, encodeSignature, isHsmError, jwsAlgorithm, type HsmKeyHandle, type HsmManager, type KeyAlgorithm, type MessageInput, type SignatureFormat } from '@olocus/hsm-core';
 import { parseVersionKeyId, VERIFYING_STATES, type RotationContext } from '@olocus/hsm-rotation';
-import { checkOutputPath, decodeBase64, echo, openInput, readInputLimited, SIGNATURE_READ_LIMIT, toBase64, toBase64Url, writeOutput } from '../io.js';
+import { checkOutputPath, decodeBase64, echo, formatBytes, openInput, readInputLimited, SIGNATURE_READ_LIMIT, toBase64, toBase64Url, writeOutput } from '../io.js';
 import { CliError, EXIT_NEGATIVE } from '../errors.js';
 import { jwsHeader, jwsSigningInput, parseCompactJws, type ParsedJws } from '../jws.js';
 import { classifyKey, withManagerAndRegistry, type KeyTarget } from '../rotation.js';
@@ -55,7 +55,7 @@ interface Signed {
  * (LC-PROTECT); `expectKeyId` (a JWS `kid` written before signing, or a version named by the
  * user) must be the version that signed, or the signature is refused as made by another key.
  */
-async function signWith(manager: HsmManager, signer: Signer, message: MessageInput, expectKeyId?: string): Promise<Signed> {
+async function signWithKey(manager: HsmManager, signer: Signer, message: MessageInput, expectKeyId?: string): Promise<Signed> {
   if (signer.kind === 'backend') {
     const h = signer.handle;
     return { raw: await manager.sign(h, message), algorithm: h.algorithm, key: h.id, keyId: h.id, ref: h.ref };
@@ -69,6 +69,22 @@ async function signWith(manager: HsmManager, signer: Signer, message: MessageInp
   }
   const v = await signer.rot.registry.getKeyVersion(keyId);
   return { raw: signature, algorithm: version.algorithm, key: signer.expectKeyId ? signer.name : signer.base, keyId, ref: v.keyRef, logical: { keyId, version: version.version, signedAt } };
+}
+
+/**
+ * Core refuses a streamed message it would have to hold whole beyond its limit (Ed25519 cannot
+ * be hashed in pieces; several candidate versions read the message twice): say which flag and
+ * file, the limit, and what to do instead.
+ */
+function messageTooLarge(error: unknown, flag: string, name: string, what: 'sign' | 'verify', algorithm?: KeyAlgorithm): unknown {
+  const e = error as { name?: string; code?: string; details?: Record<string, unknown> };
+  if (e?.name !== 'HsmError' || e.code !== 'InvalidArgument' || e.details?.['field'] !== 'data') return error;
+  const limit = typeof e.details['limit'] === 'number' ? formatBytes(e.details['limit']) : 'the limit';
+  const advice =
+    what === 'sign' || algorithm === 'Ed25519'
+      ? 'Ed25519 (PureEdDSA) needs the whole message at once: sign a digest of the file, or use an ECDSA or RSA key, which hash it as it is read'
+      : 'checking it against several versions holds it in memory: give --signed-at (the signedAt that sign printed) so that one version streams it';
+  return new CliError('InvalidArgument', `${flag} ${echo(name)}: the message is larger than ${limit}, the most that can be held in memory here; ${advice}`, { cause: error });
 }
 
 /** The backend id and algorithm that will sign, known before signing (a JWS header names them). */
@@ -93,6 +109,10 @@ export async function sign(ctx: CliContext, opts: SignOptions): Promise<void> {
   try {
     await withManagerAndRegistry(ctx, async (manager, rot) => {
       const signer = await signerFor(manager, rot, opts.key);
+      const signWith = (m: HsmManager, sg: Signer, message: MessageInput, expect?: string): Promise<Signed> =>
+        signWithKey(m, sg, message, expect).catch((error: unknown) => {
+          throw messageTooLarge(error, '--in', input?.name ?? opts.in, 'sign');
+        });
       let data: Uint8Array | string;
       let signed: Signed;
       let shownFormat: string;
@@ -254,7 +274,9 @@ export async function verify(ctx: CliContext, opts: VerifyOptions): Promise<void
       let valid = false;
       let matched: { keyId: string; version: number } | undefined;
       if (!reason && raw && message) {
-        const r = await check(ctx, manager, k, message, raw, signedAt);
+        const r = await check(ctx, manager, k, message, raw, signedAt).catch((error: unknown) => {
+          throw messageTooLarge(error, '--in', input?.name ?? opts.in, 'verify', k.algorithm);
+        });
         valid = r.valid;
         matched = r.matched;
         reason = r.reason;
