@@ -36,7 +36,11 @@ describe('health checks (software backend)', () => {
       expect(c.durationMs).toBeGreaterThanOrEqual(0);
     }
     expect(first.checks.find((c) => c.name === 'performance')?.unit).toBe('ms');
-    expect(first.checks.find((c) => c.name === 'fips')?.message).toMatch(/no FIPS validation/);
+    // Not validated: Healthy (readiness is about operation), with a warning the status page shows.
+    const fips = first.checks.find((c) => c.name === 'fips');
+    expect(fips?.message).toMatch(/not FIPS validated/);
+    expect(fips?.warning).toBe('the module is not FIPS validated');
+    expect(fips?.details).toMatchObject({ standard: 'none', level: 0, evidence: 'none' });
 
     await monitor.performHealthCheck();
     await monitor.performHealthCheck();
