@@ -108,3 +108,14 @@ describe('a full disk under the SQLite audit log', () => {
     }
   });
 });
+
+describe('audit store file mode (issue 10 item 7)', () => {
+  it.runIf(process.platform !== 'win32')('a new SQLite audit log and its WAL are 0600', async () => {
+    const { stat } = await import('node:fs/promises');
+    const path = join(tempDir('mode'), 'audit.db');
+    const log = await openAuditLog({ storage: { kind: 'sqlite', path }, logName: 'mode' });
+    await log.append({ type: 'admin.action', actor: 'alice', outcome: 'success', details: { operation: 'test' } });
+    for (const file of [path, `${path}-wal`]) expect({ file, mode: (await stat(file)).mode & 0o777 }).toEqual({ file, mode: 0o600 });
+    await log.close();
+  });
+});

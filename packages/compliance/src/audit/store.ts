@@ -1,3 +1,4 @@
+import { closeSync, openSync } from 'node:fs';
 import BetterSqlite3 from 'better-sqlite3';
 import pg from 'pg';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, type Migration } from 'kysely';
@@ -267,6 +268,13 @@ async function runMigrations(db: Kysely<any>, dialect: Dialect, target: string, 
 function openSqlite(storage: Extract<ResolvedAuditLogOptions['storage'], { kind: 'sqlite' }>): AuditStore {
   const target = storage.path;
   let database: BetterSqlite3.Database;
+  try {
+    // The log names keys, actors and operations: create it 0600 (SQLite gives its -wal and -shm
+    // files the database file's mode). An existing file keeps the mode its operator chose.
+    if (storage.path !== ':memory:' && !storage.path.startsWith('file:')) closeSync(openSync(storage.path, 'a', 0o600));
+  } catch (error) {
+    throw storageError(error, 'creating the SQLite database file', target);
+  }
   try {
     // Opening may wait for another process (WAL setup, migrations); after open the busy timeout
     // is 0: a busy database is retried asynchronously (writeTx), never waited for inside the
