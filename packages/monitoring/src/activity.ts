@@ -75,7 +75,7 @@ const MIN_MS = 0.001;
 function binOf(ms: number): number {
   return ms <= MIN_MS ? 0 : Math.round(Math.log(ms / MIN_MS) / LOG_GROWTH);
 }
-function valueOf(bin: number): number {
+function binValue(bin: number): number {
   return MIN_MS * GROWTH ** bin;
 }
 
@@ -103,7 +103,7 @@ class LatencyHistogram {
     let seen = 0;
     for (const b of [...this.bins.keys()].sort((x, y) => x - y)) {
       seen += this.bins.get(b)!;
-      if (seen >= rank) return Math.min(valueOf(b), this.max);
+      if (seen >= rank) return Math.min(binValue(b), this.max);
     }
     return this.max;
   }
@@ -273,7 +273,10 @@ export class ActivityAggregator {
       return;
     }
     let t = bucket.types.get(r.type);
-    if (!t) bucket.types.set(r.type, (t = { success: 0, failure: 0, latency: new LatencyHistogram() }));
+    if (!t) {
+      t = { success: 0, failure: 0, latency: new LatencyHistogram() };
+      bucket.types.set(r.type, t);
+    }
     const failed = r.outcome === 'failure';
     if (failed) t.failure++;
     else t.success++;
@@ -285,7 +288,10 @@ export class ActivityAggregator {
     }
     const origin = r.origin ?? 'unknown';
     let o = bucket.origins.get(origin);
-    if (!o) bucket.origins.set(origin, (o = { operations: 0, failures: 0, lastSeen: at }));
+    if (!o) {
+      o = { operations: 0, failures: 0, lastSeen: at };
+      bucket.origins.set(origin, o);
+    }
     o.operations++;
     if (failed) o.failures++;
     if (at > o.lastSeen) o.lastSeen = at;
@@ -326,7 +332,10 @@ export class ActivityAggregator {
           point.success += t.success;
           point.failure += t.failure;
           let all = byType.get(type);
-          if (!all) byType.set(type, (all = { success: 0, failure: 0, latency: new LatencyHistogram() }));
+          if (!all) {
+            all = { success: 0, failure: 0, latency: new LatencyHistogram() };
+            byType.set(type, all);
+          }
           all.success += t.success;
           all.failure += t.failure;
           all.latency.merge(t.latency);
@@ -406,7 +415,10 @@ export class ActivityAggregator {
     if (t < this.firstStart(now)) return undefined;
     const start = Math.floor(t / this.bucketMs) * this.bucketMs;
     let b = this.buckets.get(start);
-    if (!b) this.buckets.set(start, (b = { start, types: new Map(), errors: new Map(), origins: new Map(), loginFailures: 0 }));
+    if (!b) {
+      b = { start, types: new Map(), errors: new Map(), origins: new Map(), loginFailures: 0 };
+      this.buckets.set(start, b);
+    }
     return b;
   }
 

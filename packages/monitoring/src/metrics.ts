@@ -265,9 +265,15 @@ export class HsmMetrics {
     s.fail.inc();
     const code = isHsmError(error) ? error.code : 'Unclassified';
     let byCode = this.errorSeries.get(operation);
-    if (!byCode) this.errorSeries.set(operation, (byCode = new Map()));
+    if (!byCode) {
+      byCode = new Map();
+      this.errorSeries.set(operation, byCode);
+    }
     let e = byCode.get(code);
-    if (!e) byCode.set(code, (e = { count: 0, child: this.errorsTotal.labels(operation, code) }));
+    if (!e) {
+      e = { count: 0, child: this.errorsTotal.labels(operation, code) };
+      byCode.set(code, e);
+    }
     e.count++;
     e.child.inc();
     for (const listener of this.errorListeners) {
@@ -355,7 +361,10 @@ export class HsmMetrics {
 
   private seriesFor(operation: string, algorithm: string): Series {
     let byAlg = this.series.get(operation);
-    if (!byAlg) this.series.set(operation, (byAlg = new Map()));
+    if (!byAlg) {
+      byAlg = new Map();
+      this.series.set(operation, byAlg);
+    }
     let s = byAlg.get(algorithm);
     if (!s) {
       s = {
