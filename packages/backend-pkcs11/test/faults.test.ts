@@ -135,7 +135,7 @@ describe('sign threads', () => {
       const generation = backend.metrics().generation;
       const threadSignsBefore = backend.metrics().threadSigns;
       // the module is reset while no call is in flight (SoftHSM does not survive C_Finalize racing C_Sign)
-      (backend as unknown as { mod: { p11: { C_Finalize(): void } } }).mod.p11.C_Finalize();
+      (backend as unknown as { connection: { mod: { p11: { C_Finalize(): void } } } }).connection.mod.p11.C_Finalize();
       const before = signed.length;
       await load(200);
       expect(signed.length - before).toBeGreaterThanOrEqual(200);
@@ -185,8 +185,8 @@ describe('sign threads', () => {
       const key = await backend.generateKeyPair({ id: 'thread-errors', algorithm: 'ECDSA_P256', usages: ['verify', 'sign'] });
       // a stale key handle: the thread's C_SignInit fails with CKR_OBJECT_HANDLE_INVALID / CKR_KEY_HANDLE_INVALID,
       // the backend drops its cache entry, looks the key up again and signs
-      const internals = backend as unknown as { keys: Map<string, { priv: Buffer }> };
-      for (const entry of internals.keys.values()) entry.priv = Buffer.from(entry.priv).fill(0xee);
+      const internals = backend as unknown as { keyStore: { entries: Map<string, { priv: Buffer }> } };
+      for (const entry of internals.keyStore.entries.values()) entry.priv = Buffer.from(entry.priv).fill(0xee);
       const data = randomBytes(32);
       const signature = await backend.sign(key, data);
       const pem = exportPublicKey(await backend.getPublicKey(key), 'pem');
@@ -223,7 +223,7 @@ describe('login', () => {
     await backend.initialize();
     try {
       const key = await backend.generateKeyPair({ id: 'relogin', algorithm: 'ECDSA_P256' });
-      const internals = backend as unknown as { mod: { p11: { C_Logout(h: Buffer): void } }; anchor: { handle: Buffer } };
+      const internals = (backend as unknown as { connection: { mod: { p11: { C_Logout(h: Buffer): void } }; anchor: { handle: Buffer } } }).connection;
       internals.mod.p11.C_Logout(internals.anchor.handle);
       const signatures = await Promise.all(Array.from({ length: 20 }, () => backend.sign(key, Buffer.from('after logout'))));
       expect(signatures).toHaveLength(20);
@@ -238,8 +238,8 @@ describe('login', () => {
     await backend.initialize();
     try {
       const key = await backend.generateKeyPair({ id: 'closed-all', algorithm: 'ECDSA_P256' });
-      const internals = backend as unknown as { mod: { p11: { C_CloseAllSessions(s: Buffer): void } }; slot: Buffer };
-      internals.mod.p11.C_CloseAllSessions(internals.slot);
+      const internals = (backend as unknown as { connection: { mod: { p11: { C_CloseAllSessions(s: Buffer): void } }; token: { slot: Buffer } } }).connection;
+      internals.mod.p11.C_CloseAllSessions(internals.token.slot);
       const pem = exportPublicKey(await backend.getPublicKey(key), 'pem');
       const data = Buffer.from('after close-all');
       const signature = await backend.sign(key, data);
