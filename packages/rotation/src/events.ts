@@ -41,6 +41,8 @@ export type RotationEvent =
   | { type: 'overlapEnded'; baseKeyId: string; version: number; keyId: string; at: Date }
   | { type: 'keyDestroyed'; baseKeyId: string; version: number; keyId: string; at: Date }
   | { type: 'orphanKey'; keyId: string; baseKeyId: string; version: number; at: Date }
+  /** An interrupted rotation (its node crashed) was completed by reconcile, a later rotate, or `recoverRotation`. */
+  | { type: 'rotationRecovered'; baseKeyId: string; version: number; fromStep: string; previousOwner: string; actor: string; reason: string; at: Date }
   | { type: 'taskFailed'; taskId: string; kind: string; baseKeyId: string; attempts: number; final: boolean; error: string; at: Date };
 
 export type RotationEventType = RotationEvent['type'];

@@ -26,6 +26,7 @@ export {
   RotationManager,
   ROTATION_STEPS,
   defaultNodeId,
+  ownerIsDead,
   type RotationStep,
   type RotationKind,
   type RotationHooks,

@@ -63,6 +63,11 @@ export interface RotationResult {
   current: KeyVersion;
   /** The backend key already existed (found after a crash) and was adopted. */
   adopted: boolean;
+  /**
+   * Set when this call completed an interrupted rotation instead of starting a new one: a
+   * rotation asked for after a crash finishes the one that was under way, never rotates twice.
+   */
+  recovered?: { fromStep: string; startedAt: Date; owner: string };
 }
 
 export interface ReconcileOptions {
@@ -97,6 +102,25 @@ export function defaultNodeId(): string {
 }
 
 /**
+ * True only when `owner` (a node id made by `defaultNodeId`) names a process on this host that
+ * no longer exists: then its lease protects nothing and is taken over at once. A reused pid or
+ * a foreign id reads as alive, so the lease is waited out — never a rotation taken from a
+ * living node.
+ */
+export function ownerIsDead(owner: string): boolean {
+  const match = /^(.*):(\d+):[0-9a-f]{8}$/.exec(owner);
+  if (!match || match[1] !== hostname()) return false;
+  const pid = Number(match[2]);
+  if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
+/**
  * Creates, rotates, retires and destroys key versions: the backend side of the lifecycle,
  * made crash-safe by the `rotations` journal (see README, "Crash safety").
  */
@@ -108,6 +132,8 @@ export class RotationManager {
   readonly events: RotationEvents;
   private readonly hooks: RotationHooks;
   private readonly unsubscribe: () => void;
+  /** Rotations this manager's reconcile() completed, handed to the next rotateKey() of that key. */
+  private readonly recoveredHere = new Map<string, { result: RotationResult; at: number }>();
 
   constructor(options: RotationManagerOptions) {
     this.registry = options.registry;
@@ -186,7 +212,75 @@ export class RotationManager {
    */
   async rotateKey(baseKeyId: string, options: RotateOptions): Promise<RotationResult> {
     assertChangeContext(options, `rotateKey(${baseKeyId})`);
+    const finished = this.recoveredHere.get(baseKeyId);
+    this.recoveredHere.delete(baseKeyId);
+    // only a rotation just completed on start-up stands in for the one asked for now
+    if (finished && this.nowMs() - finished.at < this.policy.rotationLease) return finished.result;
+    const recovered = await this.recoverInterrupted(baseKeyId, false);
+    if (recovered) return recovered;
     return this.startRotation(baseKeyId, 'manual', options);
+  }
+
+  /**
+   * Completes the interrupted rotation of `baseKeyId` now, whoever owned it — for an operator who
+   * knows its node is gone (`rotation recover --key K`). Emits `rotationRecovered` (audited).
+   * KeyNotFound when the key has no unfinished rotation.
+   */
+  async recoverRotation(baseKeyId: string, ctx: ChangeContext): Promise<RotationResult> {
+    assertChangeContext(ctx, `recoverRotation(${baseKeyId})`);
+    const result = await this.recoverInterrupted(baseKeyId, true, ctx);
+    if (!result) throw new HsmError('KeyNotFound', `logical key ${JSON.stringify(baseKeyId)} has no unfinished rotation to recover`, { details: { baseKeyId } });
+    return result;
+  }
+
+  /**
+   * Takes over and completes the open rotation of one key when its owner is gone (lease expired
+   * or, on this host, its process dead), or always with `force`. Undefined when there is none or
+   * a living node still holds it (then RotationInProgress tells the caller who).
+   */
+  private async recoverInterrupted(baseKeyId: string, force: boolean, ctx?: ChangeContext): Promise<RotationResult | undefined> {
+    const row = await this.store.db.selectFrom('rotations').selectAll().where('base_key_id', '=', baseKeyId).where('step', 'in', [...OPEN_STEPS]).executeTakeFirst();
+    if (!row) return undefined;
+    const j = { ...row, lease_until: Number(row.lease_until) } as JournalRow;
+    const now = this.nowMs();
+    if (!force && j.owner !== this.nodeId && j.lease_until >= now && !ownerIsDead(j.owner)) {
+      throw rotationError(
+        'RotationInProgress',
+        `a rotation of ${baseKeyId} to v${j.to_version} is in progress on node ${j.owner} (step ${j.step}, lease until ${new Date(j.lease_until).toISOString()}); if that node is gone, run: olocus-hsm rotation recover --key ${baseKeyId}`,
+        { baseKeyId },
+      );
+    }
+    const previousOwner = j.owner;
+    const fromStep = j.step;
+    if (!(await this.takeOver(j, now))) return undefined;
+    const result = await this.continueRotation(j, true);
+    const recovered = { ...result, recovered: { fromStep, startedAt: new Date(Number(j.started_at)), owner: previousOwner } };
+    this.events.emit({
+      type: 'rotationRecovered',
+      baseKeyId,
+      version: Number(j.to_version),
+      fromStep,
+      previousOwner,
+      actor: ctx?.actor ?? j.actor,
+      reason: ctx?.reason ?? `${j.reason} (interrupted rotation completed by ${this.nodeId})`,
+      at: new Date(this.nowMs()),
+    });
+    return recovered;
+  }
+
+  private async takeOver(j: JournalRow, now: number): Promise<boolean> {
+    const taken = await this.store.tx(async (trx) => {
+      const r = await trx
+        .updateTable('rotations')
+        .set({ owner: this.nodeId, lease_until: now + this.policy.rotationLease, updated_at: now })
+        .where('id', '=', j.id)
+        .where('owner', '=', j.owner)
+        .where('step', '=', j.step)
+        .executeTakeFirst();
+      return Number(r.numUpdatedRows) === 1;
+    });
+    if (taken) j.owner = this.nodeId;
+    return taken;
   }
 
   /**
@@ -715,26 +809,29 @@ export class RotationManager {
     const open = await this.store.db.selectFrom('rotations').selectAll().where('step', 'in', [...OPEN_STEPS]).orderBy('started_at').execute();
     for (const row of open) {
       const j = { ...row, lease_until: Number(row.lease_until) } as JournalRow;
-      if (!options.force && j.lease_until >= now && j.owner !== this.nodeId) {
+      if (!options.force && j.lease_until >= now && j.owner !== this.nodeId && !ownerIsDead(j.owner)) {
         report.inProgressElsewhere.push({ baseKeyId: j.base_key_id, version: Number(j.to_version), owner: j.owner });
         continue;
       }
-      const taken = await this.store.tx(async (trx) => {
-        const r = await trx
-          .updateTable('rotations')
-          .set({ owner: this.nodeId, lease_until: now + this.policy.rotationLease, updated_at: now })
-          .where('id', '=', j.id)
-          .where('owner', '=', j.owner)
-          .where('step', '=', j.step)
-          .executeTakeFirst();
-        return Number(r.numUpdatedRows) === 1;
-      });
-      if (!taken) continue;
+      const previousOwner = j.owner;
       const fromStep = j.step;
-      j.owner = this.nodeId;
+      if (!(await this.takeOver(j, now))) continue;
       try {
         const result = await this.continueRotation(j, true);
         report.resumed.push({ baseKeyId: j.base_key_id, version: Number(j.to_version), kind: j.kind as RotationKind, fromStep, adopted: result.adopted || fromStep !== 'intent' });
+        if (j.kind !== 'create') {
+          this.recoveredHere.set(j.base_key_id, { result: { ...result, recovered: { fromStep, startedAt: new Date(Number(j.started_at)), owner: previousOwner } }, at: this.nowMs() });
+        }
+        this.events.emit({
+          type: 'rotationRecovered',
+          baseKeyId: j.base_key_id,
+          version: Number(j.to_version),
+          fromStep,
+          previousOwner,
+          actor: j.actor,
+          reason: `${j.reason} (interrupted rotation completed by reconcile on ${this.nodeId})`,
+          at: new Date(this.nowMs()),
+        });
       } catch (error) {
         report.failed.push({ baseKeyId: j.base_key_id, version: Number(j.to_version), fromStep, error: describe(error) });
       }

@@ -77,6 +77,7 @@ export class RotationScheduler {
   private timer: NodeJS.Timeout | undefined;
   private running = false;
   private current: Promise<TaskRunReport> | undefined;
+  private reconciling: Promise<void> | undefined;
 
   constructor(options: RotationSchedulerOptions) {
     this.manager = options.manager;
@@ -216,11 +217,22 @@ export class RotationScheduler {
     }
   }
 
-  /** Polls every `pollInterval` (first run at once). Idempotent. */
+  /**
+   * Polls every `pollInterval` (first run at once). Idempotent. Each tick first finishes the
+   * rotations of nodes that died (expired lease, or a dead process on this host), so a surviving
+   * daemon never leaves a key half-rotated, then runs the due tasks.
+   */
   start(): void {
     if (this.running) return;
     this.running = true;
     const tick = async () => {
+      if (!this.running) return;
+      this.reconciling = this.manager.reconcile({ scanBackend: false }).then(
+        () => undefined,
+        () => undefined, // the next tick tries again
+      );
+      await this.reconciling;
+      this.reconciling = undefined;
       if (!this.running) return;
       try {
         await this.runDueTasks();
@@ -237,6 +249,7 @@ export class RotationScheduler {
     this.running = false;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+    await this.reconciling;
     while (this.current) await this.current.catch(() => undefined);
   }
 

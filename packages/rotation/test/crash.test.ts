@@ -77,8 +77,12 @@ describe.each(STORAGE_KINDS)('a rotating process killed at each step (%s)', (kin
       // exactly one backend key per version: nothing generated twice
       const keys = (await ctx.backend.listKeys({ prefix: 'k.v' })).keys.map((h) => h.id).sort();
       expect(keys).toEqual(['k.v1', 'k.v2']);
-      // and the key can be rotated again
-      expect((await ctx.manager.rotateKey('k', { actor: 'alice', reason: 'after recovery' })).current.version).toBe(3);
+      // a rotate asked for right after the recovery reports the rotation reconcile just completed
+      // (never a second new version for one request), and the next one rotates again
+      const asked = await ctx.manager.rotateKey('k', { actor: 'alice', reason: 'after recovery' });
+      expect(asked.current.version).toBe(step === 'activated' ? 3 : 2);
+      if (step !== 'activated') expect(asked.recovered).toBeDefined();
+      expect((await ctx.manager.rotateKey('k', { actor: 'alice', reason: 'after recovery' })).current.version).toBe(step === 'activated' ? 4 : 3);
     } finally {
       await ctx.close();
     }
@@ -137,6 +141,105 @@ describe.each(STORAGE_KINDS)('a rotating process killed at each step (%s)', (kin
       expect(forced.resumed).toMatchObject([{ version: 2, fromStep: 'registered' }]);
       expect((await ctx.registry.getActiveKey('k')).version).toBe(2);
     } finally {
+      await ctx.close();
+    }
+  });
+
+  it('a lease held by a dead process on this host is taken over at once: the next rotate completes the interrupted one, not a second', async () => {
+    const { storage, keysDir } = await prepare(kind, 'deadpid');
+    const { hostname } = await import('node:os');
+    // a real node id (host:pid:uuid) for a process that is then killed, with an hour's lease
+    const child = runChild(
+      { storage, keysDir, passphrase: PASSPHRASE, action: 'rotate', baseKeyId: 'k', policy: { rotationLease: '1h' } },
+      { OLOCUS_ROTATION_TEST_HOOKS: '1', OLOCUS_ROTATION_CRASH_AT: 'generated' },
+    );
+    expect((await child.done).signal).toBe('SIGKILL');
+    const ctx = await openCtx(storage, keysDir, false);
+    const recoveredEvents: unknown[] = [];
+    ctx.events.on('rotationRecovered', (e) => recoveredEvents.push(e));
+    try {
+      const started = Date.now();
+      const result = await ctx.manager.rotateKey('k', { actor: 'operator', reason: 'rotate again after the crash' });
+      expect(Date.now() - started).toBeLessThan(30_000);
+      expect(result.current.version).toBe(2);
+      // killed right after generating, before the journal recorded it: resumed from 'intent', key adopted
+      expect(result.recovered).toMatchObject({ fromStep: 'intent' });
+      expect(result.adopted).toBe(true);
+      expect(result.recovered!.owner.startsWith(`${hostname()}:`)).toBe(true);
+      expect(recoveredEvents).toMatchObject([{ baseKeyId: 'k', version: 2, fromStep: 'intent' }]);
+      expect(await activeCount(storage, 'k')).toBe(1);
+      // the next rotate is an ordinary one
+      expect((await ctx.manager.rotateKey('k', { actor: 'operator', reason: 'next' })).current.version).toBe(3);
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  it('reconcile on start-up completes a dead process\'s rotation, and the rotate asked for then reports it instead of rotating twice', async () => {
+    const { storage, keysDir } = await prepare(kind, 'deadpid2');
+    const child = runChild(
+      { storage, keysDir, passphrase: PASSPHRASE, action: 'rotate', baseKeyId: 'k', policy: { rotationLease: '1h' } },
+      { OLOCUS_ROTATION_TEST_HOOKS: '1', OLOCUS_ROTATION_CRASH_AT: 'registered' },
+    );
+    expect((await child.done).signal).toBe('SIGKILL');
+    const ctx = await openCtx(storage, keysDir, true);
+    try {
+      expect(ctx.reconcileReport!.resumed).toMatchObject([{ baseKeyId: 'k', version: 2, fromStep: 'registered' }]);
+      const result = await ctx.manager.rotateKey('k', { actor: 'operator', reason: 'rotate after crash' });
+      expect(result.current.version).toBe(2);
+      expect(result.recovered).toBeDefined();
+      const { versions } = await ctx.registry.listKeyVersions({ baseKeyId: 'k' });
+      expect(versions.map((v) => v.version)).toEqual([1, 2]);
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  it('an operator recovers a rotation held by a living lease with recoverRotation (audited as rotationRecovered)', async () => {
+    const { storage, keysDir } = await prepare(kind, 'recover');
+    const child = runChild(
+      { storage, keysDir, passphrase: PASSPHRASE, action: 'rotate', baseKeyId: 'k', nodeId: 'remote-node', policy: { rotationLease: '1h' } },
+      { OLOCUS_ROTATION_TEST_HOOKS: '1', OLOCUS_ROTATION_CRASH_AT: 'intent' },
+    );
+    expect((await child.done).signal).toBe('SIGKILL');
+    const ctx = await openCtx(storage, keysDir, true);
+    const events: { actor: string }[] = [];
+    ctx.events.on('rotationRecovered', (e) => events.push(e));
+    try {
+      await expect(ctx.manager.rotateKey('k', { actor: 'a', reason: 'b' })).rejects.toThrow(/rotation recover --key k/);
+      const result = await ctx.manager.recoverRotation('k', { actor: 'oncall@example.com', reason: 'node remote-node was decommissioned' });
+      expect(result.current.version).toBe(2);
+      expect(events).toMatchObject([{ actor: 'oncall@example.com', previousOwner: 'remote-node' }]);
+      await expect(ctx.manager.recoverRotation('k', { actor: 'x', reason: 'y' })).rejects.toMatchObject({ code: 'KeyNotFound' });
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  it('a running scheduler daemon finishes a dead node\'s rotation on its next tick, without being asked', async () => {
+    const { storage, keysDir } = await prepare(kind, 'daemon');
+    const child = runChild(
+      { storage, keysDir, passphrase: PASSPHRASE, action: 'rotate', baseKeyId: 'k', nodeId: 'gone-node', policy: { rotationLease: '1s' } },
+      { OLOCUS_ROTATION_TEST_HOOKS: '1', OLOCUS_ROTATION_CRASH_AT: 'registered' },
+    );
+    expect((await child.done).signal).toBe('SIGKILL');
+    const ctx = await openRotation({
+      storage,
+      backend: softwareBackendConfig(keysDir),
+      backendRegistry: softwareRegistry(),
+      reconcile: false,
+      policy: { scheduler: { pollInterval: '200ms' } },
+    });
+    const recovered: unknown[] = [];
+    ctx.events.on('rotationRecovered', (e) => recovered.push(e));
+    try {
+      ctx.scheduler.start();
+      const deadline = Date.now() + 20_000;
+      while (recovered.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      expect(recovered).toMatchObject([{ baseKeyId: 'k', version: 2, previousOwner: 'gone-node' }]);
+      expect((await ctx.registry.getActiveKey('k')).version).toBe(2);
+    } finally {
+      await ctx.scheduler.stop();
       await ctx.close();
     }
   });
