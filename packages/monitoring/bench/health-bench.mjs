@@ -67,7 +67,7 @@ const machineBusyS = () => {
   return (user + nice + system + irq + softirq + steal) / 100;
 };
 
-const { createToken, SOFTHSM_LIB } = await import('@olocus/hsm-backend-pkcs11/testing');
+const { createToken, SOFTHSM_LIB } = await import('@olocus/hsm-test-support');
 const { Pkcs11Backend } = await import('@olocus/hsm-backend-pkcs11');
 const { HealthMonitor } = await import('../dist/index.js');
 

@@ -186,6 +186,8 @@ export class ActivityAggregator {
   private readonly recentMax: number;
   private readonly ignorePurposes: Set<string>;
   private readonly buckets = new Map<number, Bucket>();
+  /** Per type since this aggregator started (monotonic, unlike the window): for the alert rules. */
+  private readonly cumulative = new Map<string, { success: number; failure: number; timedCount: number; timedSumMs: number }>();
   private readonly recentLogins: LoginFailureRecord[] = [];
   private readonly loginTimes: number[] = [];
   private lastSeq = 0;
@@ -205,6 +207,28 @@ export class ActivityAggregator {
     this.minRefreshMs = options.minRefreshMs ?? 1000;
     this.recentMax = options.recentLoginFailures ?? 20;
     this.ignorePurposes = new Set(options.ignorePurposes ?? ['health-canary']);
+  }
+
+  /** Whether a source is connected (otherwise only this process's own operations are seen). */
+  get connected(): boolean {
+    return this.source !== undefined;
+  }
+
+  /**
+   * Operations per type counted since this aggregator started, shaped like `MetricsSnapshot`
+   * operations (`operation` is the type without `key.`: sign, verify...; latency of successes).
+   */
+  counters(): Array<{ operation: string; algorithm: string; success: number; failure: number; meanMs: number; maxMs: number; timedCount: number; timedSumMs: number }> {
+    return [...this.cumulative.entries()].map(([type, c]) => ({
+      operation: type.replace(/^key\./, ''),
+      algorithm: 'all',
+      success: c.success,
+      failure: c.failure,
+      meanMs: c.timedCount > 0 ? c.timedSumMs / c.timedCount : 0,
+      maxMs: 0,
+      timedCount: c.timedCount,
+      timedSumMs: c.timedSumMs,
+    }));
   }
 
   get description(): string {
@@ -280,6 +304,17 @@ export class ActivityAggregator {
     const failed = r.outcome === 'failure';
     if (failed) t.failure++;
     else t.success++;
+    let c = this.cumulative.get(r.type);
+    if (!c) {
+      c = { success: 0, failure: 0, timedCount: 0, timedSumMs: 0 };
+      this.cumulative.set(r.type, c);
+    }
+    if (failed) c.failure++;
+    else c.success++;
+    if (!failed && typeof r.latencyMs === 'number' && Number.isFinite(r.latencyMs) && r.latencyMs >= 0) {
+      c.timedCount++;
+      c.timedSumMs += r.latencyMs;
+    }
     // Latency of what succeeded: a failure's time (a timeout, a refused key) is not the signing path's speed.
     if (!failed && typeof r.latencyMs === 'number' && Number.isFinite(r.latencyMs) && r.latencyMs >= 0) t.latency.add(r.latencyMs);
     if (failed) {

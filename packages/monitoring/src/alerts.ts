@@ -1,3 +1,4 @@
+import type { ActivityAggregator } from './activity.js';
 import type { HealthMonitor, HealthReport } from './health.js';
 import type { HsmMetrics, MetricsSnapshot } from './metrics.js';
 
@@ -166,10 +167,25 @@ export class AlertManager {
    * Evaluates every rule after each report of `monitor` (metrics rules with `metrics`, when
    * given). Returns a function that stops watching.
    */
-  watch(sources: { monitor: HealthMonitor; metrics?: HsmMetrics }): () => void {
+  watch(sources: { monitor: HealthMonitor; metrics?: HsmMetrics; activity?: ActivityAggregator }): () => void {
     return sources.monitor.onReport((report) => {
       this.observeHealth(report);
-      if (sources.metrics) this.observeMetrics(sources.metrics.snapshot());
+      const own = sources.metrics?.snapshot();
+      const activity = sources.activity?.connected ? sources.activity : undefined;
+      if (!activity) {
+        if (own) this.observeMetrics(own);
+        return;
+      }
+      // The error-rate and latency rules judge the installation (every process in the audit
+      // log); the circuit rule stays with this process's backend.
+      const operations = activity.counters();
+      const totals = { success: 0, failure: 0 };
+      for (const o of operations) {
+        totals.success += o.success;
+        totals.failure += o.failure;
+      }
+      const base: MetricsSnapshot = own ?? { uptimeSeconds: 0, totals, operations, errorsByCode: {}, errors: [], keyGenerations: 0, recentLatencies: [] };
+      this.observeMetrics({ ...base, totals, operations });
     });
   }
 
@@ -194,6 +210,11 @@ function aggregate(snapshot: MetricsSnapshot, operation: string): { count: numbe
   let sumMs = 0;
   for (const o of snapshot.operations) {
     if (o.operation !== operation) continue;
+    if (o.timedCount !== undefined) {
+      count += o.timedCount;
+      sumMs += o.timedSumMs ?? 0;
+      continue;
+    }
     const n = o.success + o.failure;
     count += n;
     sumMs += o.meanMs * n;

@@ -53,6 +53,12 @@ export interface OperationStats {
   failure: number;
   meanMs: number;
   maxMs: number;
+  /**
+   * When present, the latency figures cover only these calls (the activity view times successes
+   * only); the alert rules then use them instead of `meanMs` × all calls.
+   */
+  timedCount?: number;
+  timedSumMs?: number;
 }
 
 export interface MetricsSnapshot {

@@ -60,7 +60,7 @@ export function createMonitoring(options: MonitoringOptions): Monitoring {
   let alerts: AlertManager | undefined;
   if (options.alerts) {
     alerts = new AlertManager(options.alerts);
-    unsubscribe.push(alerts.watch({ monitor, metrics }));
+    unsubscribe.push(alerts.watch({ monitor, metrics, activity }));
   }
   const out: Monitoring = {
     backend,

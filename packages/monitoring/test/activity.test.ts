@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { FipsStatus } from '@olocus/hsm-core';
-import { ActivityAggregator, assessFips, type ActivityRecord, type ActivitySource } from '../src/index.js';
+import { ActivityAggregator, assessFips, callbackSink, createMonitoring, type Alert, type ActivityRecord, type ActivitySource } from '../src/index.js';
+import { softwareBackend } from './helpers/software.js';
 
 const MIN = 60_000;
 const T0 = Date.parse('2026-06-01T12:00:30Z');
@@ -111,6 +112,32 @@ describe('ActivityAggregator', () => {
     expect(v.connected).toBe(false);
     expect(v.source).toContain('this process only');
     expect(v.operations).toEqual([{ type: 'key.sign', success: 1, failure: 1, meanMs: 2.5, p50Ms: expect.closeTo(2.5, 1) as number, p99Ms: expect.closeTo(2.5, 1) as number, maxMs: 2.5 }]);
+  });
+});
+
+describe('alert rules over the installation', () => {
+  it('error-rate and latency alerts fire on other processes\' records, the login failure makes health fire', async () => {
+    const raw = await softwareBackend();
+    const log = memoryLog();
+    const sent: Alert[] = [];
+    const m = createMonitoring({ backend: raw, activity: { source: log.source, minRefreshMs: 0 }, health: { thresholds: { healthyMs: 10_000, warningMs: 20_000 } }, alerts: { sinks: [callbackSink((a) => void sent.push(a))] } });
+    try {
+      await m.monitor.performHealthCheck(); // baseline
+      const now = Date.now();
+      // Slow successes (mean > 500 ms) and 5 failures in 25 calls (20 % > 5 %).
+      for (let i = 0; i < 20; i++) log.push(sign(now, 600 + i, { origin: 'other:1' }));
+      for (let i = 0; i < 5; i++) log.push(sign(now, 3, { origin: 'other:2', outcome: 'failure', errorCode: 'DeviceUnavailable' }));
+      log.push({ time: new Date(now).toISOString(), type: 'auth.failure', outcome: 'failure', origin: 'other:3', errorCode: 'LoginFailed' });
+      const report = await m.monitor.performHealthCheck();
+      expect(report.checks.find((c) => c.name === 'security')).toMatchObject({ status: 'Degraded', metric: 1 });
+      await m.alerts!.flush();
+      const keys = m.alerts!.active().map((a) => a.key).sort();
+      expect(keys).toEqual(['error-rate', 'health', 'latency:sign']);
+      expect(sent.find((a) => a.key === 'error-rate')?.details).toMatchObject({ calls: 25, failures: 5 });
+    } finally {
+      await m.stop();
+      await raw.close();
+    }
   });
 });
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { Pkcs11Backend } from '@olocus/hsm-backend-pkcs11';
 import { afterAll, describe, expect, it } from 'vitest';
 import { callbackSink, createMonitoring, type Alert, type HealthReport } from '../src/index.js';
-import { P11KitServer, createToken, P11KIT_CLIENT_LIB } from '@olocus/hsm-backend-pkcs11/testing';
+import { P11KitServer, createToken, P11KIT_CLIENT_LIB } from '@olocus/hsm-test-support';
 
 const token = createToken('mon-net');
 const work = mkdtempSync(join(tmpdir(), 'olocus-monitoring-p11kit-'));
