@@ -36,7 +36,10 @@ export function createContext(globals: GlobalOptions): CliContext {
     json: globals.json === true,
     cwd: process.cwd(),
     env: process.env,
-    stdin: process.stdin,
+    // Created on first use only: most commands never read standard input.
+    get stdin() {
+      return process.stdin;
+    },
     stdout,
     stderr,
     exitCode: 0,
