@@ -612,7 +612,8 @@ export class AwsKmsBackend implements HsmBackend {
     const resolved = await this.resolve(key, { fresh: true });
     const handle = resolved.handle;
     const wasPending = handle.state === 'pending-deletion';
-    if (!wasPending) await this.scheduleDeletion(resolved.arn, handle.id);
+    // the key id rather than the ARN: both are valid for AWS, and moto resolves only the id here
+    if (!wasPending) await this.scheduleDeletion(handle.metadata.keyId ?? resolved.arn, handle.id);
     // the alias goes too, so that the id is free again and never names a dying key
     const aliases = (await this.allAliases()).filter((a) => a.TargetKeyId === handle.metadata.keyId && a.AliasName && this.codec.decode(a.AliasName) !== undefined);
     for (const alias of aliases) {
