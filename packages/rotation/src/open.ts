@@ -2,6 +2,7 @@ import { BackendRegistry, HsmManager, parseWithSchema, type BackendConfig, type 
 import { z } from 'zod';
 import { parsePolicy, storageConfigSchema, type RotationPolicyInput, type StorageConfigInput } from './config.js';
 import { RotationEvents, type RotationEvent } from './events.js';
+import type { StateChange } from './types.js';
 import { defaultNodeId, RotationManager, type ReconcileReport, type RotationHooks } from './manager.js';
 import { KeyRegistry } from './registry.js';
 import { RotationScheduler } from './scheduler.js';
@@ -31,6 +32,12 @@ export interface OpenRotationOptions {
   /** Receives every RotationEvent (also available through `events`). */
   onEvent?: (event: RotationEvent) => void;
   hooks?: RotationHooks;
+  /**
+   * Sees every state change inside its transaction, before it commits (see
+   * `KeyRegistryOptions.beforeCommit`): set it here, not later, so that what `reconcile()`
+   * completes on open is recorded too.
+   */
+  beforeCommit?: (changes: readonly StateChange[]) => Promise<void>;
 }
 
 export interface RotationContext {
@@ -60,6 +67,7 @@ const optionsSchema = z
     startScheduler: z.boolean().default(false),
     onEvent: z.function().optional(),
     hooks: z.unknown().optional(),
+    beforeCommit: z.function().optional(),
   })
   .strict();
 
@@ -81,6 +89,7 @@ export async function openRotation(options: OpenRotationOptions): Promise<Rotati
       cacheTtlMs: policy.cacheTtl,
       usageFlushIntervalMs: policy.usageFlushInterval,
       ownsStore: true,
+      ...(options.beforeCommit ? { beforeCommit: options.beforeCommit } : {}),
     });
     cleanup.unshift(() => registry.close());
     let hsm: HsmManager | undefined;

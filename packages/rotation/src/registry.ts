@@ -12,7 +12,7 @@ import {
 import { assertChangeContext, illegalTransition, rotationError, type ChangeContext } from './errors.js';
 import { canTransition, isKeyState, KEY_STATES, VERIFYING_STATES, type KeyState } from './states.js';
 import type { Database, KeyVersionTable, LogicalKeyTable } from './storage/schema.js';
-import { isUniqueViolation, openStore, type Store } from './storage/database.js';
+import { beforeCommit, isUniqueViolation, openStore, type Store } from './storage/database.js';
 import { parseWithSchema } from '@olocus/hsm-core';
 import { storageConfigSchema, type StorageConfigInput } from './config.js';
 import type {
@@ -42,6 +42,12 @@ export interface KeyRegistryOptions {
   usageFlushIntervalMs?: number;
   /** Whether close() also closes the store (true when the registry opened it). */
   ownsStore?: boolean;
+  /**
+   * Receives the state changes of a transaction inside it, just before it commits; a rejection
+   * rolls them back. An audit log written here can never miss a committed change, whatever
+   * crashes when (changes completed by `reconcile()` included).
+   */
+  beforeCommit?: (changes: readonly StateChange[]) => Promise<void>;
 }
 
 /** Per-version side effects a transition may carry. */
@@ -190,6 +196,8 @@ export class KeyRegistry implements KeyVersionResolver {
   private closed = false;
   /** Milliseconds now: Date.now unless a clock was injected (keeps the signing path allocation-free). */
   private readonly nowMs: () => number;
+  private beforeCommitHook: ((changes: readonly StateChange[]) => Promise<void>) | undefined;
+  private readonly pendingChanges = new WeakMap<object, StateChange[]>();
 
   constructor(store: Store, options: KeyRegistryOptions = {}) {
     this.store = store;
@@ -199,6 +207,7 @@ export class KeyRegistry implements KeyVersionResolver {
     this.cacheTtlMs = options.cacheTtlMs ?? 1000;
     this.monotonicNow = options.monotonicNow ?? (() => performance.now());
     this.ownsStore = options.ownsStore ?? false;
+    this.beforeCommitHook = options.beforeCommit;
     const interval = options.usageFlushIntervalMs ?? 5000;
     this.flushTimer = setInterval(() => void this.flushUsage().catch(() => undefined), interval);
     this.flushTimer.unref();
@@ -636,7 +645,22 @@ export class KeyRegistry implements KeyVersionResolver {
   }
 
   /** @internal */
+  /** Sets (or replaces) the hook that sees each transaction's changes before it commits. */
+  setBeforeCommit(hook: ((changes: readonly StateChange[]) => Promise<void>) | undefined): void {
+    this.beforeCommitHook = hook;
+  }
+
   async insertHistory(trx: Trx, change: StateChange): Promise<void> {
+    const hook = this.beforeCommitHook;
+    if (hook) {
+      const pending = this.pendingChanges.get(trx);
+      if (pending) pending.push(change);
+      else {
+        const changes = [change];
+        this.pendingChanges.set(trx, changes);
+        beforeCommit(trx, () => hook(changes));
+      }
+    }
     await trx
       .insertInto('key_state_history')
       .values({

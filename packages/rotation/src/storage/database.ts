@@ -22,6 +22,19 @@ export interface Store {
   close(): Promise<void>;
 }
 
+const commitHooks = new WeakMap<object, Array<() => Promise<void>>>();
+
+/**
+ * Runs `hook` inside the transaction `trx`, after its work and just before COMMIT; a rejection
+ * rolls the transaction back. Used to write a change's audit record while the change can still
+ * be undone, so the two are never separated by a crash.
+ */
+export function beforeCommit(trx: object, hook: () => Promise<void>): void {
+  const hooks = commitHooks.get(trx);
+  if (hooks) hooks.push(hook);
+  else commitHooks.set(trx, [hook]);
+}
+
 /** Whether an error is a unique-constraint violation (one Active version, one open rotation...). */
 export function isUniqueViolation(error: unknown): boolean {
   const e = error as { code?: string } | undefined;
@@ -128,11 +141,14 @@ function makeStore(dialect: DialectName, db: Kysely<Database>, target: string, m
             await sql.raw(dialect === 'sqlite' ? 'begin immediate' : 'begin').execute(conn);
             try {
               const result = await fn(conn);
+              for (const hook of commitHooks.get(conn) ?? []) await hook();
               await sql.raw('commit').execute(conn);
               return result;
             } catch (error) {
               await sql.raw('rollback').execute(conn).catch(() => undefined);
               throw error;
+            } finally {
+              commitHooks.delete(conn);
             }
           });
         } catch (error) {
