@@ -53,8 +53,17 @@ export function auditActivitySource(log: Pick<AuditLog, 'iterate' | 'logName'>, 
   const where = section.storage.kind === 'sqlite' ? `sqlite ${section.storage.path}` : 'postgres';
   return {
     description: `audit log ${log.logName} (${where})`,
-    read: ({ from, afterSeq }) => log.iterate({ ...(afterSeq === undefined ? { from } : { afterSeq }), types: [...ACTIVITY_TYPES] }),
+    read: ({ from, afterSeq }) => scrubbed(log.iterate({ ...(afterSeq === undefined ? { from } : { afterSeq }), types: [...ACTIVITY_TYPES] })),
   };
+}
+
+/** The page shows why a read failed: never with a secret the CLI has seen (a connection string's password). */
+async function* scrubbed<T>(records: AsyncIterable<T>): AsyncGenerator<T> {
+  try {
+    yield* records;
+  } catch (error) {
+    throw new Error(redact(error instanceof Error ? error.message : String(error)));
+  }
 }
 
 /**
@@ -63,27 +72,37 @@ export function auditActivitySource(log: Pick<AuditLog, 'iterate' | 'logName'>, 
  */
 export function keyInventory(registryItems: KeyInventoryProvider | undefined, backend: HsmBackend): KeyInventoryProvider {
   return async () => {
-    const items = registryItems ? await registryItems() : [];
-    const known = new Set(items.map((k) => k.keyId));
-    let cursor: string | undefined;
-    do {
-      const page = await backend.listKeys({ limit: 1000, ...(cursor ? { cursor } : {}) });
-      for (const h of page.keys) {
-        if (known.has(h.id)) continue;
-        const item: KeyInventoryItem = { keyId: h.id, state: h.state ?? 'enabled', algorithm: h.algorithm, backend: backend.type, source: 'backend' };
-        if (h.expiresAt) item.expiresAt = h.expiresAt;
-        items.push(item);
-      }
-      cursor = page.nextCursor;
-    } while (cursor);
-    return items;
+    try {
+      return await listInventory(registryItems, backend);
+    } catch (error) {
+      throw new Error(redact(error instanceof Error ? error.message : String(error)));
+    }
   };
+}
+
+async function listInventory(registryItems: KeyInventoryProvider | undefined, backend: HsmBackend): Promise<KeyInventoryItem[]> {
+  const items = registryItems ? await registryItems() : [];
+  const known = new Set(items.map((k) => k.keyId));
+  let cursor: string | undefined;
+  do {
+    const page = await backend.listKeys({ limit: 1000, ...(cursor ? { cursor } : {}) });
+    for (const h of page.keys) {
+      if (known.has(h.id)) continue;
+      const item: KeyInventoryItem = { keyId: h.id, state: h.state ?? 'enabled', algorithm: h.algorithm, backend: backend.type, source: 'backend' };
+      if (h.expiresAt) item.expiresAt = h.expiresAt;
+      items.push(item);
+    }
+    cursor = page.nextCursor;
+  } while (cursor);
+  return items;
 }
 
 /**
  * `olocus-hsm monitor`: health checks on an interval, Prometheus metrics, alerts on stderr and
- * the /metrics /healthz /readyz /status endpoints, until SIGINT or SIGTERM. With a key registry
- * the status page shows key versions by state, and cryptoperiods ending / rotations due raise alerts.
+ * the /metrics /healthz /readyz /status /status.json endpoints, until SIGINT or SIGTERM. With an
+ * audit log the status page is the installation's (every process's operations and login
+ * failures); with a key registry it lists each key's state, next rotation and cryptoperiod end,
+ * and cryptoperiods ending / rotations due raise alerts.
  */
 export async function monitor(ctx: CliContext, options: MonitorOptions): Promise<void> {
   // Arguments first: a bad value never opens the backend.
