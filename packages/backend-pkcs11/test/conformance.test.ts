@@ -1,7 +1,7 @@
 import { KEY_ALGORITHMS } from '@olocus/hsm-core';
 import { runConformanceSuite } from '@olocus/hsm-core/testing';
 import { Pkcs11Backend } from '../src/index.js';
-import { SOFTHSM_LIB, createToken } from '../src/testing/index.js';
+import { SOFTHSM_LIB, createToken } from '@olocus/hsm-test-support';
 
 const token = createToken('conformance');
 

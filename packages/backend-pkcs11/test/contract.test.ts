@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KEY_ALGORITHMS, exportPublicKey, type BackendMetrics, type HsmKeyHandle, type KeyAlgorithm } from '@olocus/hsm-core';
 import { expectHsmError, independentVerify } from '@olocus/hsm-core/testing';
 import { Pkcs11Backend } from '../src/index.js';
-import { SOFTHSM_LIB, createToken } from '../src/testing/index.js';
+import { SOFTHSM_LIB, createToken } from '@olocus/hsm-test-support';
 
 const token = createToken('contract');
 let backend: Pkcs11Backend;

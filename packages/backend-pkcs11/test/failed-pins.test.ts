@@ -12,7 +12,7 @@ import { BackendRegistry, HsmManager } from '@olocus/hsm-core';
 import { expectHsmError } from '@olocus/hsm-core/testing';
 import { pkcs11BackendFactory } from '../src/index.js';
 import { refusedPinScopes } from '../src/failed-pins.js';
-import { SOFTHSM_LIB, SPY_LIB, createToken } from '../src/testing/index.js';
+import { SOFTHSM_LIB, SPY_LIB, createToken } from '@olocus/hsm-test-support';
 
 const token = createToken('failed-pin');
 const work = mkdtempSync(join(tmpdir(), 'olocus-failed-pin-'));

@@ -13,8 +13,8 @@ import { expectHsmError } from '@olocus/hsm-core/testing';
 import { Pkcs11Backend, slotNumberOf } from '../src/index.js';
 import { CKF_TOKEN_INITIALIZED } from '../src/constants.js';
 import { acquireModule, releaseModule } from '../src/module.js';
-import { P11KitServer } from '../src/testing/index.js';
-import { P11KIT_CLIENT_LIB, SOFTHSM_LIB, SPY_LIB, createToken, softHsmEnv } from '../src/testing/index.js';
+import { P11KitServer } from '@olocus/hsm-test-support';
+import { P11KIT_CLIENT_LIB, SOFTHSM_LIB, SPY_LIB, createToken, softHsmEnv } from '@olocus/hsm-test-support';
 
 const netToken = createToken('net-hsm');
 const localToken = createToken('local');

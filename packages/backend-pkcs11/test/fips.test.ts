@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { HsmError } from '@olocus/hsm-core';
 import { Pkcs11Backend, fipsStatusOf, pkcs11BackendFactory, vendorProfiles, type ModuleIdentity } from '../src/index.js';
-import { SOFTHSM_LIB, createToken } from '../src/testing/index.js';
+import { SOFTHSM_LIB, createToken } from '@olocus/hsm-test-support';
 
 const token = createToken('fips');
 const attestation = { standard: 'FIPS 140-2', level: 3, certificate: '4962', certificateStatus: 'active', approvedMode: true, statedBy: 'security team' } as const;

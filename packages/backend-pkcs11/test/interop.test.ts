@@ -39,7 +39,7 @@ import {
   CKO_PUBLIC_KEY,
 } from '../src/constants.js';
 import { acquireModule, releaseModule } from '../src/module.js';
-import { SOFTHSM_LIB, createToken, runTool } from '../src/testing/index.js';
+import { SOFTHSM_LIB, createToken, runTool } from '@olocus/hsm-test-support';
 
 const token = createToken('interop');
 const PIN_VAR = 'OLOCUS_TEST_PIN';

@@ -9,7 +9,7 @@ import { exportPublicKey, type KeyAlgorithm } from '@olocus/hsm-core';
 import { independentVerify } from '@olocus/hsm-core/testing';
 import { Pkcs11Backend } from '../src/index.js';
 import { isUnavailable } from '../src/constants.js';
-import { SOFTHSM_LIB, createToken } from '../src/testing/index.js';
+import { SOFTHSM_LIB, createToken } from '@olocus/hsm-test-support';
 
 const token = createToken('load');
 

@@ -8,7 +8,7 @@ import { expectHsmError } from '@olocus/hsm-core/testing';
 import { Pkcs11Backend } from '../src/index.js';
 import { CKF_RW_SESSION, CKF_SERIAL_SESSION, CKU_USER } from '../src/constants.js';
 import { acquireModule, releaseModule } from '../src/module.js';
-import { SOFTHSM_LIB, createToken } from '../src/testing/index.js';
+import { SOFTHSM_LIB, createToken } from '@olocus/hsm-test-support';
 
 const token = createToken('login-proof');
 const other = createToken('login-foreign');

@@ -4,7 +4,7 @@ import { BackendRegistry, HsmError } from '@olocus/hsm-core';
 import { expectHsmError } from '@olocus/hsm-core/testing';
 import { backendFactories, classifyReturnValue, formatPkcs11Uri, parsePkcs11Uri, pkcs11BackendFactory, vendorProfiles, VENDOR_NAMES } from '../src/index.js';
 import { Pkcs11Backend } from '../src/index.js';
-import { SOFTHSM_LIB, createToken } from '../src/testing/index.js';
+import { SOFTHSM_LIB, createToken } from '@olocus/hsm-test-support';
 
 const registryToken = createToken('registry');
 

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SOFTHSM_LIB, createToken, runTool, softHsmEnv } from '@olocus/hsm-backend-pkcs11/testing';
+import { SOFTHSM_LIB, createToken, runTool, softHsmEnv } from '@olocus/hsm-test-support';
 import { cleanEnv, cli, lines, run, tempDir } from './helpers.js';
 
 /**

@@ -60,7 +60,7 @@ try {
   process.exit(2);
 }
 const { openAuditLog, withAudit, checkpointSignerFromBackend, recordHash } = audit;
-const { createToken, SOFTHSM_LIB } = await import('@olocus/hsm-backend-pkcs11/testing');
+const { createToken, SOFTHSM_LIB } = await import('@olocus/hsm-test-support');
 const { Pkcs11Backend } = await import('@olocus/hsm-backend-pkcs11');
 const { default: Database } = await import('better-sqlite3');
 const { default: pg } = await import('pg');

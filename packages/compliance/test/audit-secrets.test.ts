@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { HsmError, HsmManager, verifyLocally } from '@olocus/hsm-core';
 import { Pkcs11Backend } from '@olocus/hsm-backend-pkcs11';
-import { SOFTHSM_LIB, createToken } from '@olocus/hsm-backend-pkcs11/testing';
+import { SOFTHSM_LIB, createToken } from '@olocus/hsm-test-support';
 import { auditorFor, checkpointSignerFromBackend, openAuditLog, verifyExport, withAudit, type AuditRecord } from '../src/audit/index.js';
 import { tempDir } from './audit-helpers.js';
 
