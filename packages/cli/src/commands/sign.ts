@@ -60,8 +60,9 @@ async function signWithKey(manager: HsmManager, signer: Signer, message: Message
     const h = signer.handle;
     return { raw: await manager.sign(h, message), algorithm: h.algorithm, key: h.id, keyId: h.id, ref: h.ref };
   }
-  const signedAt = new Date();
-  const { signature, version } = await manager.signWithLogicalKey(signer.base, message);
+  // Dated by core: the moment the registry confirmed the version Active (issue 18), which
+  // `verify --signed-at` always resolves to this version.
+  const { signature, version, signedAt } = await manager.signWithLogicalKey(signer.base, message);
   const keyId = typeof version.key === 'string' ? version.key : version.key.id;
   const expected = expectKeyId ?? signer.expectKeyId;
   if (expected !== undefined && keyId !== expected) {
@@ -152,7 +153,7 @@ export async function sign(ctx: CliContext, opts: SignOptions): Promise<void> {
         const by = signed.logical ? `${signed.key} version ${signed.logical.version} (${signed.logical.keyId}, ${signed.algorithm}, ${shownFormat})` : `${signed.key} (${signed.algorithm}, ${shownFormat})`;
         const size = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
         ctx.note(`signed ${bytes} bytes with ${by}: ${format === 'jws' ? `${size}-byte JWS` : `${size}-byte signature`} in ${opts.out}`);
-        if (signed.logical) ctx.note(`signedAt ${signed.logical.signedAt.toISOString()} (give it to verify --signed-at if this version is ever compromised)`);
+        if (signed.logical) ctx.note(`signedAt ${signed.logical.signedAt.toISOString()} (verify --signed-at ${signed.logical.signedAt.toISOString()} checks it against this version only)`);
       }
     });
   } finally {
