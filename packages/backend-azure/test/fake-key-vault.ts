@@ -69,6 +69,8 @@ export interface FakeKeyVault {
   readonly counts: Map<string, number>;
   /** Makes the token endpoint refuse every request (a credential that cannot get a token). */
   refuseTokens: boolean;
+  /** Makes the vault refuse every token (an identity the vault's tenant does not know). */
+  rejectTokens: boolean;
   /** Stops listening (connections refused) without forgetting the keys. */
   stop(): Promise<void>;
   /** Listens again on the same port. */
@@ -166,21 +168,20 @@ export async function startFakeKeyVault(): Promise<FakeKeyVault> {
   const tokens = new Set<string>();
   const identityHeader = randomUUID();
   const counts = new Map<string, number>();
-  let vaultUrl = '';
 
-  const bundle = (key: StoredKey, v: Version) => ({
+  const bundle = (vaultUrl: string, key: StoredKey, v: Version) => ({
     key: { kid: `${vaultUrl}/keys/${key.name}/${v.version}`, kty: v.kty, key_ops: v.keyOps, ...v.jwk },
     attributes: { ...v.attributes, recoveryLevel: 'Recoverable+Purgeable', recoverableDays: 7 },
     ...(v.tags ? { tags: v.tags } : {}),
   });
-  const item = (key: StoredKey) => {
+  const item = (vaultUrl: string, key: StoredKey) => {
     const v = key.versions[key.versions.length - 1]!;
     return { kid: `${vaultUrl}/keys/${key.name}`, attributes: { ...v.attributes, recoveryLevel: 'Recoverable+Purgeable', recoverableDays: 7 }, ...(v.tags ? { tags: v.tags } : {}) };
   };
-  const deletedBundle = (d: Deleted) => {
+  const deletedBundle = (vaultUrl: string, d: Deleted) => {
     const v = d.key.versions[d.key.versions.length - 1]!;
     return {
-      ...bundle(d.key, v),
+      ...bundle(vaultUrl, d.key, v),
       recoveryId: `${vaultUrl}/deletedkeys/${d.key.name}`,
       deletedDate: d.deletedDate,
       scheduledPurgeDate: d.deletedDate + 7 * 86400,
@@ -225,12 +226,15 @@ export async function startFakeKeyVault(): Promise<FakeKeyVault> {
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // key ids name the vault as the client addressed it (a real vault: its DNS name), so a
+    // client behind a proxy keeps talking through the proxy
+    const vaultUrl = `https://${req.headers.host ?? `127.0.0.1:${fake.port}`}`;
     const url = new URL(req.url ?? '/', vaultUrl);
     const apiVersion = url.searchParams.get('api-version');
     const body = await readBody(req);
     const auth = req.headers.authorization ?? '';
     const token = auth.startsWith('Bearer ') ? auth.slice(7) : '';
-    if (!tokens.has(token)) {
+    if (!tokens.has(token) || fake.rejectTokens) {
       // the challenge real vaults answer an unauthenticated request with
       return vaultError(res, 401, 'Unauthorized', 'AKV10000: Request is missing a Bearer or PoP token.', {
         'www-authenticate': 'Bearer authorization="https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47", resource="https://vault.azure.net"',
@@ -248,7 +252,7 @@ export async function startFakeKeyVault(): Promise<FakeKeyVault> {
       const max = Number(url.searchParams.get('maxresults') ?? 25);
       const skip = Number(url.searchParams.get('$skiptoken') ?? 0);
       const all = [...keys.values()];
-      const page = all.slice(skip, skip + max).map(item);
+      const page = all.slice(skip, skip + max).map((k) => item(vaultUrl, k));
       const next = skip + max < all.length ? `${vaultUrl}/keys?api-version=${apiVersion}&maxresults=${max}&$skiptoken=${skip + max}` : null;
       return json(res, 200, { value: page, nextLink: next });
     }
@@ -261,7 +265,7 @@ export async function startFakeKeyVault(): Promise<FakeKeyVault> {
         const stored = key ?? { name: rawName!, versions: [] };
         stored.versions.push(made);
         keys.set(name, stored);
-        return json(res, 200, bundle(stored, made));
+        return json(res, 200, bundle(vaultUrl, stored, made));
       }
       if (second === 'rotate' && req.method === 'POST') {
         if (!key) return vaultError(res, 404, 'KeyNotFound', `A key with (name/id) ${rawName} was not found in this key vault.`);
@@ -269,27 +273,27 @@ export async function startFakeKeyVault(): Promise<FakeKeyVault> {
         const made = await makeVersion({ kty: last.kty, crv: last.jwk.crv, key_size: last.jwk.n ? Buffer.from(last.jwk.n, 'base64url').length * 8 : undefined, key_ops: last.keyOps, tags: last.tags });
         if (typeof made === 'string') return vaultError(res, 400, 'BadParameter', made);
         key.versions.push(made);
-        return json(res, 200, bundle(key, made));
+        return json(res, 200, bundle(vaultUrl, key, made));
       }
       if (!key) return vaultError(res, 404, 'KeyNotFound', `A key with (name/id) ${rawName} was not found in this key vault.`);
       if (req.method === 'DELETE' && !second) {
         keys.delete(name);
         const d = { key, deletedDate: now() };
         deleted.set(name, d);
-        return json(res, 200, deletedBundle(d));
+        return json(res, 200, deletedBundle(vaultUrl, d));
       }
       const version = second && second !== 'versions' ? key.versions.find((v) => v.version === second) : key.versions[key.versions.length - 1];
       if (!version) return vaultError(res, 404, 'KeyNotFound', `A key with (name/id) ${rawName}/${second} was not found in this key vault.`);
       if (req.method === 'GET' && (!second || !third)) {
         if (second === 'versions') return json(res, 200, { value: key.versions.map((v) => ({ kid: `${vaultUrl}/keys/${key.name}/${v.version}`, attributes: v.attributes, tags: v.tags })), nextLink: null });
-        return json(res, 200, bundle(key, version));
+        return json(res, 200, bundle(vaultUrl, key, version));
       }
       if (req.method === 'PATCH' && !third) {
         const attrs = (input.attributes ?? {}) as Partial<Version['attributes']>;
         Object.assign(version.attributes, attrs, { updated: now() });
         if (Array.isArray(input.key_ops)) version.keyOps = input.key_ops as string[];
         if (input.tags) version.tags = input.tags as Record<string, string>;
-        return json(res, 200, bundle(key, version));
+        return json(res, 200, bundle(vaultUrl, key, version));
       }
       if (req.method === 'POST' && third === 'sign') {
         if (!version.attributes.enabled) return vaultError(res, 403, 'Forbidden', 'Operation sign is not allowed on a disabled key.');
@@ -304,7 +308,7 @@ export async function startFakeKeyVault(): Promise<FakeKeyVault> {
     if (collection === 'deletedkeys' && name) {
       const d = deleted.get(name);
       if (!d) return vaultError(res, 404, 'KeyNotFound', `Deleted Key not found: ${rawName}`);
-      if (req.method === 'GET' && !second) return json(res, 200, deletedBundle(d));
+      if (req.method === 'GET' && !second) return json(res, 200, deletedBundle(vaultUrl, d));
       if (req.method === 'DELETE' && !second) {
         deleted.delete(name);
         res.writeHead(204);
@@ -325,6 +329,7 @@ export async function startFakeKeyVault(): Promise<FakeKeyVault> {
     identityHeader,
     counts,
     refuseTokens: false,
+    rejectTokens: false,
     stop: () => new Promise((resolve) => {
       vault.close(() => resolve());
       vault.closeAllConnections();
@@ -356,8 +361,7 @@ export async function startFakeKeyVault(): Promise<FakeKeyVault> {
   await new Promise<void>((resolve) => vault.listen(0, '127.0.0.1', () => resolve()));
   await new Promise<void>((resolve) => identity.listen(0, '127.0.0.1', () => resolve()));
   fake.port = (vault.address() as AddressInfo).port;
-  vaultUrl = `https://127.0.0.1:${fake.port}`;
-  fake.vaultUrl = vaultUrl;
+  fake.vaultUrl = `https://127.0.0.1:${fake.port}`;
   fake.identityEndpoint = `http://127.0.0.1:${(identity.address() as AddressInfo).port}/metadata/identity/oauth2/token`;
   return fake;
 }
