@@ -27,12 +27,12 @@ const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE
 const CREDENTIAL_ERRORS = new Set(['CredentialUnavailableError', 'AuthenticationError', 'AggregateAuthenticationError', 'AuthenticationRequiredError']);
 
 /** Removes known secrets and bounds the length: dependency messages end up in logs. */
-export function scrub(text: string, secrets: readonly string[]): string {
+export function scrub(text: string, secrets: readonly string[], max = 300): string {
   let out = text;
   for (const secret of secrets) if (secret.length >= 4) out = out.split(secret).join('[redacted]');
   // bearer tokens never belong in a message, whatever printed them
   out = out.replace(/Bearer\s+[A-Za-z0-9._~+/=-]+/g, 'Bearer [redacted]');
-  return out.length > 300 ? `${out.slice(0, 300)}…` : out;
+  return out.length > max ? `${out.slice(0, max)}…` : out;
 }
 
 function serviceMessage(error: RestLike): string {
@@ -57,9 +57,14 @@ export function mapAzureError(error: unknown, ctx: FailureContext): HsmError {
   }
 
   if (e.name && CREDENTIAL_ERRORS.has(e.name)) {
+    // a chain's message repeats every link; say what each link answered, briefly
+    const links = (error as { errors?: Array<{ name?: string; message?: string }> }).errors;
+    const reason = Array.isArray(links) && links.length > 0
+      ? links.map((l) => `${l.name ?? 'Error'}: ${(l.message ?? '').split('\n')[0]!.replace(/ To troubleshoot.*$/, '').slice(0, 160)}`).join(' | ')
+      : `${e.name}: ${e.message ?? ''}`;
     return new HsmError(
       'AuthenticationFailed',
-      `${what}: the credential ${ctx.credentialType} could not get a token for Key Vault (${e.name}: ${scrub(e.message ?? '', ctx.secrets)}); check backend.options.credential and the identity's environment`,
+      `${what}: the credential ${ctx.credentialType} could not get a token for Key Vault (${scrub(reason, ctx.secrets, 900)}); check backend.options.credential and the identity's environment`,
       { retryable: false, details: { ...details, credential: ctx.credentialType } },
     );
   }

@@ -23,6 +23,8 @@ describe('credential faults', () => {
       const error = await expectHsmError(backend.getKey('anything'), 'AuthenticationFailed');
       expect(elapsedSince(start)).toBeLessThan(10_000 + 2000);
       expect(error.message).toMatch(/DefaultAzureCredential/);
+      // what the managed-identity link answered is in the message
+      expect(error.message).toMatch(/ManagedIdentityCredential/);
       expect(error.message).not.toContain(fake.identityHeader);
       expect(JSON.stringify(error.toJSON())).not.toContain(fake.identityHeader);
       await backend.close();
