@@ -33,6 +33,7 @@ h2{font-size:15px;margin:0 0 10px}
 .tile .label{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
 .tile .value{font-size:26px;font-weight:600;font-variant-numeric:tabular-nums;margin-top:2px}
 .tile .hint{color:var(--muted);font-size:12px}
+.tile .value.pair{font-size:21px;white-space:nowrap;padding-top:4px}
 .tile.bad .value{color:var(--crit)}.tile.warn .value{color:var(--warn)}
 .charts{display:grid;grid-template-columns:1fr 1fr;gap:12px;margin-bottom:14px}
 .grid2{display:grid;grid-template-columns:1fr 1fr;gap:12px;margin-bottom:14px}
@@ -97,7 +98,7 @@ export function renderStatusPage(view: StatusView): string {
 <meta http-equiv="refresh" content="${view.refreshSeconds}"><title>${escapeHtml(view.title)}</title>
 <style>${STYLE}</style></head><body><main>
 <header><div><h1>${escapeHtml(view.title)}</h1>
-<div class="sub">Installation view from <span id="activity-source">${escapeHtml(a.source)}</span> · generated ${escapeHtml(clock(view.generatedAt))} UTC · refreshes every ${view.refreshSeconds} s · <span class="mono">/status.json</span></div></div>
+<div class="sub">${a.connected ? 'Every process, from' : 'View of'} <span id="activity-source">${escapeHtml(a.source)}</span> · generated ${escapeHtml(clock(view.generatedAt))} UTC · refreshes every ${view.refreshSeconds} s · <span class="mono">/status.json</span></div></div>
 <div>Health <span id="overall-status" class="pill big ${view.health.status}">${view.health.status}</span></div></header>
 ${banners.join('\n')}
 <section class="tiles">${tiles}</section>
@@ -129,7 +130,8 @@ ${keysCard(view)}
 }
 
 function tile(id: string, label: string, value: string, hint: string, cls = ''): string {
-  return `<div class="tile ${cls}" id="${id}"><div class="label">${escapeHtml(label)}</div><div class="value">${escapeHtml(value)}</div><div class="hint">${escapeHtml(hint)}</div></div>`;
+  // Two figures in one tile (p50 / p99) get a smaller size so they stay on one line.
+  return `<div class="tile ${cls}" id="${id}"><div class="label">${escapeHtml(label)}</div><div class="value${value.includes(' / ') ? ' pair' : ''}">${escapeHtml(value)}</div><div class="hint">${escapeHtml(hint)}</div></div>`;
 }
 
 function fipsHeadline(view: StatusView): string {

@@ -221,5 +221,7 @@ describe('/status in headless Chromium', () => {
     expect(await page.locator('#rate-chart g.point').count()).toBe(1);
     expect(Number(await page.locator('#latency-chart g.point').getAttribute('data-p50'))).toBeGreaterThan(0);
     expect(await page.locator('#login-failures').textContent()).toBe('0');
+    mkdirSync(RESULTS, { recursive: true });
+    await page.screenshot({ path: join(RESULTS, 'status-this-process.png'), fullPage: true });
   }, 60_000);
 });
