@@ -14,7 +14,7 @@ export interface CheckpointSigner {
   backend?: string;
 }
 
-export type AuditStorageOptions = { kind: 'sqlite'; path: string; busyTimeoutMs?: number; writerThread?: boolean } | { kind: 'postgres'; connectionString: string; schema?: string; maxConnections?: number };
+export type AuditStorageOptions = { kind: 'sqlite'; path: string; busyTimeoutMs?: number; writerThread?: boolean; walMaxBytes?: number } | { kind: 'postgres'; connectionString: string; schema?: string; maxConnections?: number };
 
 export interface AuditLogOptions {
   storage: AuditStorageOptions;
@@ -46,6 +46,12 @@ const storageSchema = z.discriminatedUnion('kind', [
        * signing under load on a 2-CPU machine (see README).
        */
       writerThread: z.boolean().default(false),
+      /**
+       * Bound on the WAL file (`<path>-wal`). Passive checkpoints cannot keep up with a steady
+       * stream of commits, so above this size a helper thread runs a TRUNCATE checkpoint (writers
+       * wait for it, asynchronously) and the WAL starts again from zero. Default 64 MiB.
+       */
+      walMaxBytes: z.number().int().min(1024 * 1024).max(16 * 1024 * 1024 * 1024).default(64 * 1024 * 1024),
     })
     .strict(),
   z
@@ -82,7 +88,7 @@ const optionsSchema = z
   .strict();
 
 export interface ResolvedAuditLogOptions {
-  storage: { kind: 'sqlite'; path: string; busyTimeoutMs: number; writerThread: boolean } | { kind: 'postgres'; connectionString: string; schema?: string; maxConnections: number };
+  storage: { kind: 'sqlite'; path: string; busyTimeoutMs: number; writerThread: boolean; walMaxBytes: number } | { kind: 'postgres'; connectionString: string; schema?: string; maxConnections: number };
   logName: string;
   origin: string;
   failClosed: boolean;

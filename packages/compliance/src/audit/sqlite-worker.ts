@@ -79,10 +79,35 @@ if (workerData.mode === 'write') {
   });
 } else if (workerData.mode === 'checkpoint') {
   // WAL checkpoints off the event loop: the inline writer runs with wal_autocheckpoint = 0, so its
-  // commits never copy the WAL into the database file (and fsync it) on the caller's thread
-  const run = () => { try { db.pragma('wal_checkpoint(PASSIVE)'); } catch (e) { /* busy: next time */ } };
+  // commits never copy the WAL into the database file (and fsync it) on the caller's thread.
+  // PASSIVE never waits, so under a steady stream of commits it rarely finds the WAL fully copied
+  // at the moment a writer could restart it, and the file grows without bound. Past walMaxBytes
+  // a TRUNCATE checkpoint takes the write lock (writers retry asynchronously), copies everything
+  // and empties the WAL.
+  const fs = require('node:fs');
+  const walPath = workerData.path + '-wal';
+  const walSize = () => { try { return fs.statSync(walPath).size; } catch (e) { return 0; } };
+  let truncations = 0;
+  const run = () => {
+    try {
+      if (walSize() > workerData.walMaxBytes) {
+        db.pragma('busy_timeout = ' + workerData.truncateWaitMs);
+        try {
+          db.pragma('wal_checkpoint(TRUNCATE)');
+          truncations++;
+        } finally {
+          db.pragma('busy_timeout = 0');
+        }
+      } else {
+        db.pragma('wal_checkpoint(PASSIVE)');
+      }
+    } catch (e) { /* busy: next time */ }
+  };
   setInterval(run, workerData.intervalMs);
-  parentPort.on('message', () => run());
+  parentPort.on('message', (m) => {
+    run();
+    if (m && m.id !== undefined) parentPort.postMessage({ id: m.id, ok: true, value: { walBytes: walSize(), truncations } });
+  });
 } else {
   parentPort.on('message', (m) => {
     try {
@@ -212,9 +237,12 @@ export class SqliteWriter {
   }
 }
 
-/** A thread running PASSIVE WAL checkpoints every `intervalMs` (terminate it to stop). */
-export function startWalCheckpointer(path: string, intervalMs: number): Worker {
-  const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { driver: driver(), path, busyTimeoutMs: 0, mode: 'checkpoint', intervalMs } });
+/**
+ * A thread running WAL checkpoints every `intervalMs`: PASSIVE, or TRUNCATE (waiting up to
+ * `truncateWaitMs` for writers and readers) once the WAL passes `walMaxBytes`. Terminate it to stop.
+ */
+export function startWalCheckpointer(path: string, intervalMs: number, walMaxBytes: number, truncateWaitMs: number): Worker {
+  const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { driver: driver(), path, busyTimeoutMs: 0, mode: 'checkpoint', intervalMs, walMaxBytes, truncateWaitMs } });
   w.unref();
   w.on('error', () => undefined); // the WAL then just grows until the next open; writes are unaffected
   return w;

@@ -288,11 +288,12 @@ function openSqlite(storage: Extract<ResolvedAuditLogOptions['storage'], { kind:
   const db = new Kysely<any>({ dialect: new SqliteDialect({ database }) });
   const writer = storage.writerThread ? new SqliteWriter(storage.path, storage.busyTimeoutMs) : undefined;
   // inline commits: no WAL checkpoint inside a commit on this thread; a helper thread does them
-  let walCheckpointer: ReturnType<typeof startWalCheckpointer> | undefined;
-  if (!writer) {
-    database.pragma('wal_autocheckpoint = 0');
-    walCheckpointer = startWalCheckpointer(storage.path, 200);
-  }
+  // Inline commits run with wal_autocheckpoint off (no checkpoint on the caller's thread); the
+  // helper thread checkpoints, and truncates the WAL whenever it passes walMaxBytes, in both modes.
+  if (!writer) database.pragma('wal_autocheckpoint = 0');
+  // after a checkpoint resets the WAL, SQLite trims the file back to this size
+  database.pragma(`journal_size_limit = ${storage.walMaxBytes}`);
+  const walCheckpointer: ReturnType<typeof startWalCheckpointer> | undefined = startWalCheckpointer(storage.path, 200, storage.walMaxBytes, Math.max(1000, storage.busyTimeoutMs));
   let stmts: ReturnType<typeof prepare> | undefined;
   const prepare = () => ({
     head: database.prepare('select seq, hash, anchor_seq, anchor_hash from audit_head where log_name = ?').raw(true),
