@@ -2,7 +2,8 @@
  * Module start-up: which PKCS#11 library to load, which slot holds the configured token, and
  * which contract algorithms that token really does (mechanism probe).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { HsmError, KEY_ALGORITHMS, algorithmInfo, type KeyAlgorithm } from '@olocus/hsm-core';
 import type { PKCS11 } from 'pkcs11js';
 import { CKF_GENERATE_KEY_PAIR, CKF_SIGN, CKF_TOKEN_INITIALIZED, CKF_TOKEN_PRESENT, CKM_EC_EDWARDS_KEY_PAIR_GEN, CKM_EC_KEY_PAIR_GEN, CKM_RSA_PKCS_KEY_PAIR_GEN } from './constants.js';
@@ -29,12 +30,33 @@ export function slotNumberOf(slot: Buffer): number {
   return slot.length >= 8 ? Number(slot.readBigUInt64LE(0)) : slot.readUInt32LE(0);
 }
 
-/** The configured libraryPath, or the first existing path of the vendor profile. */
-export function findLibrary(options: Pkcs11Options, vendor: VendorProfile): string {
+/**
+ * Where to look for the vendor's module: the profile's paths, then the same files under every
+ * multiarch directory this machine has (/usr/lib/<triplet>/...), so that a profile written with
+ * one architecture's path also finds the module on another.
+ */
+export function candidateLibraryPaths(vendor: VendorProfile, root = '/'): string[] {
+  const listed = vendor.libraryPaths.map((p) => join(root, p));
+  let triplets: string[] = [];
+  try {
+    triplets = readdirSync(join(root, 'usr/lib')).filter((d) => /^[a-z0-9_]+-[a-z0-9_]+-[a-z0-9_]+$/.test(d) && /linux/.test(d));
+  } catch {
+    // no /usr/lib (macOS with Homebrew, a container without it)
+  }
+  const multiarch = vendor.libraryPaths.flatMap((p) => {
+    const rest = /^\/usr\/lib\/[a-z0-9_]+-[a-z0-9_]+-[a-z0-9_]+\/(.+)$/.exec(p)?.[1];
+    return rest ? triplets.map((t) => join(root, 'usr/lib', t, rest)) : [];
+  });
+  return [...new Set([...listed, ...multiarch])];
+}
+
+/** The configured libraryPath, or the first existing candidate path of the vendor profile. */
+export function findLibrary(options: Pkcs11Options, vendor: VendorProfile, root = '/'): string {
   if (options.libraryPath) return options.libraryPath;
-  const found = vendor.libraryPaths.find((p) => existsSync(p));
+  const candidates = candidateLibraryPaths(vendor, root);
+  const found = candidates.find((p) => existsSync(p));
   if (!found) {
-    throw new HsmError('InitializationFailed', `no PKCS#11 module found for vendor ${vendor.name}; tried ${vendor.libraryPaths.join(', ')}; set libraryPath`, {
+    throw new HsmError('InitializationFailed', `no PKCS#11 module found for vendor ${vendor.name}; tried ${candidates.join(', ')}; set libraryPath`, {
       details: { field: 'libraryPath', vendor: vendor.name },
     });
   }

@@ -149,3 +149,29 @@ describe('registry', () => {
     expect(error.message).toContain('OLOCUS_HSM_PIN');
   });
 });
+
+describe('module discovery', () => {
+  it('finds a vendor module under any multiarch directory, not only the architecture the profile names', async () => {
+    const { mkdtempSync, mkdirSync, writeFileSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { findLibrary } = await import('../src/token.js');
+    const root = mkdtempSync(join(tmpdir(), 'olocus-libdirs-'));
+    try {
+      mkdirSync(join(root, 'usr/lib/riscv64-linux-gnu/pkcs11'), { recursive: true });
+      writeFileSync(join(root, 'usr/lib/riscv64-linux-gnu/pkcs11/yubihsm_pkcs11.so'), '');
+      const options = pkcs11BackendFactory.parseOptions({ tokenLabel: 't', vendor: 'yubihsm' });
+      expect(findLibrary(options, vendorProfiles.yubihsm, root)).toBe(join(root, 'usr/lib/riscv64-linux-gnu/pkcs11/yubihsm_pkcs11.so'));
+      let caught: unknown;
+      try {
+        findLibrary(options, vendorProfiles.luna, root);
+      } catch (error) {
+        caught = error;
+      }
+      expect((caught as HsmError).code).toBe('InitializationFailed');
+      expect((caught as HsmError).message).toContain('set libraryPath');
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
