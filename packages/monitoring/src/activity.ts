@@ -190,6 +190,7 @@ export class ActivityAggregator {
   private readonly cumulative = new Map<string, { success: number; failure: number; timedCount: number; timedSumMs: number }>();
   private readonly recentLogins: LoginFailureRecord[] = [];
   private readonly loginTimes: number[] = [];
+  private loginTotal = 0;
   private lastSeq = 0;
   private started = false;
   private lastRead = 0;
@@ -229,6 +230,11 @@ export class ActivityAggregator {
       timedCount: c.timedCount,
       timedSumMs: c.timedSumMs,
     }));
+  }
+
+  /** auth.failure records read since this aggregator started (monotonic). */
+  get loginFailuresTotal(): number {
+    return this.loginTotal;
   }
 
   get description(): string {
@@ -279,6 +285,7 @@ export class ActivityAggregator {
     if (!bucket) return;
     if (isLogin) {
       bucket.loginFailures++;
+      this.loginTotal++;
       // Kept sorted (records arrive nearly in order) for exact counts over any shorter window.
       let i = this.loginTimes.length;
       while (i > 0 && this.loginTimes[i - 1]! > at) i--;

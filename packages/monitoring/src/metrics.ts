@@ -121,6 +121,10 @@ export class HsmMetrics {
   private readonly healthCheckStatus: Gauge<string>;
   private readonly healthTimestamp: Gauge<string>;
   private readonly keysGauge: Gauge<string>;
+  private readonly auditOps: Counter<string>;
+  private readonly auditLogins: Counter<string>;
+  /** Last cumulative values pushed to the audit counters (they only move by the difference). */
+  private readonly auditSeen = new Map<string, number>();
   private keyCounts: Record<string, number> | undefined;
   private readonly series = new Map<string, Map<string, Series>>();
   private readonly operationListeners = new Set<OperationListener>();
@@ -210,6 +214,8 @@ export class HsmMetrics {
     this.healthCheckStatus = new Gauge({ name: `${p}health_check_status`, help: 'Status of each check in the last health check: 0 Healthy, 1 Degraded, 2 Critical.', labelNames: ['check'], registers });
     this.healthTimestamp = new Gauge({ name: `${p}health_check_timestamp_seconds`, help: 'Unix time of the last health check.', registers });
     this.keysGauge = new Gauge({ name: `${p}keys`, help: 'Key versions in the key registry, by lifecycle state.', labelNames: ['state'], registers });
+    this.auditOps = new Counter({ name: `${p}audit_operations_total`, help: 'Key operations of every process, read from the audit log since this monitor started (the first read covers the last hour).', labelNames: ['operation', 'outcome'], registers });
+    this.auditLogins = new Counter({ name: `${p}audit_login_failures_total`, help: 'auth.failure records of every process, read from the audit log since this monitor started.', registers });
   }
 
   /** The backend whose optional `metrics()` (pool, circuit) is read at scrape time. */
@@ -308,6 +314,24 @@ export class HsmMetrics {
     this.keysGauge.reset();
     for (const [state, n] of Object.entries(counts)) this.keysGauge.labels(state).set(n);
     this.keyCounts = { ...counts };
+  }
+
+  /**
+   * Installation-wide counts from an activity aggregator (`counters()` and `loginFailuresTotal`):
+   * the `audit_operations_total{operation,outcome}` and `audit_login_failures_total` counters.
+   * Short-lived processes (CLI commands) cannot be scraped; their audit records can.
+   */
+  recordActivity(counters: ReadonlyArray<{ operation: string; success: number; failure: number }>, loginFailuresTotal: number): void {
+    const bump = (key: string, value: number, inc: (by: number) => void) => {
+      const before = this.auditSeen.get(key) ?? 0;
+      if (value > before) inc(value - before);
+      this.auditSeen.set(key, Math.max(before, value));
+    };
+    for (const c of counters) {
+      bump(`${c.operation}\u0000success`, c.success, (by) => this.auditOps.labels(c.operation, 'success').inc(by));
+      bump(`${c.operation}\u0000failure`, c.failure, (by) => this.auditOps.labels(c.operation, 'failure').inc(by));
+    }
+    bump('\u0000login', loginFailuresTotal, (by) => this.auditLogins.inc(by));
   }
 
   /** The Prometheus text exposition of this instance's registry. */

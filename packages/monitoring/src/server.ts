@@ -147,6 +147,10 @@ export async function startMonitorServer(options: MonitorServerOptions): Promise
     };
     switch (path) {
       case '/metrics':
+        if (aggregator.connected) {
+          await aggregator.refresh();
+          metrics.recordActivity(aggregator.counters(), aggregator.loginFailuresTotal);
+        }
         await counts();
         send(200, metrics.contentType, await metrics.prometheus());
         return;

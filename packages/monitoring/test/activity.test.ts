@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { FipsStatus } from '@olocus/hsm-core';
-import { ActivityAggregator, assessFips, callbackSink, createMonitoring, type Alert, type ActivityRecord, type ActivitySource } from '../src/index.js';
+import { ActivityAggregator, assessFips, callbackSink, createMonitoring, startMonitorServer, type Alert, type ActivityRecord, type ActivitySource } from '../src/index.js';
 import { softwareBackend } from './helpers/software.js';
 
 const MIN = 60_000;
@@ -134,6 +134,20 @@ describe('alert rules over the installation', () => {
       const keys = m.alerts!.active().map((a) => a.key).sort();
       expect(keys).toEqual(['error-rate', 'health', 'latency:sign']);
       expect(sent.find((a) => a.key === 'error-rate')?.details).toMatchObject({ calls: 25, failures: 5 });
+
+      // The same records as Prometheus counters: the CLI's processes cannot be scraped, the log can.
+      const server = await startMonitorServer({ monitor: m.monitor, metrics: m.metrics, activity: m.activity, listen: '127.0.0.1:0' });
+      try {
+        const text = await (await fetch(`${server.url}/metrics`)).text();
+        expect(text).toContain('olocus_hsm_audit_operations_total{operation="sign",outcome="success"} 20');
+        expect(text).toContain('olocus_hsm_audit_operations_total{operation="sign",outcome="failure"} 5');
+        expect(text).toContain('olocus_hsm_audit_login_failures_total 1');
+        log.push(sign(Date.now(), 2, { origin: 'other:1' }));
+        const again = await (await fetch(`${server.url}/metrics`)).text();
+        expect(again).toContain('olocus_hsm_audit_operations_total{operation="sign",outcome="success"} 21');
+      } finally {
+        await server.close();
+      }
     } finally {
       await m.stop();
       await raw.close();
