@@ -57,6 +57,8 @@ export type Injection = (target: string, body: string) => { status: number; type
 export class HttpFaultProxy {
   private server: HttpServer | undefined;
   inject: Injection | undefined;
+  /** Rewrites a successful upstream JSON answer (e.g. a cluster's state and HSMs). */
+  rewrite: ((target: string, body: string) => string) | undefined;
   delayMs = 0;
   port = 0;
   readonly seen: string[] = [];
@@ -92,8 +94,21 @@ export class HttpFaultProxy {
     const upstream = request(
       { host: '127.0.0.1', port: this.targetPort, method: req.method, path: req.url, headers: { ...req.headers, host: `127.0.0.1:${this.targetPort}` } },
       (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
+        const rewrite = this.rewrite;
+        if (!rewrite || answer.statusCode !== 200) {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(res);
+          return;
+        }
+        const parts: Buffer[] = [];
+        answer.on('data', (c: Buffer) => parts.push(c));
+        answer.on('end', () => {
+          const text = rewrite(target, Buffer.concat(parts).toString());
+          const headers = { ...answer.headers, 'content-length': String(Buffer.byteLength(text)) };
+          delete headers['transfer-encoding'];
+          res.writeHead(200, headers);
+          res.end(text);
+        });
       },
     );
     upstream.on('error', () => {

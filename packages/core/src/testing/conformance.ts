@@ -108,8 +108,9 @@ export function runConformanceSuite(options: ConformanceOptions): void {
       expect(Array.isArray(caps.algorithms)).toBe(true);
       for (const algorithm of caps.algorithms) expect(KEY_ALGORITHMS).toContain(algorithm);
       const fips = await backend.fipsStatus();
-      expect(['none', 'FIPS 140-2', 'FIPS 140-3']).toContain(fips.standard);
-      expect(fips.standard === 'none' ? fips.level === 0 : fips.level >= 1).toBe(true);
+      // 'unknown' (level 0) is the honest answer of a module whose validation cannot be established
+      expect(['none', 'unknown', 'FIPS 140-2', 'FIPS 140-3']).toContain(fips.standard);
+      expect(fips.standard === 'none' || fips.standard === 'unknown' ? fips.level === 0 : fips.level >= 1).toBe(true);
       expect(fips.notes.length).toBeGreaterThan(0);
       const health = await backend.healthCheck();
       expect(health.healthy).toBe(true);
