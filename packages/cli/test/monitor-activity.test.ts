@@ -125,6 +125,11 @@ describe('olocus-hsm monitor: the installation from the audit log', () => {
     expect(view.keys?.items.find((k) => k.keyId === 'olocus-health-canary')).toMatchObject({ source: 'backend' });
     expect(view.alerts?.firing.map((x) => x.key)).toContain('rotation-due:act-key.v1');
 
+    // Prometheus gets the installation's counts too (the signing processes could not be scraped).
+    const prom = await (await fetch(`${base}/metrics`)).text();
+    expect(prom).toContain('olocus_hsm_audit_operations_total{operation="sign",outcome="success"} 2');
+    expect(prom).toContain('olocus_hsm_audit_login_failures_total 1');
+
     // The HTML page shows the same numbers, under its Content-Security-Policy.
     const page = await fetch(`${base}/status`);
     expect(page.headers.get('content-security-policy')).toMatch(/^default-src 'none'; style-src 'sha256-/);
