@@ -16,8 +16,8 @@ export interface OperationEvent {
   /** Backend `type`. */
   backend: string;
   /** The key's id when known (the handle's id, or the string the caller gave). */
-  keyId?: string;
-  algorithm?: KeyAlgorithm;
+  keyId?: string | undefined;
+  algorithm?: KeyAlgorithm | undefined;
   /** The data signed or verified. An auditor records a digest of it, never the bytes. */
   data?: Uint8Array;
   /**

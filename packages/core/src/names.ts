@@ -38,21 +38,21 @@ const SPECIAL_CODES: Readonly<Record<string, string>> = { '-': '0', '.': '1', _:
 const CODE_SPECIALS: Readonly<Record<string, string>> = Object.fromEntries(Object.entries(SPECIAL_CODES).map(([c, d]) => [d, c]));
 
 export function createNameCodec(options: NameCodecOptions): NameCodec {
-  const { escape, maxLength } = options;
+  const { escape: escapeChar, maxLength } = options;
   const prefix = options.prefix ?? '';
   const allowed = new RegExp(`^${options.allowed.source}$`, options.allowed.flags.replace('g', ''));
-  if (escape.length !== 1 || !allowed.test(escape) || /[A-Za-z0-9]/.test(escape)) {
-    throw new HsmError('InvalidArgument', `the escape character ${describeValue(escape)} must be one allowed, non-alphanumeric character`);
+  if (escapeChar.length !== 1 || !allowed.test(escapeChar) || /[A-Za-z0-9]/.test(escapeChar)) {
+    throw new HsmError('InvalidArgument', `the escape character ${describeValue(escapeChar)} must be one allowed, non-alphanumeric character`);
   }
   for (const c of prefix) if (!allowed.test(c)) throw new HsmError('InvalidArgument', `the name prefix ${describeValue(prefix)} holds a character the provider does not allow`);
 
   const encodeChar = (c: string): string => {
-    if (c === escape || !allowed.test(c)) {
+    if (c === escapeChar || !allowed.test(c)) {
       const code = SPECIAL_CODES[c];
       if (code === undefined) throw new HsmError('InvalidArgument', `character ${describeValue(c)} cannot be mapped`);
-      return escape + code;
+      return escapeChar + code;
     }
-    if (options.caseInsensitive && c >= 'A' && c <= 'Z') return escape + c.toLowerCase();
+    if (options.caseInsensitive && c >= 'A' && c <= 'Z') return escapeChar + c.toLowerCase();
     return c;
   };
 
@@ -74,7 +74,7 @@ export function createNameCodec(options: NameCodecOptions): NameCodec {
       let id = '';
       for (let i = prefix.length; i < name.length; i++) {
         const c = name[i]!;
-        if (c !== escape) {
+        if (c !== escapeChar) {
           if (!allowed.test(c)) return undefined;
           if (options.caseInsensitive && c >= 'A' && c <= 'Z') return undefined;
           id += c;
@@ -85,7 +85,7 @@ export function createNameCodec(options: NameCodecOptions): NameCodec {
         const special = CODE_SPECIALS[next];
         if (special !== undefined) {
           // an allowed, non-escape character is never escaped: such a name was not made here
-          if (special !== escape && allowed.test(special)) return undefined;
+          if (special !== escapeChar && allowed.test(special)) return undefined;
           id += special;
         } else if (options.caseInsensitive && next >= 'a' && next <= 'z') {
           id += next.toUpperCase();

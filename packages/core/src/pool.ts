@@ -252,7 +252,6 @@ export class ResourcePool<T> {
   /** Destroys every idle resource and marks leased ones for destruction on return (after a device restart). */
   async drain(): Promise<void> {
     const entries = this.idle.splice(0);
-    this.drainGeneration++;
     for (const entry of this.leased) this.doomed.add(entry);
     await Promise.all(entries.map((e) => this.destroyEntry(e, 'evict')));
   }
@@ -274,7 +273,6 @@ export class ResourcePool<T> {
     while (this.leased.size > 0 && this.opts.now() < deadline) await new Promise((r) => setTimeout(r, 10));
   }
 
-  private drainGeneration = 0;
   private readonly doomed = new Set<Entry<T>>();
 
   private takeIdle(): Entry<T> | undefined {

@@ -38,7 +38,7 @@ export interface BackendRegistryOptions {
 export interface BackendConfig {
   type: string;
   /** The npm package that provides `type`, for a backend core does not know (`@acme/olocus-backend`). */
-  package?: string;
+  package?: string | undefined;
   options?: unknown;
 }
 

@@ -1,4 +1,4 @@
-import { BackendRegistry, HsmManager, parseWithSchema, type BackendConfig, type HsmBackend } from '@olocus/hsm-core';
+import { type BackendRegistry, HsmManager, parseWithSchema, type BackendConfig, type HsmBackend } from '@olocus/hsm-core';
 import { z } from 'zod';
 import { parsePolicy, storageConfigSchema, type RotationPolicyInput, type StorageConfigInput } from './config.js';
 import { RotationEvents, type RotationEvent } from './events.js';

@@ -1,7 +1,7 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { HsmError } from '@olocus/hsm-core';
 import { KeyRegistry, type StorageConfigInput } from '../src/index.js';
-import { cleanupStorage, FakeClock, freshStorage, HOUR, rawSql, STORAGE_KINDS, type RawSql } from './helpers.js';
+import { cleanupStorage, FakeClock, freshStorage, HOUR, rawSql, STORAGE_KINDS } from './helpers.js';
 import { seedVersion } from './seed.js';
 
 afterAll(cleanupStorage);

@@ -344,35 +344,33 @@ export function runConformanceSuite(options: ConformanceOptions): void {
       await expectHsmError(backend.listKeys({ limit: 1001 }), 'InvalidArgument');
     }, timeout);
 
-    {
-      it('keeps keys across a real close() and a new instance when it claims persistence', async () => {
-        const algorithm = caps.algorithms[0]!;
-        const first = await options.createBackend();
-        await first.initialize();
-        const id = `${prefix}-${algorithm}-reopen`;
-        const key = await first.generateKeyPair({ id, algorithm });
-        const before = await first.getPublicKey(key);
-        await first.close();
-        const second = await options.createBackend();
-        await second.initialize();
-        try {
-          if (!caps.persistentKeys) {
-            await expectHsmError(second.getKey(id), 'KeyNotFound');
-            return;
-          }
-          created.add(id);
-          expect(second.instanceId).toBe(first.instanceId);
-          const again = await second.getKey(id);
-          expect(again.ref).toBe(key.ref);
-          // a handle from the closed instance is still good on its successor: same instance id
-          const data = randomBytes(32);
-          const signature = await second.sign(key, data);
-          expect(independentVerify(algorithm, exportPublicKey(before, 'pem'), data, signature)).toBe(true);
-        } finally {
-          await second.close();
+    it('keeps keys across a real close() and a new instance when it claims persistence', async () => {
+      const algorithm = caps.algorithms[0]!;
+      const first = await options.createBackend();
+      await first.initialize();
+      const id = `${prefix}-${algorithm}-reopen`;
+      const key = await first.generateKeyPair({ id, algorithm });
+      const before = await first.getPublicKey(key);
+      await first.close();
+      const second = await options.createBackend();
+      await second.initialize();
+      try {
+        if (!caps.persistentKeys) {
+          await expectHsmError(second.getKey(id), 'KeyNotFound');
+          return;
         }
-      }, timeout);
-    }
+        created.add(id);
+        expect(second.instanceId).toBe(first.instanceId);
+        const again = await second.getKey(id);
+        expect(again.ref).toBe(key.ref);
+        // a handle from the closed instance is still good on its successor: same instance id
+        const data = randomBytes(32);
+        const signature = await second.sign(key, data);
+        expect(independentVerify(algorithm, exportPublicKey(before, 'pem'), data, signature)).toBe(true);
+      } finally {
+        await second.close();
+      }
+    }, timeout);
 
     it('refuses a duplicate key id with KeyAlreadyExists and keeps the first key', async () => {
       const algorithm = caps.algorithms[0]!;
@@ -414,7 +412,7 @@ export function runConformanceSuite(options: ConformanceOptions): void {
       const pem = exportPublicKey(await backend.getPublicKey(key), 'pem');
       const messages = Array.from({ length: concurrency }, (_, i) => Buffer.from(`message ${i}`));
       const signatures = await Promise.all(messages.map((m) => backend.sign(key, m)));
-      messages.forEach((m, i) => expect(independentVerify(algorithm, pem, m, signatures[i]!)).toBe(true));
+      for (const [i, m] of messages.entries()) expect(independentVerify(algorithm, pem, m, signatures[i]!)).toBe(true);
     }, timeout);
 
     it('keeps keys across close and re-initialize when it claims persistence', async () => {

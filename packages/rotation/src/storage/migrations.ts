@@ -10,7 +10,7 @@ export function migrations(dialect: DialectName): Record<string, Migration> {
   const bigint = dialect === 'postgres' ? 'bigint' : 'integer';
   return {
     '0001_initial': {
-      async up(db: Kysely<any>) {
+      async up(db: Kysely<unknown>) {
         await db.schema
           .createTable('logical_keys')
           .addColumn('base_key_id', 'text', (c) => c.primaryKey())
@@ -111,7 +111,7 @@ export function migrations(dialect: DialectName): Record<string, Migration> {
         await db.schema.createIndex('tasks_due').on('tasks').columns(['status', 'due_at']).execute();
         await db.schema.createIndex('tasks_key').on('tasks').columns(['base_key_id', 'status']).execute();
       },
-      async down(db: Kysely<any>) {
+      async down(db: Kysely<unknown>) {
         for (const t of ['tasks', 'rotations', 'key_state_history', 'key_versions', 'logical_keys']) await db.schema.dropTable(t).ifExists().execute();
       },
     },
