@@ -205,7 +205,7 @@ export class AzureKeyVaultBackend implements HsmBackend {
   /** Resolved keys by versioned id and by "name:" + lower-case name (latest version). */
   private readonly cache = new Map<string, ResolvedKey>();
   /** One CryptographyClient per key version, made once. */
-  private readonly cryptoClients = new Map<string, CryptographyClient>();
+  private readonly cryptoClients = new Map<string, { name: string; client: CryptographyClient }>();
   private timeouts = 0;
 
   constructor(options: AzureBackendOptionsInput | AzureBackendOptions, init: AzureBackendInit = {}) {
@@ -421,8 +421,13 @@ export class AzureKeyVaultBackend implements HsmBackend {
   private remember(key: KeyVaultKey): ResolvedKey {
     const handle = this.handleOf(key);
     const resolved: ResolvedKey = { key, handle, spki: spkiFromJwk(key.key!), fetchedAt: Date.now() };
-    this.cache.set(key.id!, resolved);
-    this.cache.set(`name:${key.name.toLowerCase()}`, resolved);
+    const name = key.name.toLowerCase();
+    // a bound on memory for processes that touch very many keys: they are simply read again
+    if (this.cache.size > 30_000) this.cache.clear();
+    if (this.cryptoClients.size > 10_000) this.cryptoClients.clear();
+    this.cache.set(`ref:${key.id!}`, resolved);
+    this.cache.set(`v:${name}/${key.properties.version ?? ''}`, resolved);
+    this.cache.set(`name:${name}`, resolved);
     return resolved;
   }
 
@@ -491,12 +496,17 @@ export class AzureKeyVaultBackend implements HsmBackend {
   /** Resolves a reference to an active key, from the cache while it is fresh. */
   private async resolve(key: KeyRef, signal?: AbortSignal): Promise<ResolvedKey> {
     this.ready();
-    const targets = this.targetsOf(key);
     const now = Date.now();
+    if (typeof key !== 'string') {
+      assertSameInstance(key, this.instanceId);
+      // the hot path: a handle names its versioned key id
+      const hit = this.cache.get(`ref:${key.ref}`);
+      if (hit && now - hit.fetchedAt < this.options.keyCacheTtlMs) return hit;
+    }
+    const targets = this.targetsOf(key);
     let lastError: unknown;
     for (const target of targets) {
-      const cacheKey = target.version ? `${this.vaultUrl}/keys/${target.name}/${target.version}` : `name:${target.name.toLowerCase()}`;
-      const cached = target.version ? this.findVersion(target.name, target.version) : this.cache.get(cacheKey);
+      const cached = this.cache.get(target.version ? `v:${target.name.toLowerCase()}/${target.version}` : `name:${target.name.toLowerCase()}`);
       if (cached && now - cached.fetchedAt < this.options.keyCacheTtlMs) return cached;
       try {
         return await this.fetchKey(target.name, target.version, target.label, signal);
@@ -509,17 +519,10 @@ export class AzureKeyVaultBackend implements HsmBackend {
     throw new HsmError('KeyNotFound', `no key ${JSON.stringify(label.slice(0, 200))} in ${this.vaultUrl}`, { cause: lastError, details: { keyId: label.slice(0, 200) } });
   }
 
-  private findVersion(name: string, version: string): ResolvedKey | undefined {
-    for (const [k, v] of this.cache) {
-      if (!k.startsWith('name:') && v.key.name.toLowerCase() === name.toLowerCase() && v.key.properties.version === version) return v;
-    }
-    return undefined;
-  }
-
   private evict(name: string): void {
     const lower = name.toLowerCase();
     for (const [k, v] of this.cache) if (v.key.name.toLowerCase() === lower) this.cache.delete(k);
-    for (const k of this.cryptoClients.keys()) if (k.toLowerCase().includes(`/keys/${lower}/`)) this.cryptoClients.delete(k);
+    for (const [k, v] of this.cryptoClients) if (v.name.toLowerCase() === lower) this.cryptoClients.delete(k);
   }
 
   async getKey(key: KeyRef): Promise<HsmKeyHandle> {
@@ -572,12 +575,11 @@ export class AzureKeyVaultBackend implements HsmBackend {
 
   private cryptoClientFor(resolved: ResolvedKey): CryptographyClient {
     const id = resolved.key.id!;
-    let client = this.cryptoClients.get(id);
-    if (!client) {
-      // built from the key we hold, so the SDK does not fetch it again
-      client = new CryptographyClient(resolved.key, this.credential!, this.clientOptions());
-      this.cryptoClients.set(id, client);
-    }
+    const known = this.cryptoClients.get(id);
+    if (known) return known.client;
+    // built from the key we hold, so the SDK does not fetch it again
+    const client = new CryptographyClient(resolved.key, this.credential!, this.clientOptions());
+    this.cryptoClients.set(id, { name: resolved.key.name, client });
     return client;
   }
 
