@@ -12,6 +12,8 @@ import type { BackendContext, BackendFactory, HsmBackend } from './types.js';
 export const BUILTIN_BACKENDS: Readonly<Record<string, string>> = Object.freeze({
   software: '@olocus/hsm-backend-software',
   pkcs11: '@olocus/hsm-backend-pkcs11',
+  'aws-kms': '@olocus/hsm-backend-aws',
+  'aws-cloudhsm': '@olocus/hsm-backend-aws',
 });
 
 const PACKAGE_NAME = /^(@[a-z0-9][a-z0-9._~-]*\/)?[a-z0-9][a-z0-9._~-]*$/;
