@@ -140,13 +140,31 @@ export class GcpKmsBackend implements HsmBackend {
   async initialize(): Promise<void> {
     if (this.state === 'closed') throw new HsmError('Closed', 'the Cloud KMS backend is closed');
     if (this.state === 'ready') return;
-    this.client ??= this.createClient();
+    if (!this.client) {
+      const client = this.createClient();
+      if (!this.options.insecure) await this.checkCredentials(client);
+      this.client = client;
+    }
     this.state = 'ready';
     try {
       await this.ensureKeyRing();
     } catch (error) {
       this.state = 'new';
       throw error;
+    }
+  }
+
+  /**
+   * Finds Application Default Credentials before the first call. Without this, google-gax
+   * discovers their absence while building its stub and leaves that rejection unhandled (seen
+   * with google-gax 5.0.8), which ends a Node process that runs with the default
+   * --unhandled-rejections=throw.
+   */
+  private async checkCredentials(client: KeyManagementServiceClient): Promise<void> {
+    try {
+      await client.auth.getClient();
+    } catch (error) {
+      throw mapGcpError(error, { operation: 'find credentials', fallback: 'AuthenticationFailed', env: this.env });
     }
   }
 

@@ -360,7 +360,7 @@ export class KmsFake {
     const fault = this.signFaults.shift();
     const crc = crc32c(signature);
     const sent = Buffer.from(signature);
-    if (fault === 'corrupt-signature') sent[sent.length - 1] ^= 0x01; // the checksum still describes the real signature
+    if (fault === 'corrupt-signature') sent[sent.length - 1] = sent[sent.length - 1]! ^ 0x01; // the checksum still describes the real signature
     return {
       signature: sent,
       ...(fault === 'drop-signature-crc' ? {} : { signatureCrc32c: { value: String(crc) } }),
@@ -398,7 +398,7 @@ function pssSign(privateKey: KeyObject, mHash: Buffer, modBits: number): Buffer 
   const h = createHash('sha256').update(Buffer.alloc(8)).update(mHash).update(salt).digest();
   const db = Buffer.concat([Buffer.alloc(emLen - 32 - 32 - 2), Buffer.from([0x01]), salt]);
   const mask = mgf1(h, emLen - 32 - 1);
-  for (let i = 0; i < db.length; i++) db[i] ^= mask[i]!;
+  for (let i = 0; i < db.length; i++) db[i] = db[i]! ^ mask[i]!;
   db[0] = db[0]! & (0xff >> (8 * emLen - emBits));
   const em = Buffer.concat([db, h, Buffer.from([0xbc])]);
   const padded = emLen < modBits / 8 ? Buffer.concat([Buffer.alloc(modBits / 8 - emLen), em]) : em;
