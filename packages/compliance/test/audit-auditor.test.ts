@@ -33,3 +33,29 @@ describe('OperationEvent → audit records', () => {
     expect(JSON.stringify(foreign)).not.toContain('1234');
   });
 });
+
+describe('purpose through the audited backend', () => {
+  it('a checkpoint signer on an audited backend is recorded with details.purpose audit-checkpoint; a canary sign with health-canary', async () => {
+    const { MemoryBackend } = await import('@olocus/hsm-core/testing');
+    const { join } = await import('node:path');
+    const { openAuditLog, withAudit, checkpointSignerFromBackend } = await import('../src/audit/index.js');
+    const { tempDir } = await import('./audit-helpers.js');
+    const log = await openAuditLog({ storage: { kind: 'sqlite', path: join(tempDir('purpose'), 'audit.db') }, logName: 'purpose' });
+    const backend = withAudit(new MemoryBackend(), log, { actor: 'svc' });
+    await backend.initialize();
+    const signer = checkpointSignerFromBackend(backend, 'cp-key');
+    await signer.sign(Buffer.from('checkpoint body'));
+    const key = await backend.generateKeyPair({ id: 'app', algorithm: 'Ed25519' });
+    await backend.sign(key, Buffer.from('canary'), { purpose: 'health-canary' });
+    await backend.sign(key, Buffer.from('payload'));
+    const signs: { keyId?: string; details?: Record<string, unknown> }[] = [];
+    for await (const r of log.iterate({ types: ['key.sign'] })) signs.push(r);
+    expect(signs.map((r) => [r.keyId, r.details?.['purpose']])).toEqual([
+      ['cp-key', 'audit-checkpoint'],
+      ['app', 'health-canary'],
+      ['app', undefined],
+    ]);
+    await backend.close();
+    await log.close();
+  });
+});

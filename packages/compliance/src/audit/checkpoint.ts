@@ -41,7 +41,8 @@ export function checkpointSignerFromBackend(backend: HsmBackend, keyId: string, 
     backend: backend.type,
     async sign(data) {
       await ensure();
-      return backend.sign(keyId, data);
+      // tagged, so that a backend wrapped for auditing after all records it as a checkpoint signature
+      return backend.sign(keyId, data, { purpose: 'audit-checkpoint' });
     },
     async publicKey() {
       await ensure();
