@@ -8,7 +8,7 @@ bash scripts/start-postgres.sh
 bash scripts/setup.sh
 pnpm typecheck
 pnpm lint:packages
-rm -rf packages/*/.test-results
+rm -rf packages/*/.test-results examples/.test-results
 status=0
 pnpm test || status=$?
 node scripts/test-summary.mjs || status=$?
