@@ -44,6 +44,8 @@ interface Version {
   version: string;
   kty: string;
   privateKey: KeyObject;
+  /** The EC private scalar, read once. */
+  d?: bigint;
   jwk: Record<string, string>;
   keyOps: string[];
   attributes: { enabled: boolean; created: number; updated: number; exp?: number; nbf?: number };
@@ -160,8 +162,9 @@ async function readBody(req: IncomingMessage): Promise<string> {
 export async function startFakeKeyVault(): Promise<FakeKeyVault> {
   const keyPath = process.env.OLOCUS_TEST_AZURE_TLS_KEY;
   const certPath = process.env.OLOCUS_TEST_AZURE_TLS_CERT;
-  if (!keyPath || !certPath || !process.env.NODE_EXTRA_CA_CERTS) {
-    throw new Error('the test vault has no TLS certificate: run these tests through vitest with this package\'s vitest.config.ts (its globalSetup makes one and sets NODE_EXTRA_CA_CERTS)');
+  const trusted = process.env.NODE_EXTRA_CA_CERTS;
+  if (!keyPath || !certPath || !trusted || !readFileSync(trusted, 'utf8').includes(readFileSync(certPath, 'utf8').trim())) {
+    throw new Error('the test vault\'s certificate is not trusted by this process: run these tests through vitest with this package\'s vitest.config.ts (its globalSetup makes the certificate and sets NODE_EXTRA_CA_CERTS before the test processes start)');
   }
   const keys = new Map<string, StoredKey>();
   const deleted = new Map<string, Deleted>();
@@ -216,8 +219,8 @@ export async function startFakeKeyVault(): Promise<FakeKeyVault> {
     if (digest.length !== hLen) return `the digest is ${digest.length} bytes; ${alg} needs ${hLen}`;
     if (alg.startsWith('ES')) {
       if (!v.kty.startsWith('EC') || ES_CURVE[alg] !== v.jwk.crv) return `algorithm ${alg} does not fit key type ${v.kty} ${v.jwk.crv}`;
-      const d = toBig(Buffer.from(v.privateKey.export({ format: 'jwk' }).d!, 'base64url'));
-      return ecdsaSignDigest(v.jwk.crv!, d, digest);
+      v.d ??= toBig(Buffer.from(v.privateKey.export({ format: 'jwk' }).d!, 'base64url'));
+      return ecdsaSignDigest(v.jwk.crv!, v.d, digest);
     }
     if (!v.kty.startsWith('RSA')) return `algorithm ${alg} does not fit key type ${v.kty}`;
     const modBits = Buffer.from(v.jwk.n!, 'base64url').length * 8;

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -39,7 +39,12 @@ export default function setup(): void {
   } catch (error) {
     throw new Error(`cannot make the test vault's TLS certificate with openssl (apt-get install openssl): ${(error as Error).message}`);
   }
-  process.env.NODE_EXTRA_CA_CERTS = cert;
+  // keep whatever extra roots the environment already trusts, and add the test vault's
+  const previous = process.env.NODE_EXTRA_CA_CERTS;
+  const bundle = join(dir, 'ca-bundle.pem');
+  const inherited = previous && previous !== bundle && existsSync(previous) ? `${readFileSync(previous, 'utf8').trimEnd()}\n` : '';
+  writeFileSync(bundle, inherited + readFileSync(cert, 'utf8'));
+  process.env.NODE_EXTRA_CA_CERTS = bundle;
   process.env.OLOCUS_TEST_AZURE_TLS_KEY = key;
   process.env.OLOCUS_TEST_AZURE_TLS_CERT = cert;
   // no test may ever reach a cloud metadata endpoint
