@@ -14,6 +14,7 @@ export const BUILTIN_BACKENDS: Readonly<Record<string, string>> = Object.freeze(
   pkcs11: '@olocus/hsm-backend-pkcs11',
   'aws-kms': '@olocus/hsm-backend-aws',
   'aws-cloudhsm': '@olocus/hsm-backend-aws',
+  'azure-keyvault': '@olocus/hsm-backend-azure',
 });
 
 const PACKAGE_NAME = /^(@[a-z0-9][a-z0-9._~-]*\/)?[a-z0-9][a-z0-9._~-]*$/;
