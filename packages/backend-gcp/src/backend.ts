@@ -64,7 +64,10 @@ export const LABELS = {
   algorithm: 'olocus-algorithm',
   usages: 'olocus-usages',
   expiresAt: 'olocus-expires-at',
+  /** Prefix of the labels holding, hex-encoded JSON, the caller's labels Cloud KMS cannot hold as they are. */
+  encodedLabels: 'olocus-labels',
 } as const;
+const MAX_GCP_LABELS = 64;
 const RESERVED_LABEL_PREFIX = 'olocus-';
 const LABEL_KEY = /^[a-z][a-z0-9_-]{0,62}$/;
 const LABEL_VALUE = /^[a-z0-9_-]{0,63}$/;
@@ -392,18 +395,12 @@ export class GcpKmsBackend implements HsmBackend {
 
   private labelsFor(spec: { id: string; algorithm: KeyAlgorithm; usages: KeyUsage[]; expiresAt?: Date; labels?: Record<string, string> }): Record<string, string> {
     const labels: Record<string, string> = {};
+    // Labels that already fit Cloud KMS's alphabet stay readable in the console; the rest
+    // (upper case, '.', ':', '/', spaces...) travel hex-encoded as JSON in olocus-labels-N.
+    const encoded: Record<string, string> = {};
     for (const [key, value] of Object.entries(spec.labels ?? {})) {
-      if (!LABEL_KEY.test(key) || key.startsWith(RESERVED_LABEL_PREFIX)) {
-        throw new HsmError('InvalidArgument', `labels key ${JSON.stringify(key)} cannot be a Cloud KMS label: keys are 1-63 lower-case letters, digits, "_" or "-", start with a letter and do not start with "${RESERVED_LABEL_PREFIX}"`, {
-          details: { field: 'labels' },
-        });
-      }
-      if (!LABEL_VALUE.test(value)) {
-        throw new HsmError('InvalidArgument', `labels.${key} cannot be a Cloud KMS label value: values are at most 63 lower-case letters, digits, "_" or "-"`, {
-          details: { field: `labels.${key}` },
-        });
-      }
-      labels[key] = value;
+      if (LABEL_KEY.test(key) && !key.startsWith(RESERVED_LABEL_PREFIX) && LABEL_VALUE.test(value)) labels[key] = value;
+      else encoded[key] = value;
     }
     const encodedId = ID_LABEL_CODEC.encode(spec.id);
     labels[LABELS.id] = encodedId.slice(0, LABEL_VALUE_MAX);
@@ -411,6 +408,18 @@ export class GcpKmsBackend implements HsmBackend {
     labels[LABELS.algorithm] = spec.algorithm.toLowerCase();
     labels[LABELS.usages] = spec.usages.join('_');
     if (spec.expiresAt) labels[LABELS.expiresAt] = String(spec.expiresAt.getTime());
+    if (Object.keys(encoded).length > 0) {
+      const hex = Buffer.from(JSON.stringify(encoded), 'utf8').toString('hex');
+      const parts = Math.ceil(hex.length / LABEL_VALUE_MAX);
+      if (Object.keys(labels).length + parts > MAX_GCP_LABELS) {
+        throw new HsmError(
+          'InvalidArgument',
+          `labels take ${Object.keys(labels).length + parts} Cloud KMS labels once encoded; a CryptoKey holds at most ${MAX_GCP_LABELS}. Use fewer or shorter labels, or lower-case labels that Cloud KMS stores as they are ([a-z][a-z0-9_-]* keys, [a-z0-9_-]* values, at most 63 characters)`,
+          { details: { field: 'labels', limit: MAX_GCP_LABELS } },
+        );
+      }
+      for (let i = 0; i < parts; i++) labels[`${LABELS.encodedLabels}-${i}`] = hex.slice(i * LABEL_VALUE_MAX, (i + 1) * LABEL_VALUE_MAX);
+    }
     return labels;
   }
 
@@ -431,7 +440,7 @@ export class GcpKmsBackend implements HsmBackend {
       });
     }
     const rawLabels = (cryptoKey.labels ?? {}) as Record<string, string>;
-    const labels = Object.fromEntries(Object.entries(rawLabels).filter(([k]) => !k.startsWith(RESERVED_LABEL_PREFIX)));
+    const labels = callerLabels(rawLabels);
     const usages = parseUsages(rawLabels[LABELS.usages]);
     const expiresMs = rawLabels[LABELS.expiresAt] !== undefined ? Number(rawLabels[LABELS.expiresAt]) : undefined;
     const stateName = String(version.state ?? '');
@@ -796,6 +805,24 @@ export function checkPublicKey(response: IPublicKey, name: string): string | und
   if (expected === undefined) return 'the answer holds no pemCrc32c';
   if (crc32c(response.pem) !== expected) return 'pemCrc32c does not match the PEM';
   return undefined;
+}
+
+/** The caller's labels: those stored as they are, and those encoded in olocus-labels-N. */
+function callerLabels(raw: Record<string, string>): Record<string, string> {
+  const labels = Object.fromEntries(Object.entries(raw).filter(([k]) => !k.startsWith(RESERVED_LABEL_PREFIX)));
+  let hex = '';
+  for (let i = 0; raw[`${LABELS.encodedLabels}-${i}`] !== undefined; i++) hex += raw[`${LABELS.encodedLabels}-${i}`];
+  if (hex.length > 0) {
+    try {
+      const decoded = JSON.parse(Buffer.from(hex, 'hex').toString('utf8')) as unknown;
+      if (typeof decoded === 'object' && decoded !== null) {
+        for (const [k, v] of Object.entries(decoded)) if (typeof v === 'string') labels[k] = v;
+      }
+    } catch {
+      // labels edited outside the library: keep what is readable
+    }
+  }
+  return labels;
 }
 
 function parseUsages(value: string | undefined): KeyUsage[] {

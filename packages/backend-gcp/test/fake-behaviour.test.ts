@@ -259,10 +259,23 @@ describe('names and labels', () => {
     expect(listed.keys.map((k) => k.id).sort()).toEqual(ids.slice(0, 2).sort());
   });
 
-  it('refuses labels Cloud KMS cannot hold, naming the rule', async () => {
-    const error = await expectHsmError(backend.generateKeyPair({ id: id('label'), algorithm: 'Ed25519', labels: { Team: 'x' } }), 'InvalidArgument');
-    expect(error.message).toContain('Cloud KMS label');
-    await expectHsmError(backend.generateKeyPair({ id: id('label'), algorithm: 'Ed25519', labels: { team: 'Upper Case' } }), 'InvalidArgument');
+  it('keeps labels Cloud KMS cannot hold as they are (upper case, spaces, dots) encoded, and gives them back', async () => {
+    const labels = { 'Owner.Team': 'Payments Platform', purpose: 'olocus audit checkpoints', env: 'prod' };
+    const key = await backend.generateKeyPair({ id: id('label'), algorithm: 'Ed25519', labels });
+    expect(key.labels).toEqual(labels);
+    const stored = fake.keys.get(key.metadata.cryptoKey!)!.labels;
+    expect(stored.env).toBe('prod');
+    expect(stored['olocus-labels-0']).toMatch(/^[0-9a-f]+$/);
+    const fresh = loopbackBackend(fake.port);
+    await fresh.initialize();
+    expect((await fresh.getKey(key.id)).labels).toEqual(labels);
+    await fresh.close();
+  });
+
+  it('refuses labels too large for a CryptoKey, naming the limit', async () => {
+    const labels = Object.fromEntries(Array.from({ length: 32 }, (_, i) => [`Label.${i}`, 'X'.repeat(200)]));
+    const error = await expectHsmError(backend.generateKeyPair({ id: id('label'), algorithm: 'Ed25519', labels }), 'InvalidArgument');
+    expect(error.message).toContain('at most 64');
   });
 
   it('refuses P-521 saying Cloud KMS has none', async () => {
