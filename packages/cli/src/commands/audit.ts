@@ -9,7 +9,7 @@ import type { CliContext } from '../context.js';
 
 export function requireAudit(manager: CliManager | { audit?: CliAudit }): CliAudit {
   const audit = auditOf(manager as CliManager);
-  if (!audit) throw new CliError('InvalidConfiguration', 'auditing is off in this config ("audit": {"enabled": false}); there is no audit log to read');
+  if (!audit) throw new CliError('InvalidConfiguration', 'auditing is off in this config ("audit": {"enabled": false}), so there is no audit log to read; remove that setting (or set it to true) to keep one from now on');
   return audit;
 }
 

@@ -109,22 +109,22 @@ export async function report(ctx: CliContext, opts: ReportOptions): Promise<void
 
 /** `compliance verify-report`: the report's bytes against its detached signature and the audit key. */
 export async function verifyReport(ctx: CliContext, opts: { report?: string; signature?: string }): Promise<void> {
-  if (!opts.report) throw new CliError('InvalidArgument', '--report FILE is required');
+  if (!opts.report) throw new CliError('InvalidArgument', '--report FILE is required (a report written by compliance report --out FILE)');
   const reportPath = resolve(ctx.cwd, opts.report);
   const sigPath = resolve(ctx.cwd, opts.signature ?? `${opts.report}.sig.json`);
   const [bytes, sigText] = await Promise.all([
     readFile(reportPath).catch((cause) => {
-      throw fileError('report', reportPath, cause);
+      throw fileError('--report', reportPath, cause);
     }),
     readFile(sigPath, 'utf8').catch((cause) => {
-      throw fileError('signature', sigPath, cause);
+      throw fileError(opts.signature ? '--signature' : '--signature (default REPORT.sig.json)', sigPath, cause);
     }),
   ]);
   let doc: unknown;
   try {
     doc = JSON.parse(sigText);
   } catch (cause) {
-    throw new CliError('InvalidArgument', `${sigPath}: not a signature document (${(cause as Error).message})`);
+    throw new CliError('InvalidArgument', `--signature ${sigPath}: not a signature document (${(cause as Error).message}); give the FILE.sig.json that compliance report --out FILE wrote`);
   }
   const compliance = await import('@olocus/hsm-compliance');
   await withManagerAndRegistry(ctx, async (m) => {
