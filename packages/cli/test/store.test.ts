@@ -108,6 +108,11 @@ describe('no command creates a store implicitly', () => {
     expect(config.backend.options.passphrase).toEqual({ env: 'OLOCUS_HSM_PASSPHRASE' });
     for (const file of await listFiles(join(cwd, '.olocus'))) expect((await readFile(file)).includes(Buffer.from(typed)), file).toBe(false);
     expect((await cli(['keys', 'list'], { cwd, env: cleanEnv({ OLOCUS_HSM_PASSPHRASE: typed }) })).code).toBe(0);
+    // on a terminal, a later command asks for the variable the config names when it is not set
+    const later = await runOnTerminal(['keys', 'list'], cwd, [typed]);
+    expect(later.code, later.output).toBe(0);
+    expect(later.output).toMatch(/OLOCUS_HSM_PASSPHRASE is not set\): /);
+    expect(later.output).not.toContain(typed);
     expect(errorLine(await cli(['keys', 'list'], { cwd, env: cleanEnv({ OLOCUS_HSM_PASSPHRASE: `${typed}-not` }) }), 'WrongPassphrase')).not.toContain(typed);
 
     const other = await fresh('tty-mismatch');
@@ -187,13 +192,16 @@ describe('one audit record per operation', () => {
 
   it('sign and verify with a plain key write one record each', async () => {
     let before = await lastSeq(cwd);
-    expect((await cli(['sign', '--key', 'plain', '--in', 'msg', '--out', 'plain.sig'], { cwd })).code).toBe(0);
+    const signed = await cli(['sign', '--key', 'plain', '--in', 'msg', '--out', 'plain.sig'], { cwd });
+    expect(signed.code, signed.stdout + signed.stderr).toBe(0);
     expect((await operationRecords(cwd, before)).map((r) => [r.type, r.keyId, r.outcome])).toEqual([['key.sign', 'plain', 'success']]);
     before = await lastSeq(cwd);
-    expect((await cli(['verify', '--key', 'plain', '--in', 'msg', '--signature', 'plain.sig'], { cwd })).code).toBe(0);
+    const verified = await cli(['verify', '--key', 'plain', '--in', 'msg', '--signature', 'plain.sig'], { cwd });
+    expect(verified.code, verified.stdout + verified.stderr).toBe(0);
     expect((await operationRecords(cwd, before)).map((r) => [r.type, r.keyId, r.outcome])).toEqual([['key.verify', 'plain', 'success']]);
     before = await lastSeq(cwd);
-    expect((await cli(['sign', '--key', 'logical', '--in', 'msg', '--out', 'logical.sig'], { cwd })).code).toBe(0);
+    const logical = await cli(['sign', '--key', 'logical', '--in', 'msg', '--out', 'logical.sig'], { cwd });
+    expect(logical.code, logical.stdout + logical.stderr).toBe(0);
     expect((await operationRecords(cwd, before)).map((r) => [r.type, r.keyId])).toEqual([['key.sign', 'logical.v1']]);
   });
 
