@@ -15,6 +15,7 @@ export const BUILTIN_BACKENDS: Readonly<Record<string, string>> = Object.freeze(
   'aws-kms': '@olocus/hsm-backend-aws',
   'aws-cloudhsm': '@olocus/hsm-backend-aws',
   'azure-keyvault': '@olocus/hsm-backend-azure',
+  'gcp-kms': '@olocus/hsm-backend-gcp',
 });
 
 const PACKAGE_NAME = /^(@[a-z0-9][a-z0-9._~-]*\/)?[a-z0-9][a-z0-9._~-]*$/;

@@ -94,7 +94,7 @@ describe('BackendRegistry', () => {
   });
 
   it('lists only backend packages that exist among the built-in types', () => {
-    expect(new BackendRegistry().types()).toEqual(['aws-cloudhsm', 'aws-kms', 'azure-keyvault', 'pkcs11', 'software']);
+    expect(new BackendRegistry().types()).toEqual(['aws-cloudhsm', 'aws-kms', 'azure-keyvault', 'gcp-kms', 'pkcs11', 'software']);
   });
 
   it('loads a third-party backend named by package in the config', async () => {
