@@ -280,6 +280,19 @@ describe('init flags', () => {
     expect(refused).toContain('--backend pkcs11');
   });
 
+  it('init --help shows the secret-file flags; --passphrase-file works after init too', async () => {
+    const help = await cli(['init', '--help'], { cwd: dir });
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain('--pin-file <path>');
+    expect(help.stdout).toContain('--passphrase-file <path>');
+    const cwd = await fresh('file-after');
+    await writeFile(join(cwd, 'pp'), 'a passphrase from a file\n');
+    const r = await cli(['init', '--passphrase-file', 'pp', '--json'], { cwd, env: cleanEnv() });
+    expect(r.code, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as { backend: { options: { passphrase: unknown } } }).backend.options.passphrase).toEqual({ file: join(cwd, 'pp') });
+    expect((await cli(['--passphrase-file', 'pp', 'keys', 'list'], { cwd, env: cleanEnv() })).code).toBe(0);
+  });
+
   it('emergency rotation is refused by default, and the message says which config field allows it', async () => {
     const cwd = await fresh('emergency');
     expect((await cli(['init'], { cwd })).code).toBe(0);

@@ -22,25 +22,20 @@ function pkcs11Flags(opts: InitOptions): string[] {
   return flags;
 }
 
-/** Whether --backend was typed (commander fills in its default, so the option alone cannot tell). */
-function backendGiven(argv: readonly string[]): boolean {
-  return argv.some((a) => a === '--backend' || a.startsWith('--backend='));
-}
-
 /**
  * The backend `init` sets up. PKCS#11 flags without --backend mean PKCS#11 (writing a software
  * config and dropping them would leave the operator with the wrong store); with an explicit
  * `--backend software` they are refused by name.
  */
-export function initBackend(opts: InitOptions, argv: readonly string[] = process.argv): 'software' | 'pkcs11' {
+export function initBackend(opts: InitOptions): 'software' | 'pkcs11' {
   const flags = pkcs11Flags(opts);
-  const explicit = backendGiven(argv) ? opts.backend : undefined;
+  // --backend has no commander default, so it is set only when typed
+  const explicit = opts.backend;
   if (explicit === 'software' && flags.length > 0) {
     throw new CliError('InvalidArgument', `${flags.join(', ')} ${flags.length === 1 ? 'applies' : 'apply'} to --backend pkcs11, not to --backend software; drop ${flags.length === 1 ? 'it' : 'them'} or use --backend pkcs11`);
   }
   if (explicit) return explicit;
-  if (flags.length > 0) return 'pkcs11';
-  return opts.backend ?? 'software';
+  return flags.length > 0 ? 'pkcs11' : 'software';
 }
 
 export async function init(ctx: CliContext, opts: InitOptions): Promise<void> {
