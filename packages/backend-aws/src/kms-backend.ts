@@ -13,6 +13,7 @@ import {
   ListResourceTagsCommand,
   ScheduleKeyDeletionCommand,
   SignCommand,
+  type SignCommandOutput,
   type AliasListEntry,
   type KeyMetadata,
   type KeySpec as AwsKeySpec,
@@ -592,7 +593,7 @@ export class AwsKmsBackend implements HsmBackend {
     const ours: Array<{ id: string; alias: string }> = [];
     for (const alias of await this.allAliases()) {
       const id = alias.AliasName ? this.codec.decode(alias.AliasName) : undefined;
-      if (id !== undefined && id.startsWith(prefix) && (cursor === undefined || id > cursor)) ours.push({ id, alias: alias.AliasName! });
+      if (id?.startsWith(prefix) && (cursor === undefined || id > cursor)) ours.push({ id, alias: alias.AliasName! });
     }
     ours.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     const page = ours.slice(0, limit);
@@ -662,7 +663,7 @@ export class AwsKmsBackend implements HsmBackend {
 
   private async signRemote(resolved: ResolvedKey, message: Uint8Array, messageType: 'RAW' | 'DIGEST', signal?: AbortSignal): Promise<Uint8Array> {
     const { handle, arn } = resolved;
-    let answer;
+    let answer: SignCommandOutput;
     try {
       answer = await this.call(
         'Sign',
