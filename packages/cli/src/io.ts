@@ -215,14 +215,6 @@ export async function readInputLimited(ctx: CliContext, flag: string, path: stri
   return new Uint8Array(Buffer.concat(parts));
 }
 
-/** Reads a whole input (FILE or `-`) without a limit; only for inputs the CLI itself bounds elsewhere. */
-export async function readInput(ctx: CliContext, flag: string, path: string): Promise<Uint8Array> {
-  const input = await openInput(ctx, flag, path);
-  const parts: Uint8Array[] = [];
-  for await (const chunk of input.chunks) parts.push(chunk);
-  return new Uint8Array(Buffer.concat(parts));
-}
-
 export function formatBytes(n: number): string {
   if (n >= 1024 * 1024 && n % (1024 * 1024) === 0) return `${n / (1024 * 1024)} MiB`;
   if (n >= 1024 && n % 1024 === 0) return `${n / 1024} KiB`;
@@ -235,20 +227,51 @@ export function formatBytes(n: number): string {
 const pendingTemporaries = new Set<string>();
 let exitHookInstalled = false;
 
+function removePendingTemporaries(): void {
+  for (const p of pendingTemporaries) {
+    try {
+      unlinkSync(p);
+    } catch {
+      // already gone
+    }
+  }
+  pendingTemporaries.clear();
+}
+
+const TERMINATING = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/**
+ * Ctrl-C while an output is being written: the default action would end the process with the
+ * temporary file still there. Only while one is pending, a handler removes it and then lets the
+ * signal do what it would have done (the handler steps aside and the signal is raised again).
+ */
+function onTerminatingSignal(signal: NodeJS.Signals): void {
+  removePendingTemporaries();
+  for (const s of TERMINATING) process.off(s, onTerminatingSignal);
+  signalHandlersInstalled = false;
+  // Another listener (audit tail -f stops on SIGINT) handles it; otherwise the default applies.
+  if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+}
+let signalHandlersInstalled = false;
+
 function trackTemporary(path: string): void {
   if (!exitHookInstalled) {
     exitHookInstalled = true;
-    process.once('exit', () => {
-      for (const p of pendingTemporaries) {
-        try {
-          unlinkSync(p);
-        } catch {
-          // already gone
-        }
-      }
-    });
+    process.once('exit', removePendingTemporaries);
+  }
+  if (!signalHandlersInstalled) {
+    signalHandlersInstalled = true;
+    for (const s of TERMINATING) process.on(s, onTerminatingSignal);
   }
   pendingTemporaries.add(path);
+}
+
+function untrackTemporary(path: string): void {
+  pendingTemporaries.delete(path);
+  if (pendingTemporaries.size === 0 && signalHandlersInstalled) {
+    for (const s of TERMINATING) process.off(s, onTerminatingSignal);
+    signalHandlersInstalled = false;
+  }
 }
 
 export interface OutputOptions {
@@ -332,11 +355,11 @@ export async function openOutput(ctx: CliContext, flag: string, path: string, op
         });
         if (!stream.closed) await new Promise<void>((ok) => stream.once('close', () => ok()));
         await rename(temporary, full);
-        pendingTemporaries.delete(temporary);
+        untrackTemporary(temporary);
       } catch (cause) {
         await finish().catch(() => undefined);
         await unlink(temporary).catch(() => undefined);
-        pendingTemporaries.delete(temporary);
+        untrackTemporary(temporary);
         throw fileError(flag, full, cause);
       }
       return full;
@@ -346,7 +369,7 @@ export async function openOutput(ctx: CliContext, flag: string, path: string, op
       settled = true;
       await finish().catch(() => undefined);
       await unlink(temporary).catch(() => undefined);
-      pendingTemporaries.delete(temporary);
+      untrackTemporary(temporary);
     },
   };
 }
