@@ -636,6 +636,27 @@ export class AzureKeyVaultBackend implements HsmBackend {
     return names.length > limit ? { keys: listed, nextCursor: page[page.length - 1]!.id } : { keys: listed };
   }
 
+  /**
+   * The vault's protected backup of a key (all its versions): an opaque blob only a vault of the
+   * same Azure geography and subscription can restore. Not part of the backend contract.
+   */
+  async backupKey(key: KeyRef): Promise<Uint8Array> {
+    const client = this.ready();
+    const resolved = await this.resolve(key);
+    const blob = await this.call(`back up key ${resolved.handle.id}`, resolved.handle.id, undefined, (abortSignal) => client.backupKey(resolved.key.name, { abortSignal }));
+    if (!blob || blob.length === 0) throw new HsmError('Internal', `back up key ${resolved.handle.id}: the vault returned no backup`, { details: { keyId: resolved.handle.id } });
+    return blob;
+  }
+
+  /** Restores a backup made by `backupKey`; the name must be free (purged) in this vault. */
+  async restoreKey(backup: Uint8Array): Promise<HsmKeyHandle> {
+    const client = this.ready();
+    if (!(backup instanceof Uint8Array) || backup.length === 0) throw new HsmError('InvalidArgument', 'backup must be the non-empty bytes backupKey returned', { details: { field: 'backup' } });
+    const key = await this.call('restore key backup', undefined, undefined, (abortSignal) => client.restoreKeyBackup(backup, { abortSignal }));
+    this.evict(key.name);
+    return { ...this.remember(key).handle };
+  }
+
   async destroyKey(key: KeyRef): Promise<void> {
     const client = this.ready();
     const resolved = await this.resolve(key);

@@ -159,6 +159,9 @@ async function readBody(req: IncomingMessage): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** Backups by blob, shared by every test vault of the process (one "geography"). */
+const backups = new Map<string, StoredKey>();
+
 export async function startFakeKeyVault(): Promise<FakeKeyVault> {
   const keyPath = process.env.OLOCUS_TEST_AZURE_TLS_KEY;
   const certPath = process.env.OLOCUS_TEST_AZURE_TLS_CERT;
@@ -259,8 +262,23 @@ export async function startFakeKeyVault(): Promise<FakeKeyVault> {
       const next = skip + max < all.length ? `${vaultUrl}/keys?api-version=${apiVersion}&maxresults=${max}&$skiptoken=${skip + max}` : null;
       return json(res, 200, { value: page, nextLink: next });
     }
+    if (collection === 'keys' && rawName === 'restore' && req.method === 'POST') {
+      const stored = backups.get(String(input.value ?? ''));
+      if (!stored) return vaultError(res, 400, 'BadParameter', 'Backup blob contains invalid or corrupt version.');
+      const lower = stored.name.toLowerCase();
+      if (keys.has(lower) || deleted.has(lower)) return vaultError(res, 409, 'Conflict', `Key ${stored.name} already exists or is deleted and not purged.`);
+      const copy = { name: stored.name, versions: stored.versions.map((v) => ({ ...v, attributes: { ...v.attributes } })) };
+      keys.set(lower, copy);
+      return json(res, 200, bundle(vaultUrl, copy, copy.versions[copy.versions.length - 1]!));
+    }
     if (collection === 'keys' && name) {
       const key = keys.get(name);
+      if (second === 'backup' && req.method === 'POST') {
+        if (!key) return vaultError(res, 404, 'KeyNotFound', `A key with (name/id) ${rawName} was not found in this key vault.`);
+        const blob = b64u(Buffer.concat([Buffer.from('olocus-test-vault-backup:'), randomBytes(48)]));
+        backups.set(blob, { name: key.name, versions: key.versions.map((v) => ({ ...v, attributes: { ...v.attributes } })) });
+        return json(res, 200, { value: blob });
+      }
       if (second === 'create' && req.method === 'POST') {
         if (deleted.has(name)) return vaultError(res, 409, 'Conflict', `Key ${rawName} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the key can only be recovered or purged.`);
         const made = await makeVersion(input);

@@ -193,6 +193,26 @@ describe('deletion', () => {
   });
 });
 
+describe('backup and restore', () => {
+  it('a key backed up, purged and restored has the same versions and public key, and signs again', async () => {
+    const purging = await init(backendFor(fake, { purgeOnDestroy: true }));
+    const key = await purging.generateKeyPair({ id: 'backup.me', algorithm: 'RSA_PSS_2048', labels: { team: 'ops' } });
+    const pem = exportPublicKey(await purging.getPublicKey(key), 'pem');
+    const blob = await purging.backupKey(key);
+    expect(blob.length).toBeGreaterThan(16);
+    await purging.destroyKey(key);
+    await expectHsmError(purging.getKey('backup.me'), 'KeyNotFound');
+    const restored = await purging.restoreKey(blob);
+    expect([restored.id, restored.ref, restored.algorithm, restored.labels]).toEqual([key.id, key.ref, 'RSA_PSS_2048', { team: 'ops' }]);
+    const data = randomBytes(40);
+    expect(independentVerify('RSA_PSS_2048', pem, data, await purging.sign(key, data))).toBe(true);
+    // a second restore while the key exists is refused
+    await expectHsmError(purging.restoreKey(blob), 'KeyAlreadyExists');
+    await expectHsmError(purging.restoreKey(new Uint8Array(0)), 'InvalidArgument');
+    await purging.close();
+  });
+});
+
 describe('rotation works unchanged', () => {
   it('createKey, sign, rotateKey, then verify an old signature at its signing time (openRotation on azure-keyvault)', async () => {
     useManagedIdentityOf(fake);
