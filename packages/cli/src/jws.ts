@@ -41,7 +41,7 @@ export function parseCompactJws(text: string, what: string): ParsedJws {
   const token = text.trim();
   const parts = token.split('.');
   if (parts.length !== 3 || !parts.every((p) => PART.test(p)) || parts[0] === '' || parts[2] === '') {
-    throw new CliError('InvalidSignatureEncoding', `${what} is not a compact JWS (three base64url parts separated by "."; a detached one has an empty middle part)`);
+    throw new CliError('InvalidSignatureEncoding', `${what} is not a compact JWS (three base64url parts separated by "."; a detached one has an empty middle part): give the file sign --format jws wrote, or leave out --format jws for a bare signature`);
   }
   const [encodedHeader, encodedPayload, encodedSignature] = parts as [string, string, string];
   let header: unknown;

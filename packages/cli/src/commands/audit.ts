@@ -87,7 +87,7 @@ function recordLine(r: AuditRecord): string {
 
 export async function tail(ctx: CliContext, opts: { lines?: string; follow?: boolean }): Promise<void> {
   const limit = opts.lines === undefined ? 20 : Number(opts.lines);
-  if (!Number.isInteger(limit) || limit < 1 || limit > 100_000) throw new CliError('InvalidArgument', `--lines: "${opts.lines}" must be a whole number from 1 to 100000`);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 100_000) throw new CliError('InvalidArgument', `--lines: "${echo(opts.lines ?? '')}" must be a whole number from 1 to 100000`);
   await withManager(ctx, async (m) => {
     const audit = requireAudit(m as CliManager);
     await audit.append({ type: 'audit.access', outcome: 'success', details: { action: 'tail', follow: opts.follow === true } });

@@ -228,7 +228,7 @@ export async function list(ctx: CliContext, opts: { prefix?: string }): Promise<
       const json = handle
         ? logicalJson(handle, v)
         : { id: v.baseKeyId, keyId: v.keyId, version: v.version, state: v.state, ref: v.keyRef, algorithm: v.algorithm, createdAt: v.createdAt, ...(problem ? { unreadable: problem } : { missingInBackend: true }) };
-      const status = handle ? '' : problem ? ` (unreadable: ${problem.file ?? problem.code})` : ' (missing in backend)';
+      const status = handle ? '' : problem ? ` (unreadable: ${problem.file ?? problem.code})` : ' (missing in backend: restore the key, or revoke this version)';
       rows.push({ id: v.baseKeyId, json, cells: [v.baseKeyId, v.algorithm, (handle?.createdAt ? new Date(handle.createdAt) : v.createdAt).toISOString(), `v${v.version} ${v.state}${status}`, handle?.ref ?? v.keyRef] });
     }
     for (const k of backendKeys) {
