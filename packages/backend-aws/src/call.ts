@@ -15,6 +15,15 @@ export interface CallSettings {
   requestTimeoutMs: number;
   /** Ends every wait when the backend closes. */
   closing: AbortSignal;
+  /** Requests on the wire, aborted when the backend closes. */
+  inflight: Set<AbortController>;
+}
+
+/** Aborts what is on the wire and every backoff wait (close()). */
+export function abortAll(settings: CallSettings, closing: AbortController): void {
+  closing.abort();
+  for (const controller of settings.inflight) controller.abort();
+  settings.inflight.clear();
 }
 
 /**
@@ -47,18 +56,28 @@ export async function awsCall<T>(settings: CallSettings, context: AwsErrorContex
     const budget = Math.max(1, Math.min(perAttempt, remaining));
     try {
       return await settings.semaphore.run(async () => {
-        const timeout = AbortSignal.timeout(budget);
-        const signal = AbortSignal.any([timeout, settings.closing]);
+        // one controller and one timer per attempt, aborted by close() through `inflight`: cheaper
+        // than AbortSignal.timeout + AbortSignal.any, and nothing accumulates on a long-lived signal
+        const controller = new AbortController();
+        let timedOut = false;
+        const timer = setTimeout(() => {
+          timedOut = true;
+          controller.abort();
+        }, budget);
+        settings.inflight.add(controller);
         try {
-          return await send(signal);
+          return await send(controller.signal);
         } catch (error) {
           if (settings.closing.aborted) throw new HsmError('Closed', `the ${context.service} backend was closed during ${context.operation}`, { cause: error });
-          if (timeout.aborted) {
+          if (timedOut) {
             const timeoutError = new Error(`no answer within ${budget} ms`);
             timeoutError.name = 'TimeoutError';
             throw timeoutError;
           }
           throw error;
+        } finally {
+          clearTimeout(timer);
+          settings.inflight.delete(controller);
         }
       }, callerSignal);
     } catch (error) {

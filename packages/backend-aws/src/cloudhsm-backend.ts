@@ -20,7 +20,7 @@ import {
   type PublicKeyInfo,
   type SignOptions,
 } from '@olocus/hsm-core';
-import { awsCall, type CallSettings } from './call.js';
+import { abortAll, awsCall, type CallSettings } from './call.js';
 import type { AwsCloudHsmOptions } from './cloudhsm-options.js';
 import type { AwsErrorContext } from './errors.js';
 import { Semaphore } from './semaphore.js';
@@ -85,7 +85,7 @@ export class AwsCloudHsmBackend implements HsmBackend {
       ...(options.profile ? { profile: options.profile } : {}),
       maxAttempts: 1,
     });
-    this.settings = { semaphore: new Semaphore(4), retry: options.retry, requestTimeoutMs: options.requestTimeoutMs, closing: this.closing.signal };
+    this.settings = { semaphore: new Semaphore(4), retry: options.retry, requestTimeoutMs: options.requestTimeoutMs, closing: this.closing.signal, inflight: new Set() };
   }
 
   private call<T>(operation: string, send: (signal: AbortSignal) => Promise<T>, fallback: HsmErrorCode): Promise<T> {
@@ -147,7 +147,7 @@ export class AwsCloudHsmBackend implements HsmBackend {
   async close(): Promise<void> {
     if (this.state === 'closed') return;
     this.state = 'closed';
-    this.closing.abort();
+    abortAll(this.settings, this.closing);
     this.client.destroy();
     await this.inner.close();
   }

@@ -57,7 +57,7 @@ import {
   type PublicKeyInfo,
   type SignOptions,
 } from '@olocus/hsm-core';
-import { awsCall, type CallOptions, type CallSettings } from './call.js';
+import { abortAll, awsCall, type CallOptions, type CallSettings } from './call.js';
 import type { AwsErrorContext } from './errors.js';
 import { KMS_ALGORITHMS, type AwsKmsOptions } from './kms-options.js';
 import { Semaphore } from './semaphore.js';
@@ -198,7 +198,7 @@ export class AwsKmsBackend implements HsmBackend {
           requestTimeout: options.requestTimeoutMs,
         }),
       });
-    this.settings = { semaphore: this.semaphore, retry: options.retry, requestTimeoutMs: options.requestTimeoutMs, closing: this.closing.signal };
+    this.settings = { semaphore: this.semaphore, retry: options.retry, requestTimeoutMs: options.requestTimeoutMs, closing: this.closing.signal, inflight: new Set() };
   }
 
   get instanceId(): string {
@@ -237,7 +237,7 @@ export class AwsKmsBackend implements HsmBackend {
   async close(): Promise<void> {
     if (this.state === 'closed') return;
     this.state = 'closed';
-    this.closing.abort();
+    abortAll(this.settings, this.closing);
     this.client.destroy();
     this.agents.http.destroy();
     this.agents.https.destroy();

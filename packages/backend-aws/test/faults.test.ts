@@ -85,6 +85,25 @@ describe('aws-kms faults', () => {
     }
   });
 
+  it('close() during a hung call ends it at once with Closed', async () => {
+    const proxy = await new TcpProxy(kms.port).start();
+    const backend = backendAt(proxy.endpoint, { retry: { totalTimeMs: 30_000 }, requestTimeoutMs: 20_000 });
+    try {
+      await backend.initialize();
+      const key = await backend.generateKeyPair({ id: 'closed-while-hung', algorithm: 'ECDSA_P256' });
+      proxy.hung = true;
+      const pending = timed(backend.sign(key, randomBytes(16)));
+      await new Promise((r) => setTimeout(r, 200));
+      await backend.close();
+      const { error, ms } = await pending;
+      expect(error.code).toBe('Closed');
+      expect(ms).toBeLessThan(5000);
+    } finally {
+      await backend.close();
+      await proxy.stop();
+    }
+  });
+
   it('throttling is retried with backoff until it passes, and a throttle that never ends stops at the bound', async () => {
     const proxy = await new HttpFaultProxy(kms.port).start();
     const backend = backendAt(proxy.endpoint, { retry: { totalTimeMs: 2000, baseDelayMs: 20, maxDelayMs: 200 } });
