@@ -286,7 +286,7 @@ export class SoftwareBackend implements HsmBackend {
 
   async #prepareDirectory(): Promise<void> {
     const dir = this.directory;
-    let info;
+    let info: Awaited<ReturnType<typeof stat>>;
     try {
       info = await stat(dir);
     } catch (cause) {

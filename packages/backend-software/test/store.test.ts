@@ -348,7 +348,7 @@ describe('concurrent writers (separate processes, built package)', () => {
     // all children open the fresh store at once (store.json creation races too), then start together
     const ready = await Promise.all(messages.map((next) => next()));
     expect(ready.map((m) => m.type), JSON.stringify(ready)).toEqual(Array(processes).fill('ready'));
-    children.forEach((child) => child.send('go'));
+    for (const child of children) child.send('go');
     const done = await Promise.all(messages.map((next) => next()));
     expect(done.map((m) => m.type), JSON.stringify(done)).toEqual(Array(processes).fill('done'));
 

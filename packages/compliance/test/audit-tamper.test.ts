@@ -138,7 +138,7 @@ describe.each(['sqlite', 'postgres'] as const)('a large log on %s (verified in p
     const { storage, raw: openRaw } = await storageFor(kind, 'large');
     const log = await openAuditLog({ storage, logName: 'large', checkpoint: { signer, everyRecords: 5000, intervalMs: 0 } });
     for (let i = 0; i < 30; i++) {
-      await Promise.all(Array.from({ length: 1000 }, (_, j) => log.append({ type: 'key.sign', actor: `u${j % 13}`, outcome: 'success', keyId: 'k', details: j % 3 ? { j } : undefined })));
+      await Promise.all(Array.from({ length: 1000 }, (_, j) => log.append({ type: 'key.sign', actor: `u${j % 13}`, outcome: 'success', keyId: 'k', ...(j % 3 ? { details: { j } } : {}) })));
     }
     await log.checkpoint();
     const size = await log.size();

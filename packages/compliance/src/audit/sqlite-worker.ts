@@ -221,7 +221,8 @@ export class SqliteWriter {
 
   /** Chains `records` onto the head in one BEGIN IMMEDIATE transaction; resolves after COMMIT. */
   append(logName: string, records: object[]): Promise<[number, string, string][]> {
-    const w = (this.#worker ??= this.#start());
+    this.#worker ??= this.#start();
+    const w = this.#worker;
     const id = this.#next++;
     return new Promise((resolve, reject) => {
       if (this.#pending.size === 0) w.ref();

@@ -73,7 +73,7 @@ export function renderMarkdown(report: ComplianceReport): string {
   out.push('', `## Notices (${report.notices.length})`, '', findingsTable(report.notices, 'No notices.'));
   out.push('', '## Recommendations', '');
   if (report.recommendations.length === 0) out.push('_None._');
-  report.recommendations.forEach((r, i) => out.push(`${i + 1}. **${r.severity}** ${md(r.text)} (${r.ruleIds.map(md).join(', ')}; ${n(r.findings)} finding${r.findings === 1 ? '' : 's'})`));
+  for (const [i, r] of report.recommendations.entries()) out.push(`${i + 1}. **${r.severity}** ${md(r.text)} (${r.ruleIds.map(md).join(', ')}; ${n(r.findings)} finding${r.findings === 1 ? '' : 's'})`);
   out.push('', '## HSM modules', '');
   out.push(
     report.modules.length === 0

@@ -66,7 +66,7 @@ export const FCS_COP_1: Rule = scanningRule({
   severity: 'MED',
   source: 'CC:2022 Part 2 FCS_COP.1',
   category: 'integrity',
-  scan(ctx) {
+  scan() {
     const tally = new PerKeyTally<string>();
     let ops = 0;
     return {
@@ -103,7 +103,7 @@ export const FAU_GEN: Rule = scanningRule({
   severity: 'HIGH',
   source: 'CC:2022 Part 2 FAU_GEN.1 / FAU_GEN.2; EN 419 221-5',
   category: 'integrity',
-  scan(ctx) {
+  scan() {
     const noKey = new PerKeyTally();
     const secrets = new PerKeyTally<string>();
     const outcomes = { success: 0, failure: 0 };

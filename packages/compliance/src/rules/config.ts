@@ -197,7 +197,7 @@ export function cryptoperiodDays(config: ResolvedComplianceConfig, algorithm: st
  * Policy facts from @olocus/hsm-rotation's resolved policy (milliseconds), so a report states
  * the waiting period and cryptoperiod the registry really applies.
  */
-export function policyFactsFromRotation(policy: { destructionDelay: number; cryptoperiod?: number; allowEmergencyRotation?: boolean }): PolicyFactsInput {
+export function policyFactsFromRotation(policy: { destructionDelay: number; cryptoperiod?: number | undefined; allowEmergencyRotation?: boolean | undefined }): PolicyFactsInput {
   const DAY = 86_400_000;
   return {
     destruction: { waitingDays: policy.destructionDelay / DAY, cancellable: true },
