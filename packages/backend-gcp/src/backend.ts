@@ -40,7 +40,7 @@ import {
 } from '@olocus/hsm-core';
 import { ED25519_MAX_MESSAGE_BYTES, contractAlgorithm, digestField, gcpAlgorithm } from './algorithms.js';
 import { crc32c, int64Value } from './crc32c.js';
-import { RETRYABLE_CODES, grpcCode, mapGcpError } from './errors.js';
+import { RETRYABLE_CODES, adcSearchDescription, grpcCode, mapGcpError } from './errors.js';
 import { Limiter } from './limiter.js';
 import { GCP_ALGORITHMS, parseGcpOptions, type GcpKmsBackendOptions, type GcpKmsBackendOptionsInput } from './options.js';
 
@@ -167,7 +167,14 @@ export class GcpKmsBackend implements HsmBackend {
     try {
       await client.auth.getClient();
     } catch (error) {
-      throw mapGcpError(error, { operation: 'find credentials', fallback: 'AuthenticationFailed', env: this.env });
+      // The library's text is not repeated: a parse error of a key file may quote the file.
+      const missing = error instanceof Error && /could not load the default credentials/i.test(error.message);
+      throw new HsmError(
+        'AuthenticationFailed',
+        `Cloud KMS credentials are ${missing ? 'missing' : `unusable (${error instanceof Error ? error.name : 'error'} while reading them)`}: ${adcSearchDescription(this.env)}. ` +
+          'Set GOOGLE_APPLICATION_CREDENTIALS to a valid credentials file, run `gcloud auth application-default login`, or use workload identity',
+        { cause: error, details: { operation: 'find credentials' } },
+      );
     }
   }
 

@@ -4,7 +4,7 @@
  * the metadata server switched off) it must fail with AuthenticationFailed naming where ADC
  * looked, before any request leaves the process.
  */
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -42,6 +42,24 @@ it('missing credentials: AuthenticationFailed naming where ADC looked, no secret
   expect(error.retryable).toBe(false);
   expect(connections).toBe(0);
   await backend.close();
+});
+
+it('bad credentials (an unreadable credentials file): AuthenticationFailed that does not quote the file', async () => {
+  const file = join(home, 'broken-credentials.json');
+  writeFileSync(file, '{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----\\nSECRETSECRET');
+  process.env.GOOGLE_APPLICATION_CREDENTIALS = file;
+  try {
+    const backend = new GcpKmsBackend({ projectId: 'olocus-test', location: 'us-east1', keyRing: 'ring', apiEndpoint: '127.0.0.1', port });
+    const error = await expectHsmError(backend.initialize(), 'AuthenticationFailed');
+    expect(error.message).toContain(`GOOGLE_APPLICATION_CREDENTIALS (${file})`);
+    expect(error.message).toContain('unusable');
+    expect(error.message).not.toContain('SECRET');
+    expect(JSON.stringify(error.toJSON())).not.toContain('SECRET');
+    expect(connections).toBe(0);
+    await backend.close();
+  } finally {
+    delete process.env.GOOGLE_APPLICATION_CREDENTIALS;
+  }
 });
 
 it('refuses plaintext (insecure) to anything but a loopback endpoint', () => {
