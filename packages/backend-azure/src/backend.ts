@@ -277,13 +277,20 @@ export class AzureKeyVaultBackend implements HsmBackend {
    */
   private async call<T>(action: string, keyId: string | undefined, signal: AbortSignal | undefined, fn: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
     throwIfAborted(signal);
-    const deadline = AbortSignal.timeout(this.options.requestTimeoutMs);
-    const abortSignal = signal ? AbortSignal.any([signal, deadline]) : deadline;
+    // one timer per call, cleared when the call settles (AbortSignal.timeout would keep a timer
+    // alive for the whole timeout after every call, thousands at a time under load)
+    const controller = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      controller.abort(new Error(`no answer within requestTimeoutMs (${this.options.requestTimeoutMs} ms)`));
+    }, this.options.requestTimeoutMs);
+    const forward = () => controller.abort(signal?.reason);
+    signal?.addEventListener('abort', forward, { once: true });
     await this.gate.acquire();
     try {
-      return await fn(abortSignal);
+      return await fn(controller.signal);
     } catch (error) {
-      const timedOut = deadline.aborted && !signal?.aborted;
       if (timedOut) this.timeouts++;
       throw mapAzureError(error, {
         action,
@@ -294,6 +301,8 @@ export class AzureKeyVaultBackend implements HsmBackend {
         secrets: this.secrets,
       });
     } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', forward);
       this.gate.release();
     }
   }
