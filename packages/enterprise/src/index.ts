@@ -1,1 +1,2 @@
 export * from './pool.js';
+export { Pkcs11Replicator, DEFAULT_GROUP_KEK_LABEL, type ReplicaToken, type KekToken, type ReplicationResult } from './replication/pkcs11.js';
