@@ -15,6 +15,7 @@ import { loopbackBackend, uniqueRing } from './helpers/backend.js';
 import { isolateFromGoogle, startEmulator, type RunningEmulator } from './helpers/emulator.js';
 import { opensslVerify } from './helpers/openssl.js';
 import { TcpProxy } from './helpers/proxy.js';
+import { ThrottlingProxy } from './fake/throttling-proxy.js';
 
 isolateFromGoogle();
 let emulator: RunningEmulator;
@@ -133,6 +134,39 @@ describe('faults', () => {
       expect(error.details.grpcCode).toBe('DEADLINE_EXCEEDED');
     } finally {
       await viaProxy.close();
+      await proxy.stop();
+    }
+  });
+
+  it('RESOURCE_EXHAUSTED for a while (a gRPC proxy in front of the emulator injects it): calls retry, then succeed within the bound', async () => {
+    const proxy = new ThrottlingProxy(emulator.port);
+    await proxy.start();
+    const throttled = loopbackBackend(proxy.port, { keyRing, retryBudgetMs: 8000 });
+    try {
+      await throttled.initialize();
+      const key = await throttled.generateKeyPair({ id: 'throttled', algorithm: 'ECDSA_P256' });
+      const pem = exportPublicKey(await throttled.getPublicKey(key), 'pem');
+      proxy.throttleUntil = Date.now() + 1200;
+      const started = Date.now();
+      const messages = Array.from({ length: 6 }, () => randomBytes(40));
+      const signatures = await Promise.all(messages.map((m) => throttled.sign(key, m)));
+      const elapsed = Date.now() - started;
+      expect(proxy.throttled).toBeGreaterThanOrEqual(6);
+      expect(elapsed).toBeGreaterThanOrEqual(1000);
+      expect(elapsed).toBeLessThan(8000 + 10_000);
+      messages.forEach((m, i) => expect(opensslVerify('ECDSA_P256', pem, m, signatures[i]!)).toBe(true));
+      // throttling that outlasts the budget: a retryable DeviceUnavailable naming the cause
+      const hasty = loopbackBackend(proxy.port, { keyRing, retryBudgetMs: 800 });
+      await hasty.initialize();
+      await hasty.getKey(key.ref);
+      proxy.throttleUntil = Date.now() + 60_000;
+      const error = await expectHsmError(hasty.sign(key.ref, randomBytes(8)), 'DeviceUnavailable');
+      expect(error.retryable).toBe(true);
+      expect(error.details.grpcCode).toBe('RESOURCE_EXHAUSTED');
+      await hasty.close();
+    } finally {
+      proxy.throttleUntil = 0;
+      await throttled.close();
       await proxy.stop();
     }
   });

@@ -27,7 +27,8 @@ export function protoIncludeDirs(): { kms: string; gax: string } {
   return { kms: join(kmsRoot, 'build', 'protos'), gax: join(gaxRoot, 'build', 'protos') };
 }
 
-function loadService(): ServiceDefinition {
+/** KeyManagementService as grpc-js serves it, from Google's .proto files. */
+export function loadService(): ServiceDefinition {
   const dirs = protoIncludeDirs();
   const definition = loadSync(join(dirs.kms, 'google/cloud/kms/v1/service.proto'), {
     includeDirs: [dirs.kms, dirs.gax],
