@@ -1,7 +1,7 @@
 import { constants, createVerify, randomBytes } from 'node:crypto';
 import { chmod, cp, mkdir, readFile, readdir, realpath, stat, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { exportPublicKey, verifyLocally } from '@olocus/hsm-core';
 import { expectHsmError, independentVerify } from '@olocus/hsm-core/testing';
 import { SoftwareBackend, softwareBackendFactory } from '../src/index.js';
@@ -244,6 +244,36 @@ describe('core contract v2', () => {
       await expectHsmError(failing, 'Timeout');
     } finally {
       await backend.close();
+    }
+  });
+});
+
+describe('through HsmManager (core v2)', () => {
+  it('a stream signed through the manager reaches signStream (ECDSA) and verifies; Ed25519 streams are buffered and signed whole', async () => {
+    const { BackendRegistry, HsmManager } = await import('@olocus/hsm-core');
+    const dir = await newStore('manager');
+    const registry = new BackendRegistry({ env: { OLOCUS_HSM_PASSPHRASE: PASSPHRASE } }).register(softwareBackendFactory);
+    const manager = new HsmManager({ backend: { type: 'software', options: { directory: dir, scrypt: { N: 2 ** 15 } } } }, { registry });
+    await manager.initialize();
+    try {
+      const parts = [randomBytes(300_000), randomBytes(5), randomBytes(70_000)];
+      const whole = Buffer.concat(parts);
+      const stream = () =>
+        (async function* () {
+          yield* parts;
+        })();
+      const streamed = vi.spyOn(SoftwareBackend.prototype, 'signStream');
+      for (const algorithm of ['ECDSA_P256', 'Ed25519'] as const) {
+        const key = await manager.generateKey({ id: `m-${algorithm}`, algorithm });
+        expect(key.instance).toBe(`software:${await realpath(dir)}`);
+        streamed.mockClear();
+        const signature = await manager.sign(key, stream());
+        expect(streamed).toHaveBeenCalledTimes(algorithm === 'Ed25519' ? 0 : 1);
+        expect(await manager.verify(key, whole, signature)).toBe(true);
+        expect(await manager.verify(key.id, stream(), signature)).toBe(true);
+      }
+    } finally {
+      await manager.close();
     }
   });
 });
