@@ -71,6 +71,9 @@ const DEVICE_GONE = new Set(['DeviceUnavailable', 'CircuitOpen', 'TokenNotPresen
 // Load, not breakage: a busy member is not a broken one.
 const NOT_A_MEMBER_FAULT = new Set(['SessionPoolExhausted', 'Conflict']);
 
+/** How far (outstanding calls per unit of weight) a member may be above the least loaded and still get work. */
+const LOAD_SLACK = 1;
+
 class Member {
   readonly name: string;
   readonly backend: HsmBackend;
@@ -82,6 +85,8 @@ class Member {
   reason: string | undefined;
   outstanding = 0;
   dispatched = 0;
+  /** Calls counted for the weighted share (realigned when the member rejoins). */
+  routed = 0;
   succeeded = 0;
   failed = 0;
   consecutiveFailures = 0;
@@ -294,7 +299,12 @@ export class HsmPool {
     member.lastHealthAt = new Date();
     member.lastHealthLatencyMs = performance.now() - started;
     if (healthy) {
-      if (member.circuit === 'open' || !member.healthy) member.recoveries++;
+      if (member.circuit === 'open' || !member.healthy) {
+        member.recoveries++;
+        // a member back from the dead starts level with the others, not owed every call it missed
+        const others = [...this.members.values()].filter((m) => m !== member && m.unavailableReason() === undefined);
+        if (others.length > 0) member.routed = Math.min(...others.map((m) => m.routed / m.weight)) * member.weight;
+      }
       member.healthy = true;
       member.circuit = 'closed';
       member.consecutiveFailures = 0;
@@ -355,15 +365,15 @@ export class HsmPool {
   // ---- routing ----
 
   /**
-   * The member to send the next call on `keyId` to: among its group's members that take work,
-   * the one with the least outstanding calls per unit of weight (ties: fewest dispatched per
-   * weight, so idle members share by weight too).
+   * The member to send the next call on `keyId` to. Among the group's members that take work,
+   * those whose outstanding calls per unit of weight are within one of the least loaded are
+   * candidates, and of those the one furthest behind its weighted share of the calls gets it. So a
+   * slow or stuck member stops getting work as soon as its queue grows (least outstanding work),
+   * while members that keep up share the calls by weight instead of by who answered last.
    */
   pick(keyId: string, exclude: ReadonlySet<string> = new Set()): Member {
     const group = this.groupOf(keyId);
-    let best: Member | undefined;
-    let bestLoad = Infinity;
-    let bestShare = Infinity;
+    const available: Member[] = [];
     const refused: string[] = [];
     for (const name of group) {
       const m = this.members.get(name)!;
@@ -376,15 +386,22 @@ export class HsmPool {
         refused.push(`${name} (${reason})`);
         continue;
       }
-      const load = m.outstanding / m.weight;
-      const share = (m.dispatched + 1) / m.weight;
-      if (load < bestLoad || (load === bestLoad && share < bestShare)) {
-        best = m;
-        bestLoad = load;
-        bestShare = share;
-      }
+      available.push(m);
     }
-    if (best) return best;
+    if (available.length > 0) {
+      const least = Math.min(...available.map((m) => m.outstanding / m.weight));
+      let best: Member | undefined;
+      let bestShare = Infinity;
+      for (const m of available) {
+        if (m.outstanding / m.weight > least + LOAD_SLACK) continue;
+        const share = m.routed / m.weight;
+        if (share < bestShare) {
+          best = m;
+          bestShare = share;
+        }
+      }
+      return best!;
+    }
     const where = group.length === 1 ? `only on member ${group[0]}` : `on members ${group.join(', ')}`;
     throw new HsmError('KeyUnavailable', `key ${keyId} lives ${where}, and none can take work: ${refused.join('; ')}`, {
       retryable: true,
@@ -430,6 +447,7 @@ export class HsmPool {
   private async dispatch<T>(member: Member, op: (backend: HsmBackend, member: string) => Promise<T>): Promise<T> {
     member.outstanding++;
     member.dispatched++;
+    member.routed++;
     try {
       const result = await op(member.backend, member.name);
       member.succeeded++;
