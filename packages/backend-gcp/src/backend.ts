@@ -291,7 +291,8 @@ export class GcpKmsBackend implements HsmBackend {
     this.ready();
     const started = performance.now();
     try {
-      await this.call('read key ring ' + this.keyRingName, 'DeviceUnavailable', (o) => this.kms.getKeyRing({ name: this.keyRingName }, o));
+      // one attempt: a health check reports the state now instead of waiting out an outage
+      await this.call('read key ring ' + this.keyRingName, 'DeviceUnavailable', (o) => this.kms.getKeyRing({ name: this.keyRingName }, o), { retry: false });
       return { healthy: true, latencyMs: performance.now() - started, message: `Cloud KMS key ring ${this.keyRingName} reachable` };
     } catch (error) {
       const message = isHsmError(error) ? `${error.code}: ${error.message}` : String(error);
@@ -547,7 +548,14 @@ export class GcpKmsBackend implements HsmBackend {
   }
 
   async getKey(key: KeyRef): Promise<HsmKeyHandle> {
-    return { ...(await this.resolve(key)) };
+    const handle = await this.resolve(key);
+    // a copy: callers must not be able to edit the cached entry
+    return {
+      ...handle,
+      usages: [...handle.usages],
+      metadata: { ...handle.metadata },
+      ...(handle.labels ? { labels: { ...handle.labels } } : {}),
+    };
   }
 
   async getPublicKey(key: KeyRef): Promise<PublicKeyInfo> {
@@ -743,9 +751,9 @@ export class GcpKmsBackend implements HsmBackend {
     operation: string,
     fallback: HsmErrorCode,
     fn: (options: GaxCallOptions) => Promise<T>,
-    context: { keyId?: string; signal?: AbortSignal; idempotent?: boolean } = {},
+    context: { keyId?: string; signal?: AbortSignal; idempotent?: boolean; retry?: boolean } = {},
   ): Promise<T> {
-    const budgetEnd = Date.now() + this.options.retryBudgetMs;
+    const budgetEnd = Date.now() + (context.retry === false ? 0 : this.options.retryBudgetMs);
     for (let attempt = 0; ; attempt++) {
       this.ready();
       throwIfAborted(context.signal);
