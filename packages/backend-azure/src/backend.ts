@@ -362,7 +362,7 @@ export class AzureKeyVaultBackend implements HsmBackend {
   }
 
   metrics(): BackendMetrics {
-    return { pool: { size: this.gate.inUse, inUse: this.gate.inUse, waiting: this.gate.waiting, max: this.gate.max, timeouts: this.timeouts } };
+    return { pool: { size: this.gate.max, inUse: this.gate.inUse, waiting: this.gate.waiting, max: this.gate.max, timeouts: this.timeouts } };
   }
 
   async healthCheck(): Promise<HealthStatus> {
