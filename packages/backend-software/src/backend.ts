@@ -104,6 +104,9 @@ const OFF_THREAD: ReadonlySet<KeyAlgorithm> = new Set([
 
 type Signer = (data: Uint8Array) => Promise<Uint8Array>;
 
+/** node:crypto's one-shot sign takes at most INT_MAX bytes. */
+const MAX_ONE_SHOT_BYTES = 2 ** 31 - 1;
+
 /** A key ready to sign: the one-shot signer, and the private key itself for signStream. */
 interface SigningKey {
   readonly sign: Signer;
@@ -543,6 +546,14 @@ export class SoftwareBackend implements HsmBackend {
   async sign(key: KeyRef, data: Uint8Array, options?: SignOptions): Promise<Uint8Array> {
     this.#ready();
     assertBytes(data, 'data');
+    if (data.length > MAX_ONE_SHOT_BYTES) {
+      // node:crypto refuses these with a bare "data is too big" (reported as SigningFailed before)
+      throw new HsmError(
+        'InvalidArgument',
+        `the message is ${data.length} bytes; the software backend signs at most ${MAX_ONE_SHOT_BYTES} bytes in one call: hash large files as a stream (signStream, ECDSA and RSA)`,
+        { details: { field: 'data', limit: MAX_ONE_SHOT_BYTES, length: data.length } },
+      );
+    }
     throwIfAborted(options?.signal);
     const record = await this.#resolve(key);
     // the record's own handle: usages and expiry come from the authenticated file, never the caller's handle

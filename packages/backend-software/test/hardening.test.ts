@@ -277,3 +277,21 @@ describe('through HsmManager (core v2)', () => {
     }
   });
 });
+
+describe('message size (issue 11)', () => {
+  it('a 2 GiB message is InvalidArgument naming the limit and signStream, not a bare SigningFailed', async () => {
+    const dir = await newStore('huge');
+    const backend = await openBackend(dir, PASSPHRASE);
+    try {
+      await backend.generateKeyPair({ id: 'ed', algorithm: 'Ed25519' });
+      // never touched: the refusal comes before the bytes are read, so no 2 GiB is resident
+      const huge = new Uint8Array(2 ** 31);
+      const error = await expectHsmError(backend.sign('ed', huge), 'InvalidArgument');
+      expect(error.message).toContain('2147483647');
+      expect(error.message).toContain('signStream');
+      expect(error.details).toMatchObject({ field: 'data', limit: 2 ** 31 - 1 });
+    } finally {
+      await backend.close();
+    }
+  });
+});
