@@ -229,6 +229,14 @@ describe('messages name the flag or file, what is wrong and what to do', () => {
     expect(line).not.toContain('baseKeyId');
   }, 30_000);
 
+  it('--rotation-interval forever names the flag and shows valid durations, not an internal field', async () => {
+    const line = await fails(['keys', 'create', '--id', 'never', '--algorithm', 'Ed25519', '--rotation-interval', 'forever'], 'InvalidArgument');
+    expect(line).toContain('--rotation-interval "forever"');
+    expect(line).toContain('90d');
+    expect(line).not.toMatch(/\brotationInterval\b/);
+    await fails(['keys', 'history', '--id', 'never'], 'KeyNotFound');
+  }, 30_000);
+
   it('a 10,000-character id is shortened in the message', async () => {
     const id = 'b'.repeat(10_000);
     for (const args of [['keys', 'create', '--id', id, '--algorithm', 'Ed25519'], ['keys', 'show', '--id', id]]) {
