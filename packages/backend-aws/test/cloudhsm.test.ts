@@ -135,6 +135,32 @@ describe('aws-cloudhsm cluster checks', () => {
     }
   });
 
+  it('an unreachable control plane fails initialize() with a retryable DeviceUnavailable within the retry budget', async () => {
+    const closed = await new HttpFaultProxy(moto.port).start();
+    const endpoint = closed.endpoint;
+    await closed.stop();
+    const backend = backendFor(() => activeCluster, () => endpoint, { retry: { totalTimeMs: 1000 }, requestTimeoutMs: 500 });
+    const started = Date.now();
+    const error = await expectHsmError(backend.initialize(), 'DeviceUnavailable');
+    expect(error.retryable).toBe(true);
+    expect(Date.now() - started).toBeLessThan(1000 + 2000);
+    await backend.close();
+  });
+
+  it('a throttled DescribeClusters is retried, then the cluster view is read', async () => {
+    let throttled = 0;
+    proxy.inject = (target) => (target.endsWith('.DescribeClusters') && throttled++ < 2 ? { status: 400, type: 'ThrottlingException', message: 'Rate exceeded' } : undefined);
+    const backend = backendFor(() => activeCluster, () => proxy.endpoint, { retry: { totalTimeMs: 5000, baseDelayMs: 20 } });
+    try {
+      await backend.initialize();
+      expect(throttled).toBeGreaterThanOrEqual(3);
+      expect((await backend.info()).details?.clusterState).toBe('ACTIVE');
+    } finally {
+      proxy.inject = undefined;
+      await backend.close();
+    }
+  });
+
   it('refuses a vendor other than cloudhsm in the pkcs11 section', () => {
     expect(() => parseAwsCloudHsmOptions({ region: REGION, clusterId: 'cluster-abc', pkcs11: { vendor: 'luna' } })).toThrow(/pkcs11\.vendor/);
   });
