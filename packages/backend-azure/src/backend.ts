@@ -402,7 +402,9 @@ export class AzureKeyVaultBackend implements HsmBackend {
     }
     // createKey on an existing name adds a version: refuse instead, so an id names one key
     const existing = await this.fetchKey(name, undefined, normalized.id, undefined).catch((error: unknown) => {
-      if ((error as HsmError).code === 'KeyNotFound') return undefined;
+      if (isHsmError(error, 'KeyNotFound')) return undefined;
+      // a disabled key still holds the name
+      if (isHsmError(error, 'KeyDisabled')) return true;
       throw error;
     });
     if (existing) throw new HsmError('KeyAlreadyExists', `key ${normalized.id} already exists in ${this.vaultUrl} (as ${name})`, { details: { keyId: normalized.id } });

@@ -76,6 +76,13 @@ export function mapAzureError(error: unknown, ctx: FailureContext): HsmError {
     const inner = e.details?.error?.innererror?.code ?? '';
     details.status = status;
     details.serviceCode = code || undefined;
+    // some emulators answer 404 "not allowed on a disabled entity": the wording decides
+    if ((status === 403 || status === 404 || status === 400) && (/disabled/i.test(msg) || /disabled/i.test(inner))) {
+      return new HsmError('KeyDisabled', `${what}: the key is disabled (${msg || inner})`, { details });
+    }
+    if ((status === 403 || status === 400) && (/expired|not valid after/i.test(msg) || /expired/i.test(inner))) {
+      return new HsmError('KeyExpired', `${what}: the key has expired (${msg || inner})`, { details });
+    }
     if (status === 404) return new HsmError('KeyNotFound', `${what}: not found in the vault (${msg || code || 'HTTP 404'})`, { details });
     if (status === 401) {
       return new HsmError('AuthenticationFailed', `${what}: the vault refused the token of ${ctx.credentialType} (HTTP 401: ${msg || code}); check the identity's tenant and the vault's access`, {
@@ -84,8 +91,6 @@ export function mapAzureError(error: unknown, ctx: FailureContext): HsmError {
       });
     }
     if (status === 403) {
-      if (/disabled/i.test(msg) || /disabled/i.test(inner)) return new HsmError('KeyDisabled', `${what}: the key is disabled (${msg})`, { details });
-      if (/expired|not valid after|exp\b/i.test(msg)) return new HsmError('KeyExpired', `${what}: the key has expired (${msg})`, { details });
       return new HsmError('PermissionDenied', `${what}: forbidden by the vault's access policy or RBAC (${msg || code}); grant the identity the needed key permission`, {
         retryable: false,
         details,
@@ -100,8 +105,6 @@ export function mapAzureError(error: unknown, ctx: FailureContext): HsmError {
       });
     }
     if (status === 400) {
-      if (/disabled/i.test(msg)) return new HsmError('KeyDisabled', `${what}: the key is disabled (${msg})`, { details });
-      if (/expired/i.test(msg)) return new HsmError('KeyExpired', `${what}: the key has expired (${msg})`, { details });
       return new HsmError('InvalidArgument', `${what}: the vault refused the request (HTTP 400 ${code}: ${msg})`, { details });
     }
     if (status >= 500) {

@@ -79,6 +79,7 @@ describe('error mapping', () => {
     expect(mapAzureError(rest(403, 'The user does not have keys sign permission'), ctx).code).toBe('PermissionDenied');
     expect(mapAzureError(rest(403, 'Operation sign is not allowed on a disabled key.'), ctx).code).toBe('KeyDisabled');
     expect(mapAzureError(rest(403, 'Operation sign is not allowed on an expired key.'), ctx).code).toBe('KeyExpired');
+    expect(mapAzureError(rest(404, 'Operation get is not allowed on a disabled entity.'), ctx).code).toBe('KeyDisabled');
     expect(mapAzureError(rest(409, 'Conflict'), ctx).code).toBe('KeyAlreadyExists');
     const throttled = mapAzureError(rest(429, 'Too many requests', { 'retry-after': '7' }), ctx);
     expect([throttled.code, throttled.retryable, throttled.details.retryAfter]).toEqual(['DeviceUnavailable', true, '7']);
