@@ -62,6 +62,9 @@ export class HttpFaultProxy {
   delayMs = 0;
   port = 0;
   readonly seen: string[] = [];
+  /** Requests being handled now, and the most at once: what the client really had in flight. */
+  inFlight = 0;
+  maxInFlight = 0;
 
   constructor(private readonly targetPort: number) {}
 
@@ -84,6 +87,9 @@ export class HttpFaultProxy {
     const body = Buffer.concat(chunks);
     const target = String(req.headers['x-amz-target'] ?? '');
     this.seen.push(target);
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    res.once('close', () => this.inFlight--);
     if (this.delayMs > 0) await new Promise((r) => setTimeout(r, this.delayMs));
     const fault = this.inject?.(target, body.toString());
     if (fault) {
