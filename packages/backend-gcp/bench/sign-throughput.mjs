@@ -75,7 +75,12 @@ async function latencyProxy(targetPort, delayMs) {
     });
   });
   const port = await new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address().port)));
-  return { port, close: () => new Promise((r) => (sockets.forEach((s) => s.destroy()), server.close(() => r()))) };
+  const close = () =>
+    new Promise((resolve) => {
+      for (const socket of sockets) socket.destroy();
+      server.close(() => resolve());
+    });
+  return { port, close };
 }
 
 const grpcPort = await freePort();
@@ -84,7 +89,7 @@ await waitPort(grpcPort);
 
 const keyRing = `bench-${randomBytes(3).toString('hex')}`;
 const options = (port) => ({ projectId: 'olocus-bench', location: 'us-east1', keyRing, createKeyRing: true, apiEndpoint: '127.0.0.1', port, insecure: true, maxConcurrency: 128 });
-const registry = (o) => new BackendRegistry({ importer: async () => gcp });
+const registry = () => new BackendRegistry({ importer: async () => gcp });
 async function manager(port) {
   const hsm = new HsmManager({ backend: { type: 'gcp-kms', package: '@olocus/hsm-backend-gcp', options: options(port) } }, { registry: registry() });
   await hsm.initialize();

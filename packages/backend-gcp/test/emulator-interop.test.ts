@@ -154,7 +154,7 @@ describe('faults', () => {
       expect(proxy.throttled).toBeGreaterThanOrEqual(6);
       expect(elapsed).toBeGreaterThanOrEqual(1000);
       expect(elapsed).toBeLessThan(8000 + 10_000);
-      messages.forEach((m, i) => expect(opensslVerify('ECDSA_P256', pem, m, signatures[i]!)).toBe(true));
+      for (const [i, m] of messages.entries()) expect(opensslVerify('ECDSA_P256', pem, m, signatures[i]!)).toBe(true);
       // throttling that outlasts the budget: a retryable DeviceUnavailable naming the cause
       const hasty = loopbackBackend(proxy.port, { keyRing, retryBudgetMs: 800 });
       await hasty.initialize();

@@ -45,6 +45,7 @@ export function loadService(): ServiceDefinition {
   return loaded.google.cloud.kms.v1.KeyManagementService.service;
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: messages decoded by proto-loader, read field by field as the protos define them
 type Json = Record<string, any>;
 
 interface FakeVersion {
@@ -350,7 +351,7 @@ export class KmsFake {
       const match = RSA.exec(version.algorithm);
       if (!match) throw new RpcError(status.UNIMPLEMENTED, `the fake does not sign with ${version.algorithm}`);
       const digest: Buffer | undefined = r.digest?.sha256;
-      if (!digest || digest.length !== 32) throw new RpcError(status.INVALID_ARGUMENT, `${version.algorithm} needs a 32-byte SHA-256 digest.`);
+      if (digest?.length !== 32) throw new RpcError(status.INVALID_ARGUMENT, `${version.algorithm} needs a 32-byte SHA-256 digest.`);
       if (r.digestCrc32c) {
         if (Number(r.digestCrc32c.value) !== crc32c(digest)) throw new RpcError(status.INVALID_ARGUMENT, 'The checksum in field digest_crc32c did not match the data in field digest.');
         verifiedDigest = true;
