@@ -349,7 +349,7 @@ export class AzureKeyVaultBackend implements HsmBackend {
         approvedMode: true,
         evidence: 'provider-claim',
         eddsaValidated: false,
-        notes: 'Microsoft documents HSM-protected keys (EC-HSM, RSA-HSM) in Key Vault Premium as kept in FIPS 140-3 Level 3 validated HSMs; this is the provider\'s claim, which the client cannot check. Keys made outside the library without -HSM are software keys.',
+        notes: 'Microsoft documents HSM-protected keys (EC-HSM, RSA-HSM) in Key Vault Premium as kept in FIPS 140-3 Level 3 validated HSMs; this is the provider\'s claim, which the client cannot check. Keys on an older HSM platform (see the key\'s hsmPlatform in its metadata) were FIPS 140-2 Level 2; keys made outside the library without -HSM are software keys.',
       };
     }
     return {
@@ -471,6 +471,8 @@ export class AzureKeyVaultBackend implements HsmBackend {
         keyType: String(key.keyType ?? ''),
         protection: String(key.keyType ?? '').endsWith('-HSM') ? 'hsm' : 'software',
         managedByOlocus: String(managed),
+        // which HSM generation holds the key (Microsoft: older Premium platforms are FIPS 140-2 level 2)
+        ...(props.hsmPlatform ? { hsmPlatform: props.hsmPlatform } : {}),
       },
     };
   }

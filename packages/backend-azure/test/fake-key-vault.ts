@@ -177,7 +177,7 @@ export async function startFakeKeyVault(): Promise<FakeKeyVault> {
 
   const bundle = (vaultUrl: string, key: StoredKey, v: Version) => ({
     key: { kid: `${vaultUrl}/keys/${key.name}/${v.version}`, kty: v.kty, key_ops: v.keyOps, ...v.jwk },
-    attributes: { ...v.attributes, recoveryLevel: 'Recoverable+Purgeable', recoverableDays: 7 },
+    attributes: { ...v.attributes, recoveryLevel: 'Recoverable+Purgeable', recoverableDays: 7, ...(v.kty.endsWith('-HSM') ? { hsmPlatform: '2' } : {}) },
     ...(v.tags ? { tags: v.tags } : {}),
   });
   const item = (vaultUrl: string, key: StoredKey) => {

@@ -79,6 +79,7 @@ describe('signatures', () => {
     const ec = await hsmBackend.generateKeyPair({ id: 'prot.hsm', algorithm: 'ECDSA_P384' });
     const rsa = await hsmBackend.generateKeyPair({ id: 'prot.hsm-rsa', algorithm: 'RSA_PSS_2048' });
     expect([ec.metadata.keyType, rsa.metadata.keyType]).toEqual(['EC-HSM', 'RSA-HSM']);
+    expect([ec.metadata.protection, ec.metadata.hsmPlatform]).toEqual(['hsm', '2']);
     expect((await hsmBackend.fipsStatus()).evidence).toBe('provider-claim');
     expect((await backend.fipsStatus())).toMatchObject({ standard: 'none', level: 0, evidence: 'none' });
     await hsmBackend.close();
