@@ -620,12 +620,13 @@ export class AzureKeyVaultBackend implements HsmBackend {
   async listKeys(options?: ListKeysOptions): Promise<KeyPage> {
     const client = this.ready();
     const { prefix, limit, cursor } = normalizeListOptions(options);
-    // The vault lists in its own order and filters nothing: walk all pages, keep the library's keys.
+    // The vault lists in its own order and filters nothing: walk all pages, keep the library's
+    // keys (and, with listForeignKeys, the others under their names).
     const names = await this.call('list keys', undefined, undefined, async (abortSignal) => {
       const found: Array<{ id: string; name: string }> = [];
       for await (const props of client.listPropertiesOfKeys({ abortSignal })) {
         const { id, managed } = idOf(props.name, props.tags);
-        if (!managed || !id.startsWith(prefix) || (cursor !== undefined && id <= cursor)) continue;
+        if ((!managed && !this.options.listForeignKeys) || !id.startsWith(prefix) || (cursor !== undefined && id <= cursor)) continue;
         found.push({ id, name: props.name });
       }
       return found;

@@ -63,6 +63,8 @@ export const azureOptionsSchema = z
      * vault is asked again; a key disabled elsewhere is refused by the vault meanwhile.
      */
     keyCacheTtlMs: z.number({ invalid_type_error: 'must be a number' }).int('must be an integer').min(0).max(3_600_000).default(30_000),
+    /** listKeys also returns keys made outside the library (named by their key name). */
+    listForeignKeys: z.boolean({ invalid_type_error: 'must be true or false' }).default(false),
     credential: credentialSchema.default({ type: 'default' }),
     /**
      * Accept a 401 challenge naming a resource that is not the vault's domain. Needed for

@@ -135,6 +135,11 @@ describe('keys made outside the library', () => {
     await fresh.close();
     // foreign keys are not listed as the library's
     expect((await backend.listKeys({ prefix: 'Foreign' })).keys).toEqual([]);
+    // unless asked for all
+    const all = await init(backendFor(fake, { listForeignKeys: true }));
+    const listed = (await all.listKeys({ prefix: 'Foreign' })).keys;
+    expect(listed.map((k) => [k.id, k.ref, k.metadata.managedByOlocus])).toEqual([['Foreign-Release', rotated.id, 'false']]);
+    await all.close();
   });
 
   it('refuses a key id from another vault and a disabled key', async () => {
