@@ -24,6 +24,20 @@ describe('options', () => {
     expect(configError({ vaultUrl: 'https://v.vault.azure.net', unknown: 1 }).message).toMatch(/unknown|Unrecognized/i);
   });
 
+  it('accepts every section `olocus-hsm init --backend azure-keyvault` writes (packages/cli/src/init-azure.ts)', () => {
+    const written = {
+      vaultUrl: 'https://pool.managedhsm.azure.net',
+      hsm: true,
+      serviceVersion: '7.5',
+      maxConcurrency: 16,
+      requestTimeoutMs: 5000,
+      purgeOnDestroy: true,
+      credential: { tenantId: 't', clientId: 'c', clientSecret: { env: 'AZ_SECRET' } },
+    };
+    expect(parseAzureOptions(written)).toMatchObject(written);
+    expect(parseAzureOptions({ ...written, credential: { tenantId: 't', clientId: 'c', clientSecret: { file: '/run/secrets/az' } } }).credential).toMatchObject({ clientSecret: { file: '/run/secrets/az' } });
+  });
+
   it('never takes a secret inline, and does not echo one', () => {
     const error = configError({ vaultUrl: 'https://v.vault.azure.net', credential: { tenantId: 't', clientId: 'c', clientSecret: 'hunter2-secret-value' } });
     expect(error.message).toMatch(/credential/);
