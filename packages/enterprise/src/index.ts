@@ -2,3 +2,4 @@ export * from './pool.js';
 export { Pkcs11Replicator, DEFAULT_GROUP_KEK_LABEL, type ReplicaToken, type KekToken, type ReplicationResult } from './replication/pkcs11.js';
 export * from './policy.js';
 export * from './cedar.js';
+export * from './rate-limit.js';

@@ -132,14 +132,15 @@ export function validatePolicy(policy: KeyPolicy, request: KeyRequest): void {
 
 function inWindow(windows: NonNullable<KeyPolicy['timeWindows']>, at: Date): boolean {
   const day = DAYS[at.getUTCDay()]!;
+  const previousDay = DAYS[(at.getUTCDay() + 6) % 7]!;
   const minute = at.getUTCHours() * 60 + at.getUTCMinutes();
   const toMinutes = (hhmm: string) => Number(hhmm.slice(0, 2)) * 60 + Number(hhmm.slice(3, 5));
   return windows.some((w) => {
     const start = toMinutes(w.start);
     const end = toMinutes(w.end);
-    if (!w.days.includes(day)) return false;
-    // a window like 22:00-06:00 crosses midnight
-    return start <= end ? minute >= start && minute < end : minute >= start || minute < end;
+    if (start <= end) return w.days.includes(day) && minute >= start && minute < end;
+    // a window like sat 22:00-02:00 crosses midnight: its early hours are the next day's
+    return (w.days.includes(day) && minute >= start) || (w.days.includes(previousDay) && minute < end);
   });
 }
 
