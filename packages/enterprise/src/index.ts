@@ -3,3 +3,5 @@ export { Pkcs11Replicator, DEFAULT_GROUP_KEK_LABEL, type ReplicaToken, type KekT
 export * from './policy.js';
 export * from './cedar.js';
 export * from './rate-limit.js';
+export * from './pool-backend.js';
+export * from './manager.js';
