@@ -4,7 +4,7 @@ import type { RotationContext } from '@olocus/hsm-rotation';
 import { CedarAuthorizer, type AuthorizationRequest, type CedarDecision, type OperationContext } from './cedar.js';
 import { durationMs, parseKeyPolicy, selectMembersForPolicy, validatePolicy, type KeyOperation, type KeyPolicy } from './policy.js';
 import { PoolBackend, type GroupGenerator } from './pool-backend.js';
-import type { HsmPool } from './pool.js';
+import type { DriftReport, HsmPool, KeyPlacement } from './pool.js';
 import { TokenBuckets } from './rate-limit.js';
 
 /**
@@ -333,6 +333,20 @@ export class EnterpriseKeyManager {
       member: signed.member,
       decision,
     };
+  }
+
+  /**
+   * Drift between the registry and the members: every version the registry still holds (not
+   * Destroyed) should be on each member of its application's placement.
+   */
+  async drift(): Promise<DriftReport> {
+    const expected: KeyPlacement[] = [];
+    for (const app of this.apps.values()) {
+      for (const v of await this.rotation.registry.getKeyVersions(app.appId)) {
+        if (v.state !== 'Destroyed') expected.push({ keyId: v.keyId, members: app.members });
+      }
+    }
+    return this.pool.drift(expected);
   }
 
   // ---------------------------------------------------------------- dual control

@@ -58,6 +58,17 @@ export interface KeyPlacement {
   members: string[];
 }
 
+export interface DriftReport {
+  checkedAt: Date;
+  /** Keys the registry places on a member that the member does not hold. */
+  missing: Array<{ keyId: string; member: string }>;
+  /** Keys a member holds that nothing places there. */
+  extra: Array<{ keyId: string; member: string }>;
+  /** Replicas whose public key differs from the group's first member: not the same key. */
+  mismatched: Array<{ keyId: string; member: string; reference: string }>;
+  unreachable: Array<{ member: string; reason: string }>;
+}
+
 export interface PoolSignResult {
   signature: Uint8Array;
   /** The member that made the signature. */
@@ -471,6 +482,49 @@ export class HsmPool {
     }
     member.consecutiveFailures++;
     if (member.consecutiveFailures >= this.failureThreshold) member.open(`${member.consecutiveFailures} consecutive failures, last: ${describeError(error)}`);
+  }
+
+  /**
+   * Compares where keys should be (`expected`, by default the pool's own placements) with what
+   * each member holds: keys missing from a member, keys a member holds that nothing placed there
+   * (only among ids matching `extraPrefix`, so unrelated keys on a shared token are not noise),
+   * and replicas whose public key differs from the group's first member (not the same key).
+   */
+  async drift(expected: readonly KeyPlacement[] = this.listPlacements(), options: { extraPrefix?: string } = {}): Promise<DriftReport> {
+    this.ready();
+    const report: DriftReport = { checkedAt: new Date(), missing: [], extra: [], mismatched: [], unreachable: [] };
+    const expectedOn = new Map<string, Set<string>>();
+    for (const name of this.members.keys()) expectedOn.set(name, new Set());
+    for (const placement of expected) {
+      let reference: { member: string; spki: string } | undefined;
+      for (const name of placement.members) {
+        expectedOn.get(name)?.add(placement.keyId);
+        const backend = this.member(name).backend;
+        try {
+          const spki = Buffer.from((await backend.getPublicKey(placement.keyId)).spki).toString('hex');
+          if (!reference) reference = { member: name, spki };
+          else if (reference.spki !== spki) report.mismatched.push({ keyId: placement.keyId, member: name, reference: reference.member });
+        } catch (error) {
+          if (isHsmError(error, 'KeyNotFound')) report.missing.push({ keyId: placement.keyId, member: name });
+          else report.unreachable.push({ member: name, reason: describeError(error) });
+        }
+      }
+    }
+    if (options.extraPrefix !== undefined) {
+      for (const [name, wanted] of expectedOn) {
+        try {
+          let cursor: string | undefined;
+          do {
+            const page = await this.member(name).backend.listKeys({ prefix: options.extraPrefix, limit: 1000, ...(cursor ? { cursor } : {}) });
+            for (const k of page.keys) if (!wanted.has(k.id)) report.extra.push({ keyId: k.id, member: name });
+            cursor = page.nextCursor;
+          } while (cursor);
+        } catch (error) {
+          report.unreachable.push({ member: name, reason: describeError(error) });
+        }
+      }
+    }
+    return report;
   }
 
   async sign(keyId: string, data: Uint8Array, options?: SignOptions): Promise<PoolSignResult> {

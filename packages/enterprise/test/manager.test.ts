@@ -178,4 +178,15 @@ describe('EnterpriseKeyManager', () => {
     await pool.checkHealth();
     await expect(manager.signWithPolicyEnforcement('payments', randomBytes(8), { principal: paymentsApp })).rejects.toMatchObject({ code: 'KeyUnavailable' });
   });
+
+  it('reports drift between the registry and the members', async () => {
+    const { manager, backends, rotation } = await setup();
+    await manager.generateApplicationKey('payments', { algorithm: 'ECDSA_P256', replicas: 3 }, { actor: 'alice' });
+    await rotation.manager.rotateKey('payments', { actor: 'alice', reason: 'test' });
+    expect((await manager.drift()).missing).toEqual([]);
+    backends[1]!.keyStore.keys.delete('payments.v1');
+    const report = await manager.drift();
+    expect(report.missing).toEqual([{ keyId: 'payments.v1', member: 'm1' }]);
+    expect(report.mismatched).toEqual([]);
+  });
 });

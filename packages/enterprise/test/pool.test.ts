@@ -154,4 +154,18 @@ describe('HsmPool routing', () => {
     expect(await pool.discover('k')).toEqual({ keyId: 'k', members: ['m0', 'm1', 'm2'] });
     await expect(pool.discover('nope')).rejects.toMatchObject({ code: 'KeyNotFound' });
   });
+
+  it('reports drift: a key deleted on one member behind its back, an extra key, a replica that is not the same key', async () => {
+    const { pool, backends } = await groupOf([1, 1, 1], { startHealthChecks: false });
+    expect(await pool.drift(undefined, { extraPrefix: '' })).toMatchObject({ missing: [], extra: [], mismatched: [], unreachable: [] });
+    backends[2]!.keyStore.keys.delete('k');
+    await backends[1]!.generateKeyPair({ id: 'stray', algorithm: 'Ed25519' });
+    // m0 gets a different key under the same id
+    backends[0]!.keyStore.keys.delete('k');
+    await backends[0]!.generateKeyPair({ id: 'k', algorithm: 'ECDSA_P256' });
+    const report = await pool.drift(undefined, { extraPrefix: '' });
+    expect(report.missing).toEqual([{ keyId: 'k', member: 'm2' }]);
+    expect(report.extra).toEqual([{ keyId: 'stray', member: 'm1' }]);
+    expect(report.mismatched).toEqual([{ keyId: 'k', member: 'm1', reference: 'm0' }]);
+  });
 });
