@@ -72,8 +72,15 @@ export interface Pkcs11Metrics extends BackendMetrics {
   signs: number;
   /** Signs that ran on a sign thread (the rest ran C_SignInit on the main thread). */
   threadSigns: number;
-  /** Sign threads: 'off' (signThreads = 0), 'starting', 'ready', or 'unsupported' (the module does not share sessions across threads). */
-  signThreads: 'off' | 'starting' | 'ready' | 'unsupported';
+  /**
+   * Sign threads: 'off' (signThreads = 0), 'starting', 'ready', 'unsupported' (the module does not
+   * share sessions across threads), or 'remote' (a remote module: every call runs on its module thread).
+   */
+  signThreads: 'off' | 'starting' | 'ready' | 'unsupported' | 'remote';
+  /** The module is remote: loaded and called only on a module thread, with deadlines. */
+  remote: boolean;
+  /** Operations answered Timeout past their deadline (their sessions quarantined). */
+  timeouts: number;
 }
 
 type State = 'new' | 'ready' | 'closed';
@@ -125,7 +132,7 @@ export class Pkcs11Backend implements HsmBackend {
     if (this.state === 'closed') throw closedError();
     if (this.state === 'ready') return;
     this.initPromise ??= this.doInitialize().catch((error: unknown) => {
-      this.connection.teardown();
+      void this.connection.teardown();
       this.initPromise = undefined;
       throw error;
     });
@@ -267,7 +274,7 @@ export class Pkcs11Backend implements HsmBackend {
   async info(): Promise<HsmInfo> {
     this.assertUsable();
     try {
-      return tokenInfo(this.connection, this.type);
+      return await tokenInfo(this.connection, this.type);
     } catch (error) {
       throw this.connection.nativeError(error, 'Internal', 'reading token information');
     }
@@ -313,7 +320,8 @@ export class Pkcs11Backend implements HsmBackend {
       ...conn.counters,
       logins: conn.loginState.logins,
       loginFailures: conn.loginState.fatal ? 1 : 0,
-      signThreads: conn.signThreads?.state ?? 'off',
+      signThreads: conn.remote ? 'remote' : (conn.signThreads?.state ?? 'off'),
+      remote: conn.remote,
     };
   }
 }

@@ -5,6 +5,7 @@
  * live in key-store.ts and signing.ts; they reach the token only through `withSession`.
  */
 import { availableParallelism } from 'node:os';
+import { basename } from 'node:path';
 import { HsmError, ResourcePool, isHsmError, type HsmErrorCode, type KeyAlgorithm, type PoolMetrics } from '@olocus/hsm-core';
 import type { PKCS11 } from 'pkcs11js';
 import { classifyReturnValue, returnValueName, returnValueOf, type FailureClass } from './classify.js';
@@ -12,7 +13,8 @@ import { CKF_RW_SESSION, CKF_SERIAL_SESSION, CKR, isUnavailable } from './consta
 import { measureIdentity, type ModuleIdentity } from './fips.js';
 import type { SignPlan } from './keys.js';
 import { LoginState, loginScope } from './login.js';
-import { acquireModule, releaseModule, type SharedModule } from './module.js';
+import { acquireModuleAsync, releaseModule, type SharedModule } from './module.js';
+import { DEFAULT_DEADLINES, type AsyncPkcs11, type DeadlineKind, type Deadlines } from './module-thread.js';
 import type { Pkcs11Session } from './objects.js';
 import type { Pkcs11Options } from './options.js';
 import { SignThreads } from './sign-threads.js';
@@ -37,12 +39,27 @@ function rvName(error: unknown): string {
   return rv === undefined ? 'error' : returnValueName(rv);
 }
 
+/** Marks a Timeout whose session beforeDeadline already quarantines. */
+const QUARANTINED = Symbol('quarantined');
+
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
+/**
+ * Whether a module must be kept off the main thread: p11-kit-client.so (an RPC client), and every
+ * hardware vendor's client library (network HSMs; USB ones behind a connector). `remote` in the
+ * options overrides the guess either way.
+ */
+export function isRemoteModule(libraryPath: string, options: Pick<Pkcs11Options, 'remote'>, vendor: VendorProfile): boolean {
+  if (options.remote !== undefined) return options.remote;
+  return /p11-kit-client/i.test(basename(libraryPath)) || vendor.hardwareBacked;
+}
+
 export interface ConnectionCounters {
   relogins: number;
+  /** Operations answered Timeout (their session quarantined). */
+  timeouts: number;
   retries: number;
   circuitOpens: number;
   recoveries: number;
@@ -60,7 +77,7 @@ export class TokenConnection {
   pool: ResourcePool<Pkcs11Session> | undefined;
   signThreads: SignThreads | undefined;
   readonly loginState = new LoginState();
-  readonly counters: ConnectionCounters = { relogins: 0, retries: 0, circuitOpens: 0, recoveries: 0, signs: 0, threadSigns: 0 };
+  readonly counters: ConnectionCounters = { relogins: 0, timeouts: 0, retries: 0, circuitOpens: 0, recoveries: 0, signs: 0, threadSigns: 0 };
   sessionsOpen = 0;
   circuit: { open: boolean; reason: string; since: number } = { open: false, reason: '', since: 0 };
   /** True between a completed open() and close(): the circuit breaker only runs while active. */
@@ -85,6 +102,22 @@ export class TokenConnection {
     return this.mod.p11;
   }
 
+  /** The module's calls outside the local signing hot path (through the module thread when remote). */
+  get api(): AsyncPkcs11 {
+    if (!this.mod) throw notInitializedError();
+    return this.mod.api;
+  }
+
+  get remote(): boolean {
+    return this.mod?.remote ?? false;
+  }
+
+  get deadlines(): Deadlines {
+    const out = { ...DEFAULT_DEADLINES };
+    for (const [k, v] of Object.entries(this.options.deadlines ?? {})) if (v !== undefined) out[k as DeadlineKind] = v;
+    return out;
+  }
+
   get generation(): number {
     return this.mod?.generation ?? -1;
   }
@@ -93,16 +126,22 @@ export class TokenConnection {
   async open(pin: string): Promise<void> {
     this.#pin = pin;
     this.libraryPath = findLibrary(this.options, this.vendor);
-    this.mod = acquireModule(this.libraryPath);
+    const remote = isRemoteModule(this.libraryPath, this.options, this.vendor);
+    try {
+      this.mod = await acquireModuleAsync(this.libraryPath, remote, this.deadlines);
+    } catch (error) {
+      throw this.nativeError(error, 'InitializationFailed', 'initialization');
+    }
     this.#seenGeneration = this.mod.generation;
     try {
-      this.selectToken();
-      this.identity = measureIdentity(this.mod.p11, this.token.slot);
-      this.plans = probeAlgorithms(this.mod.p11, this.token.slot, this.vendor);
-      this.openAnchor();
-      this.login();
+      await this.selectToken();
+      const api = this.mod.api;
+      this.identity = await measureIdentity(api, this.token.slot);
+      this.plans = await probeAlgorithms(api, this.token.slot, this.vendor);
+      await this.openAnchor();
+      await this.login();
       const pool = this.options.sessionPool;
-      const tokenInfo = this.mod.p11.C_GetTokenInfo(this.token.slot);
+      const tokenInfo = await api.C_GetTokenInfo(this.token.slot);
       let max = pool.maxSessions;
       const tokenMax = tokenInfo.maxSessionCount;
       if (tokenMax > 0 && !isUnavailable(tokenMax)) max = Math.max(1, Math.min(max, tokenMax - 1));
@@ -125,7 +164,7 @@ export class TokenConnection {
         },
       );
       await this.pool.start();
-      const threads = this.options.signThreads ?? Math.min(max, availableParallelism());
+      const threads = remote ? 0 : (this.options.signThreads ?? Math.min(max, availableParallelism()));
       if (threads > 0) this.signThreads = new SignThreads(this.libraryPath, Math.min(threads, max), max, Uint8Array.from(this.anchor!.handle));
     } catch (error) {
       throw this.nativeError(error, 'InitializationFailed', 'initialization');
@@ -139,11 +178,11 @@ export class TokenConnection {
     // Sign threads use the module too: they must have exited before C_Finalize (a thread
     // still inside the library when it is finalized crashes the process).
     await this.signThreads?.close();
-    this.teardown();
+    await this.teardown();
   }
 
   /** Releases sessions, the login record and the module reference; safe to call more than once. */
-  teardown(): void {
+  teardown(): Promise<void> {
     this.active = false;
     const pool = this.pool;
     this.pool = undefined;
@@ -156,21 +195,20 @@ export class TokenConnection {
     }
     this.loginState.release();
     this.onReset();
-    if (this.mod) {
-      releaseModule(this.mod);
-      this.mod = undefined;
-    }
+    const mod = this.mod;
+    this.mod = undefined;
+    return mod ? releaseModule(mod) : Promise.resolve();
   }
 
-  private selectToken(): void {
-    this.token = selectToken(this.p11, this.options);
+  private async selectToken(): Promise<void> {
+    this.token = await selectToken(this.api, this.options);
     this.#loginScope = loginScope(this.libraryPath, this.token.slotNumber, this.token.serial, this.token.label);
   }
 
   // ---------------------------------------------------------------- login
 
-  private openAnchor(): void {
-    this.anchor = this.openSession(true);
+  private async openAnchor(): Promise<void> {
+    this.anchor = await this.openSession(true);
     this.#anchorGeneration = this.anchor.generation;
   }
 
@@ -178,8 +216,8 @@ export class TokenConnection {
    * C_Login on the anchor session. Called once at start, and again only when the token reports
    * the login lost. A wrong PIN is never retried: it makes the backend unusable until a new one is built.
    */
-  private login(): void {
-    this.loginState.login({ p11: this.p11, session: this.anchor!.handle, scope: this.#loginScope, generation: this.mod!.generation, tokenLabel: this.token.label }, this.#pin);
+  private login(): Promise<void> {
+    return this.loginState.login({ p11: this.api, session: this.anchor!.handle, scope: this.#loginScope, generation: this.mod!.generation, tokenLabel: this.token.label }, this.#pin);
   }
 
   /** One shared re-login: concurrent callers that lost the login await the same C_Login. */
@@ -187,11 +225,11 @@ export class TokenConnection {
     this.#reloginPromise ??= (async () => {
       this.counters.relogins++;
       try {
-        this.login();
+        await this.login();
       } catch (error) {
         if (classifyReturnValue(error) !== 'session') throw error;
-        this.openAnchor();
-        this.login();
+        await this.openAnchor();
+        await this.login();
       }
     })().finally(() => {
       this.#reloginPromise = undefined;
@@ -200,9 +238,9 @@ export class TokenConnection {
   }
 
   /** Whether the session sees the user login (CKS_RO/RW_USER_FUNCTIONS). */
-  loggedIn(session: Pkcs11Session): boolean {
+  async loggedIn(session: Pkcs11Session): Promise<boolean> {
     try {
-      const state = this.p11.C_GetSessionInfo(session.handle).state;
+      const state = (await this.api.C_GetSessionInfo(session.handle)).state;
       return state === 1 || state === 3;
     } catch {
       return true; // not a login question: let the original error speak
@@ -211,12 +249,12 @@ export class TokenConnection {
 
   // ---------------------------------------------------------------- sessions
 
-  private openSession(anchor = false): Pkcs11Session {
+  private async openSession(anchor = false): Promise<Pkcs11Session> {
     if (this.circuit.open && !anchor) throw this.circuitError();
     const mod = this.mod;
     if (!mod || this.token.slotNumber < 0) throw closedError();
     const flags = CKF_SERIAL_SESSION | (this.options.readOnly ? 0 : CKF_RW_SESSION);
-    const handle = mod.p11.C_OpenSession(this.token.slot, flags);
+    const handle = await mod.api.C_OpenSession(this.token.slot, flags);
     this.sessionsOpen++;
     return { handle, generation: mod.generation };
   }
@@ -226,19 +264,16 @@ export class TokenConnection {
     // A session from an older generation died with C_Finalize; its handle number may now belong
     // to someone else's session, so it must not be closed.
     if (mod && mod.initialized && session.generation === mod.generation) {
-      try {
-        mod.p11.C_CloseSession(session.handle);
-      } catch {
-        // already gone
-      }
+      // not awaited: on a remote module the close waits its turn behind a frozen call (quarantine)
+      mod.api.C_CloseSession(session.handle).catch(() => undefined);
     }
     this.sessionsOpen--;
   }
 
-  private sessionAlive(session: Pkcs11Session): boolean {
+  private async sessionAlive(session: Pkcs11Session): Promise<boolean> {
     const mod = this.mod;
     if (!mod || !mod.initialized || session.generation !== mod.generation) return false;
-    mod.p11.C_GetSessionInfo(session.handle);
+    await mod.api.C_GetSessionInfo(session.handle);
     return true;
   }
 
@@ -254,8 +289,18 @@ export class TokenConnection {
    * session dead → evict + retry; login lost → shared re-login + retry; device gone → circuit;
    * stale object handle → reported to the caller (which looks the key up again); others → no retry.
    * `assertUsable` is the caller's lifecycle check, repeated before every attempt.
+   *
+   * On a remote module the whole operation (waiting for a session included) has the deadline of
+   * its `kind`; past it the caller gets a retryable Timeout and the session is quarantined: it is
+   * never lent again, and closed when (if) the call that holds it returns.
    */
-  async withSession<R>(op: HsmErrorCode, what: string, fn: (session: Pkcs11Session, p11: PKCS11) => R | Promise<R>, assertUsable: () => void, signal?: AbortSignal): Promise<R> {
+  async withSession<R>(op: HsmErrorCode, what: string, fn: (session: Pkcs11Session, p11: AsyncPkcs11) => Promise<R>, assertUsable: () => void, signal?: AbortSignal, kind: DeadlineKind = 'find'): Promise<R> {
+    const deadlineMs = this.remote ? this.deadlines[kind] : 0;
+    const deadlineAt = deadlineMs > 0 ? Date.now() + deadlineMs : 0;
+    const timeout = () => {
+      this.counters.timeouts++;
+      return this.timeoutError(what, kind, deadlineMs);
+    };
     let sessionRetries = 0;
     let loginRetries = 0;
     const retries = this.options.sessionPool.retryAttempts;
@@ -271,7 +316,16 @@ export class TokenConnection {
       }
       let lease;
       try {
-        lease = await this.pool!.acquire(signal);
+        if (deadlineAt > 0) {
+          const remaining = deadlineAt - Date.now();
+          if (remaining <= 0) throw timeout();
+          const timer = AbortSignal.timeout(remaining);
+          lease = await this.pool!.acquire(signal ? AbortSignal.any([signal, timer]) : timer).catch((error: unknown) => {
+            throw timer.aborted ? timeout() : error;
+          });
+        } else {
+          lease = await this.pool!.acquire(signal);
+        }
       } catch (error) {
         throw this.nativeError(error, op, what);
       }
@@ -285,17 +339,27 @@ export class TokenConnection {
         throw this.circuitError();
       }
       try {
-        const result = await fn(session, mod.p11);
+        const work = fn(session, mod.api);
+        const result = deadlineAt > 0 ? await this.beforeDeadline(work, deadlineAt, timeout, () => lease.evict()) : await work;
         lease.release();
         return result;
       } catch (error) {
+        if (isHsmError(error, 'Timeout') && deadlineAt > 0) {
+          // quarantine: beforeDeadline evicts it once the call returns; a call of the module thread
+          // that expired in its queue never reached the module, but the session is not trusted either
+          if (!(error as HsmError & { [QUARANTINED]?: true })[QUARANTINED]) {
+            lease.evict();
+            this.counters.timeouts++;
+          }
+          throw error;
+        }
         if (isHsmError(error)) {
           lease.release();
           throw error;
         }
         let cls = classifyReturnValue(error);
         // SoftHSM hides private objects after a lost login instead of saying CKR_USER_NOT_LOGGED_IN
-        if (cls === 'staleObject' && !this.loggedIn(session)) cls = 'login';
+        if (cls === 'staleObject' && !(await this.loggedIn(session))) cls = 'login';
         if (cls === 'session') {
           lease.evict();
           // one dead session usually means they all are (token reset, server restart): drop the idle ones
@@ -327,13 +391,54 @@ export class TokenConnection {
     }
   }
 
+  /**
+   * Settles with `work`, or with a Timeout at `deadlineAt`; then `quarantine` runs when `work`
+   * finally settles (the session it holds is closed then, never lent again).
+   */
+  private beforeDeadline<R>(work: Promise<R>, deadlineAt: number, timeout: () => HsmError, quarantine: () => void): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      let late = false;
+      const timer = setTimeout(() => {
+        late = true;
+        const error = Object.assign(timeout(), { [QUARANTINED]: true as const });
+        work.then(quarantine, quarantine);
+        reject(error);
+      }, Math.max(0, deadlineAt - Date.now()));
+      work.then(
+        (value) => {
+          if (late) return;
+          clearTimeout(timer);
+          resolve(value);
+        },
+        (error: unknown) => {
+          if (late) return;
+          clearTimeout(timer);
+          reject(error);
+        },
+      );
+    });
+  }
+
+  timeoutError(what: string, kind: DeadlineKind, deadlineMs: number): HsmError {
+    return new HsmError('Timeout', `${what}: the PKCS#11 module did not answer within ${deadlineMs} ms (deadlines.${kind}); the device may be frozen or unreachable, try again later`, {
+      retryable: true,
+      details: { deadlineKind: kind, deadlineMs, tokenLabel: this.token.label },
+    });
+  }
+
   /** Maps anything thrown by pkcs11js to an HsmError, opening the circuit for device failures. */
   nativeError(error: unknown, op: HsmErrorCode, what: string): HsmError {
     if (isHsmError(error)) return error;
     const rv = returnValueOf(error);
     const name = rv === undefined ? undefined : returnValueName(rv);
     let cls: FailureClass = classifyReturnValue(error);
-    if (cls === 'ambiguous') cls = this.canaryFails() ? 'device' : 'caller';
+    if (cls === 'ambiguous') {
+      if (this.remote) {
+        // no synchronous canary on a remote module: ask in the background, open the circuit if it fails
+        void this.remoteCanaryFails().then((fails) => fails && this.openCircuit(name ?? 'device error'));
+        cls = 'caller';
+      } else cls = this.canaryFails() ? 'device' : 'caller';
+    }
     switch (cls) {
       case 'device':
       case 'session':
@@ -356,6 +461,16 @@ export class TokenConnection {
         const message = name ?? (error as Error)?.message ?? String(error);
         return new HsmError(op, `${what} failed: ${message}`, { cause: error, retryable: false, details: { rv: name } });
       }
+    }
+  }
+
+  private async remoteCanaryFails(): Promise<boolean> {
+    try {
+      await this.api.C_GetTokenInfo(this.token.slot);
+      if (this.anchor && this.anchor.generation === this.mod!.generation) await this.api.C_GetSessionInfo(this.anchor.handle);
+      return false;
+    } catch (error) {
+      return !isHsmError(error, 'Timeout');
     }
   }
 
@@ -383,10 +498,10 @@ export class TokenConnection {
         this.closeSession(this.anchor);
         this.anchor = undefined;
       }
-      this.selectToken();
-      this.anchor = this.openSession(true);
-      this.login();
-      mod.p11.C_GetSessionInfo(this.anchor.handle);
+      await this.selectToken();
+      this.anchor = await this.openSession(true);
+      await this.login();
+      await mod.api.C_GetSessionInfo(this.anchor.handle);
       this.#anchorGeneration = generation;
     })().finally(() => {
       this.#reattachPromise = undefined;

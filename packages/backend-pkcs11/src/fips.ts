@@ -1,5 +1,5 @@
 import type { FipsStatus } from '@olocus/hsm-core';
-import type { PKCS11 } from 'pkcs11js';
+import type { AsyncPkcs11 } from './module-thread.js';
 import type { FipsAttestation } from './options.js';
 import type { VendorProfile } from './vendors.js';
 
@@ -16,9 +16,9 @@ export interface ModuleIdentity {
 const trim = (text: string) => text.replace(/[\0 ]+$/, '');
 const version = (v: { major: number; minor: number }) => `${v.major}.${v.minor}`;
 
-export function measureIdentity(p11: PKCS11, slot: Buffer): ModuleIdentity {
-  const token = p11.C_GetTokenInfo(slot);
-  const module = p11.C_GetInfo();
+export async function measureIdentity(p11: AsyncPkcs11, slot: Buffer): Promise<ModuleIdentity> {
+  const token = await p11.C_GetTokenInfo(slot);
+  const module = await p11.C_GetInfo();
   return {
     tokenManufacturer: trim(token.manufacturerID),
     tokenModel: trim(token.model),

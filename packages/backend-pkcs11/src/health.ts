@@ -7,11 +7,11 @@ import { trimLabel } from './token.js';
 const version = (x: { major: number; minor: number }) => `${x.major}.${x.minor}`;
 
 /** C_GetTokenInfo / C_GetInfo as HsmInfo (may throw pkcs11js errors: the caller maps them). */
-export function tokenInfo(conn: TokenConnection, type: string): HsmInfo {
-  const p11 = conn.p11;
+export async function tokenInfo(conn: TokenConnection, type: string): Promise<HsmInfo> {
+  const p11 = conn.api;
   const { slot, slotNumber, label } = conn.token;
-  const token = p11.C_GetTokenInfo(slot);
-  const module = p11.C_GetInfo();
+  const token = await p11.C_GetTokenInfo(slot);
+  const module = await p11.C_GetInfo();
   return {
     backend: type,
     description: `${conn.vendor.displayName} slot ${slotNumber} token '${label}'`,
@@ -46,7 +46,7 @@ export function tokenInfo(conn: TokenConnection, type: string): HsmInfo {
  * Cheap checks only: the slot still has the token, C_GetTokenInfo answers, the anchor session is
  * alive. Never signs (a canary signature would be an audited key operation).
  */
-export function tokenHealth(conn: TokenConnection, ready: boolean, details: () => Record<string, string | number | boolean>): HealthStatus {
+export async function tokenHealth(conn: TokenConnection, ready: boolean, details: () => Record<string, string | number | boolean>): Promise<HealthStatus> {
   const started = performance.now();
   const done = (healthy: boolean, message: string): HealthStatus => ({ healthy, latencyMs: performance.now() - started, message, details: details() });
   const { slot, label } = conn.token;
@@ -54,11 +54,11 @@ export function tokenHealth(conn: TokenConnection, ready: boolean, details: () =
   if (conn.loginState.fatal) return done(false, conn.loginState.fatal.message);
   if (conn.circuit.open) return done(false, `circuit open (${conn.circuit.reason}); recovering`);
   try {
-    const p11 = conn.p11;
-    const slotInfo = p11.C_GetSlotInfo(slot);
+    const p11 = conn.api;
+    const slotInfo = await p11.C_GetSlotInfo(slot);
     if (!(slotInfo.flags & CKF_TOKEN_PRESENT)) return done(false, `token '${label}' is not present`);
-    p11.C_GetTokenInfo(slot);
-    if (conn.anchor && conn.anchor.generation === conn.generation) p11.C_GetSessionInfo(conn.anchor.handle);
+    await p11.C_GetTokenInfo(slot);
+    if (conn.anchor && conn.anchor.generation === conn.generation) await p11.C_GetSessionInfo(conn.anchor.handle);
     return done(true, `token '${label}' present, session alive`);
   } catch (error) {
     return done(false, conn.nativeError(error, 'Internal', 'health check').message);

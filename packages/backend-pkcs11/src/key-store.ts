@@ -5,7 +5,8 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { HsmError, algorithmInfo, assertValidKeyId, isHsmError, type HsmKeyHandle, type KeyAlgorithm, type KeyPage, type KeyRef, type KeyUsage, type NormalizedKeySpec } from '@olocus/hsm-core';
-import type { Attribute, PKCS11 } from 'pkcs11js';
+import type { Attribute } from 'pkcs11js';
+import type { AsyncPkcs11, DeadlineKind } from './module-thread.js';
 import { loginLostError, type TokenConnection } from './connection.js';
 import {
   CKA_ALLOWED_MECHANISMS,
@@ -94,8 +95,8 @@ export class KeyStore {
     private readonly host: KeyStoreHost,
   ) {}
 
-  private withSession<R>(op: Parameters<TokenConnection['withSession']>[0], what: string, fn: (session: Pkcs11Session, p11: PKCS11) => R | Promise<R>, signal?: AbortSignal): Promise<R> {
-    return this.conn.withSession(op, what, fn, () => this.host.assertUsable(), signal);
+  private withSession<R>(op: Parameters<TokenConnection['withSession']>[0], what: string, kind: DeadlineKind, fn: (session: Pkcs11Session, p11: AsyncPkcs11) => Promise<R>, signal?: AbortSignal): Promise<R> {
+    return this.conn.withSession(op, what, fn, () => this.host.assertUsable(), signal, kind);
   }
 
   clear(): void {
@@ -134,7 +135,7 @@ export class KeyStore {
     if (cached && cached.generation === this.conn.generation) return cached;
     let pending = this.resolving.get(cacheKey);
     if (!pending) {
-      pending = this.withSession('Internal', `looking up key ${query.display}`, (session, p11) => this.findKey(session, p11, query), signal).finally(() => this.resolving.delete(cacheKey));
+      pending = this.withSession('Internal', `looking up key ${query.display}`, 'find', (session, p11) => this.findKey(session, p11, query), signal).finally(() => this.resolving.delete(cacheKey));
       this.resolving.set(cacheKey, pending);
     }
     const entry = await pending;
@@ -150,24 +151,24 @@ export class KeyStore {
     for (const [key, value] of this.entries) if (value === entry || value.ckaId.equals(entry.ckaId)) this.entries.delete(key);
   }
 
-  private findKey(session: Pkcs11Session, p11: PKCS11, query: KeyQuery): KeyEntry {
+  private async findKey(session: Pkcs11Session, p11: AsyncPkcs11, query: KeyQuery): Promise<KeyEntry> {
     const template: Attribute[] = [{ type: CKA_CLASS, value: CKO_PRIVATE_KEY }];
     if (query.id) template.push({ type: CKA_ID, value: query.id });
     if (query.label !== undefined) template.push({ type: CKA_LABEL, value: query.label });
-    let found = find(p11, session, template, 2);
+    let found = await find(p11, session, template, 2);
     if (found.length === 0 && query.labelFallback !== undefined) {
-      found = find(p11, session, [{ type: CKA_CLASS, value: CKO_PRIVATE_KEY }, { type: CKA_LABEL, value: query.labelFallback }], 2);
+      found = await find(p11, session, [{ type: CKA_CLASS, value: CKO_PRIVATE_KEY }, { type: CKA_LABEL, value: query.labelFallback }], 2);
       if (found.length > 1) throw new HsmError('InvalidArgument', `more than one private key is labelled '${query.labelFallback}'; address it by pkcs11: URI with id=`, { details: { key: query.display } });
     }
-    if (found.length === 0 && !this.conn.loggedIn(session)) throw loginLostError();
+    if (found.length === 0 && !(await this.conn.loggedIn(session))) throw loginLostError();
     if (found.length === 0) throw new HsmError('KeyNotFound', `key ${query.display} not found on token '${this.conn.token.label}'`, { details: { key: query.display, tokenLabel: this.conn.token.label } });
     return this.loadKey(session, p11, found[0]!);
   }
 
   /** Reads a private key's attributes (and finds its public half) into a cache entry. */
-  private loadKey(session: Pkcs11Session, p11: PKCS11, priv: Buffer, pubHint?: Buffer): KeyEntry {
+  private async loadKey(session: Pkcs11Session, p11: AsyncPkcs11, priv: Buffer, pubHint?: Buffer): Promise<KeyEntry> {
     const h = session.handle;
-    const [typeAttr, idAttr, labelAttr, signAttr] = p11.C_GetAttributeValue(h, priv, [{ type: CKA_KEY_TYPE }, { type: CKA_ID }, { type: CKA_LABEL }, { type: CKA_SIGN }]);
+    const [typeAttr, idAttr, labelAttr, signAttr] = await p11.C_GetAttributeValue(h, priv, [{ type: CKA_KEY_TYPE }, { type: CKA_ID }, { type: CKA_LABEL }, { type: CKA_SIGN }]);
     const keyType = readUlong(typeAttr!.value);
     const ckaId = Buffer.from(idAttr!.value);
     const label = labelAttr!.value.toString('utf8');
@@ -175,11 +176,11 @@ export class KeyStore {
     let modulusBits: number | undefined;
     let allowed: number[] = [];
     if (keyType === CKK_EC || keyType === CKK_EC_EDWARDS) {
-      ecParams = p11.C_GetAttributeValue(h, priv, [{ type: CKA_EC_PARAMS }])[0]!.value;
+      ecParams = (await p11.C_GetAttributeValue(h, priv, [{ type: CKA_EC_PARAMS }]))[0]!.value;
     } else if (keyType === CKK_RSA) {
-      const modulus = p11.C_GetAttributeValue(h, priv, [{ type: CKA_MODULUS }])[0]!.value;
+      const modulus = (await p11.C_GetAttributeValue(h, priv, [{ type: CKA_MODULUS }]))[0]!.value;
       modulusBits = bitLength(modulus);
-      allowed = optionalAttribute(p11, h, priv, CKA_ALLOWED_MECHANISMS, readUlongArray) ?? [];
+      allowed = (await optionalAttribute(p11, h, priv, CKA_ALLOWED_MECHANISMS, readUlongArray)) ?? [];
     }
     const uri = formatPkcs11Uri({ token: this.conn.token.label, id: ckaId, object: label, type: 'private' });
     const algorithm = algorithmFromAttributes(keyType, ecParams, modulusBits, allowed);
@@ -192,29 +193,29 @@ export class KeyStore {
     if (!pub) {
       const template: Attribute[] = [{ type: CKA_CLASS, value: CKO_PUBLIC_KEY }];
       template.push(ckaId.length > 0 ? { type: CKA_ID, value: ckaId } : { type: CKA_LABEL, value: label });
-      pub = find(p11, session, template, 1)[0];
+      pub = (await find(p11, session, template, 1))[0];
     }
     let publicKey: KeyObject | undefined;
     let verify = false;
     const info = algorithmInfo(algorithm);
     if (pub) {
-      verify = readBool(p11.C_GetAttributeValue(h, pub, [{ type: CKA_VERIFY }])[0]!.value);
+      verify = readBool((await p11.C_GetAttributeValue(h, pub, [{ type: CKA_VERIFY }]))[0]!.value);
       if (info.family === 'RSA') {
-        const [m, e] = p11.C_GetAttributeValue(h, pub, [{ type: CKA_MODULUS }, { type: CKA_PUBLIC_EXPONENT }]);
+        const [m, e] = await p11.C_GetAttributeValue(h, pub, [{ type: CKA_MODULUS }, { type: CKA_PUBLIC_EXPONENT }]);
         publicKey = publicKeyFromAttributes(algorithm, { modulus: m!.value, exponent: e!.value });
       } else {
-        publicKey = publicKeyFromAttributes(algorithm, { ecPoint: p11.C_GetAttributeValue(h, pub, [{ type: CKA_EC_POINT }])[0]!.value });
+        publicKey = publicKeyFromAttributes(algorithm, { ecPoint: (await p11.C_GetAttributeValue(h, pub, [{ type: CKA_EC_POINT }]))[0]!.value });
       }
     } else if (info.family === 'RSA') {
-      const [m, e] = p11.C_GetAttributeValue(h, priv, [{ type: CKA_MODULUS }, { type: CKA_PUBLIC_EXPONENT }]);
+      const [m, e] = await p11.C_GetAttributeValue(h, priv, [{ type: CKA_MODULUS }, { type: CKA_PUBLIC_EXPONENT }]);
       publicKey = publicKeyFromAttributes(algorithm, { modulus: m!.value, exponent: e!.value });
       verify = true;
     }
     const spki = publicKey ? spkiOf(publicKey) : undefined;
     // the public half's dates are readable everywhere (see metadata.ts); the private half's are a fallback
-    const dates = pub ? readKeyDates(p11, h, pub) : {};
-    if (!dates.end) Object.assign(dates, { ...readKeyDates(p11, h, priv), ...dates });
-    const meta = readMetadata(p11, session, ckaId, spki, dates, this.conn.vendor.keyDates);
+    const dates = pub ? await readKeyDates(p11, h, pub) : {};
+    if (!dates.end) Object.assign(dates, { ...(await readKeyDates(p11, h, priv)), ...dates });
+    const meta = await readMetadata(p11, session, ckaId, spki, dates, this.conn.vendor.keyDates);
     const usages: KeyUsage[] = [];
     if (readBool(signAttr!.value)) usages.push('sign');
     if (verify) usages.push('verify');
@@ -265,16 +266,16 @@ export class KeyStore {
     const { mechanism, publicTemplate, privateTemplate } = keyPairTemplates(this.conn.vendor, { algorithm, id: spec.id, ckaId, usages, createdAt, expiresAt: spec.expiresAt });
     const mod = this.conn.mod!;
     const entry = await mod.tokenLock(`${slotNumber}:${serial}`).run(() =>
-      this.withSession('KeyGenerationFailed', `generating key ${spec.id}`, async (session, p11) => {
-        const clash = find(p11, session, [{ type: CKA_ID, value: ckaId }], 1).length > 0 || find(p11, session, [{ type: CKA_CLASS, value: CKO_PRIVATE_KEY }, { type: CKA_LABEL, value: spec.id }], 1).length > 0;
+      this.withSession('KeyGenerationFailed', `generating key ${spec.id}`, 'generate', async (session, p11) => {
+        const clash = (await find(p11, session, [{ type: CKA_ID, value: ckaId }], 1)).length > 0 || (await find(p11, session, [{ type: CKA_CLASS, value: CKO_PRIVATE_KEY }, { type: CKA_LABEL, value: spec.id }], 1)).length > 0;
         if (clash) throw new HsmError('KeyAlreadyExists', `a key with id ${spec.id} already exists on token '${tokenLabel}'`, { details: { key: spec.id } });
-        const pair = await mod.track(p11.C_GenerateKeyPairAsync(session.handle, mechanism, publicTemplate, privateTemplate));
+        const pair = await p11.C_GenerateKeyPair(session.handle, mechanism, publicTemplate, privateTemplate);
         try {
-          const loaded = this.loadKey(session, p11, pair.privateKey, pair.publicKey);
+          const loaded = await this.loadKey(session, p11, pair.privateKey, pair.publicKey);
           if (!loaded.spki) throw new HsmError('KeyGenerationFailed', `key ${spec.id}: the token returned no readable public key`, { details: { key: spec.id } });
           // a data object left over from an earlier key with this CKA_ID names another public key and is ignored; remove it
-          for (const stale of find(p11, session, metadataTemplate(ckaId), 8)) p11.C_DestroyObject(session.handle, stale);
-          writeMetadata(p11, session, ckaId, spec.id, loaded.spki, { createdAt, expiresAt: spec.expiresAt, labels: spec.labels });
+          for (const stale of await find(p11, session, metadataTemplate(ckaId), 8)) await p11.C_DestroyObject(session.handle, stale);
+          await writeMetadata(p11, session, ckaId, spec.id, loaded.spki, { createdAt, expiresAt: spec.expiresAt, labels: spec.labels });
           loaded.createdAt = createdAt;
           loaded.expiresAt = spec.expiresAt;
           loaded.labels = spec.labels ? { ...spec.labels } : undefined;
@@ -284,7 +285,7 @@ export class KeyStore {
           // Without its metadata the key's labels and exact expiry would be lost after a restart: undo.
           for (const object of [pair.privateKey, pair.publicKey]) {
             try {
-              p11.C_DestroyObject(session.handle, object);
+              await p11.C_DestroyObject(session.handle, object);
             } catch {
               // best effort
             }
@@ -300,14 +301,14 @@ export class KeyStore {
   /** Private keys on the token, filtered by prefix (id or label), sorted by id, paged by an opaque cursor. */
   list(prefix: string, limit: number, cursor: string | undefined): Promise<KeyPage> {
     const after = cursor === undefined ? undefined : decodeCursor(cursor);
-    return this.withSession('Internal', 'listing keys', (session, p11) => {
-      const handles = findAll(p11, session, [
+    return this.withSession('Internal', 'listing keys', 'find', async (session, p11) => {
+      const handles = await findAll(p11, session, [
         { type: CKA_CLASS, value: CKO_PRIVATE_KEY },
         { type: CKA_TOKEN, value: true },
       ]);
       const rows: Array<{ handle: Buffer; id: string }> = [];
       for (const handle of handles) {
-        const [idAttr, labelAttr] = p11.C_GetAttributeValue(session.handle, handle, [{ type: CKA_ID }, { type: CKA_LABEL }]);
+        const [idAttr, labelAttr] = await p11.C_GetAttributeValue(session.handle, handle, [{ type: CKA_ID }, { type: CKA_LABEL }]);
         const ckaId = idAttr!.value;
         const label = labelAttr!.value.toString('utf8');
         const id = keyIdFromAttributes(ckaId, label, formatPkcs11Uri({ token: this.conn.token.label, id: ckaId, object: label, type: 'private' }));
@@ -325,7 +326,7 @@ export class KeyStore {
         }
         let entry: KeyEntry;
         try {
-          entry = this.loadKey(session, p11, row.handle);
+          entry = await this.loadKey(session, p11, row.handle);
         } catch (error) {
           if (isHsmError(error, 'UnsupportedAlgorithm')) continue; // not a contract key: not listed
           throw error;
@@ -343,19 +344,19 @@ export class KeyStore {
   async destroy(entry: KeyEntry): Promise<void> {
     const { label: tokenLabel, serial, slotNumber } = this.conn.token;
     await this.conn.mod!.tokenLock(`${slotNumber}:${serial}`).run(() =>
-      this.withSession('Internal', `destroying key ${entry.id}`, (session, p11) => {
+      this.withSession('Internal', `destroying key ${entry.id}`, 'generate', async (session, p11) => {
         let objects: Buffer[];
         if (entry.ckaId.length > 0) {
           objects = [
-            ...find(p11, session, [{ type: CKA_CLASS, value: CKO_PRIVATE_KEY }, { type: CKA_ID, value: entry.ckaId }], 16),
-            ...find(p11, session, [{ type: CKA_CLASS, value: CKO_PUBLIC_KEY }, { type: CKA_ID, value: entry.ckaId }], 16),
+            ...(await find(p11, session, [{ type: CKA_CLASS, value: CKO_PRIVATE_KEY }, { type: CKA_ID, value: entry.ckaId }], 16)),
+            ...(await find(p11, session, [{ type: CKA_CLASS, value: CKO_PUBLIC_KEY }, { type: CKA_ID, value: entry.ckaId }], 16)),
           ];
         } else {
           objects = entry.generation === session.generation ? [entry.priv, ...(entry.pub ? [entry.pub] : [])] : [];
         }
         if (objects.length === 0) throw new HsmError('KeyNotFound', `key ${entry.id} not found on token '${tokenLabel}'`, { details: { key: entry.id } });
-        if (entry.ckaId.length > 0) objects.push(...find(p11, session, metadataTemplate(entry.ckaId), 8));
-        for (const object of objects) p11.C_DestroyObject(session.handle, object);
+        if (entry.ckaId.length > 0) objects.push(...(await find(p11, session, metadataTemplate(entry.ckaId), 8)));
+        for (const object of objects) await p11.C_DestroyObject(session.handle, object);
       }),
     );
     this.forget(entry);

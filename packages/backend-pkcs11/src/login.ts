@@ -1,7 +1,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { realpathSync } from 'node:fs';
 import { HsmError } from '@olocus/hsm-core';
-import type { PKCS11 } from 'pkcs11js';
+import type { AsyncPkcs11 } from './module-thread.js';
 import { classifyReturnValue, returnValueName, returnValueOf } from './classify.js';
 import { CKR, CKU_USER } from './constants.js';
 import { assertPinNotRefused, forgetRefusedPin, rememberRefusedPin } from './failed-pins.js';
@@ -71,7 +71,7 @@ export function loginHolders(scope: string): number {
 }
 
 export interface LoginTarget {
-  p11: PKCS11;
+  p11: AsyncPkcs11;
   session: Buffer;
   scope: string;
   generation: number;
@@ -88,7 +88,7 @@ export class LoginState {
   logins = 0;
   #held: string | undefined;
 
-  login(target: LoginTarget, pin: string | undefined): void {
+  async login(target: LoginTarget, pin: string | undefined): Promise<void> {
     if (this.fatal) throw this.fatal;
     if (pin === undefined) throw new HsmError('LoginFailed', 'no PIN available');
     try {
@@ -98,7 +98,7 @@ export class LoginState {
     }
     this.logins++;
     try {
-      target.p11.C_Login(target.session, CKU_USER, pin);
+      await target.p11.C_Login(target.session, CKU_USER, pin);
       record(target.scope, target.generation, pin);
       forgetRefusedPin(target.scope);
     } catch (error) {

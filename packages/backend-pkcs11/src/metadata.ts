@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
-import type { Attribute, PKCS11 } from 'pkcs11js';
+import { isHsmError } from '@olocus/hsm-core';
+import type { Attribute } from 'pkcs11js';
+import type { AsyncPkcs11 } from './module-thread.js';
 import { CKA_APPLICATION, CKA_CLASS, CKA_END_DATE, CKA_LABEL, CKA_MODIFIABLE, CKA_PRIVATE, CKA_START_DATE, CKA_TOKEN, CKA_VALUE, CKO_DATA } from './constants.js';
 import { find, optionalAttribute, type Pkcs11Session } from './objects.js';
 
@@ -63,23 +65,24 @@ export interface KeyDates {
 }
 
 /** CKA_START_DATE / CKA_END_DATE of a key object; unreadable or empty dates are absent. */
-export function readKeyDates(p11: PKCS11, session: Buffer, object: Buffer): KeyDates {
-  const read = (type: number) => {
+export async function readKeyDates(p11: AsyncPkcs11, session: Buffer, object: Buffer): Promise<KeyDates> {
+  const read = async (type: number) => {
     try {
-      return optionalAttribute(p11, session, object, type, dayOf);
-    } catch {
+      return await optionalAttribute(p11, session, object, type, dayOf);
+    } catch (error) {
+      if (isHsmError(error, 'Timeout')) throw error;
       return undefined; // see the SoftHSM note above: an unreadable date is an unknown date
     }
   };
   const out: KeyDates = {};
-  const start = read(CKA_START_DATE);
-  const end = read(CKA_END_DATE);
+  const start = await read(CKA_START_DATE);
+  const end = await read(CKA_END_DATE);
   if (start) out.start = start;
   if (end) out.end = end;
   return out;
 }
 
-export function writeMetadata(p11: PKCS11, session: Pkcs11Session, ckaId: Buffer, label: string, spki: Uint8Array, meta: { createdAt: Date; expiresAt: Date | undefined; labels: Record<string, string> | undefined }): void {
+export async function writeMetadata(p11: AsyncPkcs11, session: Pkcs11Session, ckaId: Buffer, label: string, spki: Uint8Array, meta: { createdAt: Date; expiresAt: Date | undefined; labels: Record<string, string> | undefined }): Promise<void> {
   const value = JSON.stringify({
     ckaId: ckaId.toString('hex'),
     publicKeySha256: fingerprintOf(spki),
@@ -87,7 +90,7 @@ export function writeMetadata(p11: PKCS11, session: Pkcs11Session, ckaId: Buffer
     expiresAt: meta.expiresAt?.toISOString(),
     labels: meta.labels,
   });
-  p11.C_CreateObject(session.handle, [
+  await p11.C_CreateObject(session.handle, [
     ...metadataTemplate(ckaId),
     { type: CKA_LABEL, value: label },
     { type: CKA_TOKEN, value: true },
@@ -103,8 +106,8 @@ export function writeMetadata(p11: PKCS11, session: Pkcs11Session, ckaId: Buffer
  * - a CKA_END_DATE → the metadata's exact expiry when it falls on that day, else the end of that day;
  * - createdAt only from metadata bound to this key (absent = unknown, e.g. keys made by other tools).
  */
-export function readMetadata(p11: PKCS11, session: Pkcs11Session, ckaId: Buffer, spki: Uint8Array | undefined, dates: KeyDates, keyDates: boolean): KeyMetadata {
-  const bound = ckaId.length > 0 && spki ? boundMetadata(p11, session, ckaId, spki) : undefined;
+export async function readMetadata(p11: AsyncPkcs11, session: Pkcs11Session, ckaId: Buffer, spki: Uint8Array | undefined, dates: KeyDates, keyDates: boolean): Promise<KeyMetadata> {
+  const bound = ckaId.length > 0 && spki ? await boundMetadata(p11, session, ckaId, spki) : undefined;
   const out: KeyMetadata = {};
   if (bound?.createdAt && (!dates.start || sameDay(bound.createdAt, dates.start))) out.createdAt = bound.createdAt;
   if (bound?.labels) out.labels = bound.labels;
@@ -120,14 +123,14 @@ function sameDay(a: Date, day: Date): boolean {
   return ckDate(a).equals(ckDate(day));
 }
 
-function boundMetadata(p11: PKCS11, session: Pkcs11Session, ckaId: Buffer, spki: Uint8Array): KeyMetadata | undefined {
+async function boundMetadata(p11: AsyncPkcs11, session: Pkcs11Session, ckaId: Buffer, spki: Uint8Array): Promise<KeyMetadata | undefined> {
   const fingerprint = fingerprintOf(spki);
   const candidates: KeyMetadata[] = [];
-  for (const object of find(p11, session, metadataTemplate(ckaId), 8)) {
-    const raw = optionalAttribute(p11, session.handle, object, CKA_VALUE, (v) => v.toString('utf8'));
+  for (const object of await find(p11, session, metadataTemplate(ckaId), 8)) {
+    const raw = await optionalAttribute(p11, session.handle, object, CKA_VALUE, (v) => v.toString('utf8'));
     const parsed = raw === undefined ? undefined : parse(raw);
     if (!parsed || parsed.ckaId !== ckaId.toString('hex') || parsed.publicKeySha256 !== fingerprint) continue;
-    const modifiable = optionalAttribute(p11, session.handle, object, CKA_MODIFIABLE, (v) => v[0] !== 0);
+    const modifiable = await optionalAttribute(p11, session.handle, object, CKA_MODIFIABLE, (v) => v[0] !== 0);
     if (modifiable !== false) continue; // an editable object may have been edited
     candidates.push(parsed.meta);
   }

@@ -1,4 +1,5 @@
-import type { Attribute, PKCS11 } from 'pkcs11js';
+import type { Attribute } from 'pkcs11js';
+import type { AsyncPkcs11 } from './module-thread.js';
 import { classifyReturnValue, returnValueOf } from './classify.js';
 
 /** A pooled PKCS#11 session. `generation` is the module generation it was opened in. */
@@ -7,44 +8,20 @@ export interface Pkcs11Session {
   readonly generation: number;
 }
 
-/** C_FindObjectsInit / C_FindObjects(max) / C_FindObjectsFinal. */
-export function find(p11: PKCS11, session: Pkcs11Session, template: Attribute[], max: number): Buffer[] {
-  p11.C_FindObjectsInit(session.handle, template);
-  try {
-    return p11.C_FindObjects(session.handle, max);
-  } finally {
-    try {
-      p11.C_FindObjectsFinal(session.handle);
-    } catch {
-      // the first error (if any) is the one that matters
-    }
-  }
+/** C_FindObjectsInit / C_FindObjects(max) / C_FindObjectsFinal (one round trip on a remote module). */
+export function find(p11: AsyncPkcs11, session: Pkcs11Session, template: Attribute[], max: number): Promise<Buffer[]> {
+  return p11.find(session.handle, template, max);
 }
 
 /** Every object matching the template, in batches of 100. */
-export function findAll(p11: PKCS11, session: Pkcs11Session, template: Attribute[]): Buffer[] {
-  p11.C_FindObjectsInit(session.handle, template);
-  const out: Buffer[] = [];
-  try {
-    for (;;) {
-      const batch = p11.C_FindObjects(session.handle, 100);
-      out.push(...batch);
-      if (batch.length < 100) break;
-    }
-  } finally {
-    try {
-      p11.C_FindObjectsFinal(session.handle);
-    } catch {
-      // see find()
-    }
-  }
-  return out;
+export function findAll(p11: AsyncPkcs11, session: Pkcs11Session, template: Attribute[]): Promise<Buffer[]> {
+  return p11.find(session.handle, template, 0);
 }
 
 /** Reads one attribute that may be absent or unreadable (empty dates trip pkcs11js, some modules lack the type). */
-export function optionalAttribute<T>(p11: PKCS11, session: Buffer, object: Buffer, type: number, read: (value: Buffer) => T): T | undefined {
+export async function optionalAttribute<T>(p11: AsyncPkcs11, session: Buffer, object: Buffer, type: number, read: (value: Buffer) => T): Promise<T | undefined> {
   try {
-    const value = p11.C_GetAttributeValue(session, object, [{ type }])[0]?.value;
+    const value = (await p11.C_GetAttributeValue(session, object, [{ type }]))[0]?.value;
     return value && value.length > 0 ? read(value) : undefined;
   } catch (error) {
     const cls = classifyReturnValue(error);

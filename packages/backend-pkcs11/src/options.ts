@@ -71,6 +71,24 @@ export const pkcs11OptionsSchema = z
      * at most maxSessions.
      */
     signThreads: z.number().int().min(0).max(64).optional(),
+    /**
+     * Whether the module reaches its device over a network (or is otherwise slow to answer): then
+     * it is loaded and called only on a module thread, every call has a deadline, and nothing is
+     * signed inline. Default: true for p11-kit-client.so and every hardware vendor profile.
+     */
+    remote: z.boolean().optional(),
+    /** Deadlines (ms) per operation kind on a remote module; past one the caller gets Timeout (retryable). */
+    deadlines: z
+      .object({
+        sign: ms('deadlines.sign', 1).optional(),
+        generate: ms('deadlines.generate', 1).optional(),
+        find: ms('deadlines.find', 1).optional(),
+        login: ms('deadlines.login', 1).optional(),
+        session: ms('deadlines.session', 1).optional(),
+        admin: ms('deadlines.admin', 1).optional(),
+      })
+      .strict()
+      .optional(),
     /** The operator's FIPS 140 statement, reported as 'attested' (see attestationSchema). */
     attestation: attestationSchema.optional(),
   })

@@ -55,6 +55,12 @@ export class Signer {
           throw new HsmError('SigningFailed', `key ${entry.id}: cached handle is from before a re-initialisation`, { retryable: true, details: { stale: true } });
         }
         const mod = conn.mod!;
+        if (mod.remote) {
+          // the module thread runs C_SignInit + C_Sign in one round trip; never the main thread
+          const signature = await p11.sign(session.handle, plan.mechanism(), entry.priv, input, plan.signatureBytes);
+          conn.counters.signs++;
+          return new Uint8Array(signature.buffer, signature.byteOffset, signature.byteLength);
+        }
         const threads = conn.signThreads;
         if (threads && threads.accepts(session.handle.length, plan.signatureBytes) && entry.priv.length === session.handle.length) {
           const signature = await mod.track(threads.sign(session.handle, entry.priv, plan.mechanism(), input, plan.signatureBytes));
@@ -63,14 +69,16 @@ export class Signer {
           return signature;
         }
         // a fresh mechanism object per call: pkcs11js keeps native state on the object it is given
-        p11.C_SignInit(session.handle, plan.mechanism(), entry.priv);
+        const sync = mod.p11;
+        sync.C_SignInit(session.handle, plan.mechanism(), entry.priv);
         const out = Buffer.allocUnsafe(plan.signatureBytes);
-        const signature = await mod.track(p11.C_SignAsync(session.handle, input, out));
+        const signature = await mod.track(sync.C_SignAsync(session.handle, input, out));
         conn.counters.signs++;
         return new Uint8Array(signature.buffer, signature.byteOffset, signature.byteLength);
       },
       this.assertBackendUsable,
       signal,
+      'sign',
     );
   }
 }

@@ -4,8 +4,8 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { HsmError, KEY_ALGORITHMS, algorithmInfo, type KeyAlgorithm } from '@olocus/hsm-core';
-import type { PKCS11 } from 'pkcs11js';
+import { HsmError, isHsmError, KEY_ALGORITHMS, algorithmInfo, type KeyAlgorithm } from '@olocus/hsm-core';
+import type { AsyncPkcs11 } from './module-thread.js';
 import { CKF_GENERATE_KEY_PAIR, CKF_SIGN, CKF_TOKEN_INITIALIZED, CKF_TOKEN_PRESENT, CKM_EC_EDWARDS_KEY_PAIR_GEN, CKM_EC_KEY_PAIR_GEN, CKM_RSA_PKCS_KEY_PAIR_GEN } from './constants.js';
 import { signPlanFor, type SignPlan } from './keys.js';
 import type { Pkcs11Options } from './options.js';
@@ -64,13 +64,13 @@ export function findLibrary(options: Pkcs11Options, vendor: VendorProfile, root 
 }
 
 /** Finds the token by slotId and/or tokenLabel; SlotNotFound / TokenLabelMismatch name what was found instead. */
-export function selectToken(p11: PKCS11, options: Pick<Pkcs11Options, 'slotId' | 'tokenLabel'>): SelectedToken {
+export async function selectToken(p11: AsyncPkcs11, options: Pick<Pkcs11Options, 'slotId' | 'tokenLabel'>): Promise<SelectedToken> {
   const { slotId, tokenLabel } = options;
-  const slots = p11.C_GetSlotList(false).map((slot) => ({ slot, id: slotNumberOf(slot) }));
-  const tokenOf = (slot: Buffer) => {
-    const slotInfo = p11.C_GetSlotInfo(slot);
+  const slots = (await p11.C_GetSlotList(false)).map((slot) => ({ slot, id: slotNumberOf(slot) }));
+  const tokenOf = async (slot: Buffer) => {
+    const slotInfo = await p11.C_GetSlotInfo(slot);
     if (!(slotInfo.flags & CKF_TOKEN_PRESENT)) return undefined;
-    const info = p11.C_GetTokenInfo(slot);
+    const info = await p11.C_GetTokenInfo(slot);
     return { info, label: trimLabel(info.label), initialized: (info.flags & CKF_TOKEN_INITIALIZED) !== 0 };
   };
   const selected = (slot: Buffer, slotNumber: number, label: string, serial: string): SelectedToken => ({ slot, slotNumber, label, serial: trimLabel(serial) });
@@ -79,7 +79,7 @@ export function selectToken(p11: PKCS11, options: Pick<Pkcs11Options, 'slotId' |
     if (!found) {
       throw new HsmError('SlotNotFound', `slot ${slotId} does not exist; slots: ${slots.map((s) => s.id).join(', ') || '(none)'}`, { details: { field: 'slotId', slotId } });
     }
-    const token = tokenOf(found.slot);
+    const token = await tokenOf(found.slot);
     if (!token) throw new HsmError('SlotNotFound', `slot ${slotId} has no token`, { details: { field: 'slotId', slotId } });
     if (!token.initialized) throw new HsmError('SlotNotFound', `the token in slot ${slotId} is not initialised`, { details: { field: 'slotId', slotId } });
     if (tokenLabel !== undefined && token.label !== tokenLabel) {
@@ -89,10 +89,12 @@ export function selectToken(p11: PKCS11, options: Pick<Pkcs11Options, 'slotId' |
     }
     return selected(found.slot, found.id, token.label, token.info.serialNumber);
   }
-  const tokens = slots.map((s) => ({ ...s, token: tokenOf(s.slot) })).filter((s) => s.token?.initialized);
-  const match = tokens.find((s) => s.token!.label === tokenLabel);
+  const tokens: Array<{ slot: Buffer; id: number; token: Awaited<ReturnType<typeof tokenOf>> }> = [];
+  for (const s of slots) tokens.push({ ...s, token: await tokenOf(s.slot) });
+  const initialized = tokens.filter((s) => s.token?.initialized);
+  const match = initialized.find((s) => s.token!.label === tokenLabel);
   if (!match) {
-    const labels = tokens.map((s) => `'${s.token!.label}'`);
+    const labels = initialized.map((s) => `'${s.token!.label}'`);
     throw new HsmError('TokenLabelMismatch', `no token labelled '${tokenLabel}'; tokens found: ${labels.join(', ') || '(none)'}`, {
       details: { field: 'tokenLabel', wanted: tokenLabel, found: labels.join(', ') },
     });
@@ -104,18 +106,22 @@ export function selectToken(p11: PKCS11, options: Pick<Pkcs11Options, 'slotId' |
  * C_GetMechanismList / C_GetMechanismInfo: an algorithm is claimed only if its key-pair generation
  * and a sign mechanism exist with the right flags and key size. Returns the sign plan per algorithm.
  */
-export function probeAlgorithms(p11: PKCS11, slot: Buffer, vendor: VendorProfile): Map<KeyAlgorithm, SignPlan> {
-  const list = new Set(p11.C_GetMechanismList(slot));
+export async function probeAlgorithms(p11: AsyncPkcs11, slot: Buffer, vendor: VendorProfile): Promise<Map<KeyAlgorithm, SignPlan>> {
+  const list = new Set(await p11.C_GetMechanismList(slot));
+  // one round trip per mechanism on a remote module: read the ones that matter up front
+  const known = new Map<number, { minKeySize: number; maxKeySize: number; flags: number } | undefined>();
+  for (const m of list) {
+    try {
+      known.set(m, await p11.C_GetMechanismInfo(slot, m));
+    } catch (error) {
+      if (isHsmError(error, 'Timeout')) throw error;
+      known.set(m, undefined);
+    }
+  }
   const infos = new Map<number, { minKeySize: number; maxKeySize: number; flags: number } | undefined>();
   const info = (m: number) => {
     if (!infos.has(m)) {
-      let value: { minKeySize: number; maxKeySize: number; flags: number } | undefined;
-      try {
-        value = list.has(m) ? p11.C_GetMechanismInfo(slot, m) : undefined;
-      } catch {
-        value = undefined;
-      }
-      infos.set(m, value);
+      infos.set(m, known.get(m));
     }
     return infos.get(m);
   };

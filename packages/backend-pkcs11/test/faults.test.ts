@@ -46,9 +46,9 @@ describe('network HSM restart (SoftHSM behind p11-kit server)', () => {
       await backend.initialize();
       // EdDSA is not forwarded by p11-kit 0.24's RPC: the probe must not claim it
       expect((await backend.capabilities()).algorithms).not.toContain('Ed25519');
-      // p11-kit-client.so gives every C_GetFunctionList caller its own RPC connection, so a worker
-      // thread cannot see the main thread's sessions: sign threads are found unusable and not used
-      expect(await signThreadsSettled(backend)).toBe('unsupported');
+      // p11-kit-client.so is a remote module: everything runs on its module thread, no sign threads
+      expect(backend.metrics().remote).toBe(true);
+      expect(await signThreadsSettled(backend)).toBe('remote');
       const key = await backend.generateKeyPair({ id: 'net-p256', algorithm: 'ECDSA_P256' });
       const pem = exportPublicKey(await backend.getPublicKey(key), 'pem');
 

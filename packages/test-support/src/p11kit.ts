@@ -38,6 +38,24 @@ export class P11KitServer {
     if (!existsSync(this.socket)) throw new Error(`p11-kit server socket ${this.socket} missing`);
   }
 
+  /**
+   * SIGSTOP to the whole process group: the HSM freezes without closing its connections (the
+   * server forks a child per connection, so stopping only the listener would not freeze them).
+   */
+  freeze(): void {
+    this.signal('SIGSTOP');
+  }
+
+  /** SIGCONT to the whole process group: a frozen HSM answers again. */
+  thaw(): void {
+    this.signal('SIGCONT');
+  }
+
+  private signal(name: NodeJS.Signals): void {
+    if (this.child?.pid === undefined) throw new Error('p11-kit server is not running');
+    process.kill(-this.child.pid, name);
+  }
+
   /** SIGKILL to the whole process group: the HSM "loses power". */
   kill(): void {
     if (this.child?.pid !== undefined) {
