@@ -468,8 +468,9 @@ export class RotationManager {
         await this.store
           .tx(async (trx) => {
             await this.advanceJournal(trx, j, 'failed', { error: describe(error) });
-            if (absent && j.kind === 'create') {
-              // nothing exists anywhere: the creation simply did not happen
+            if (j.kind === 'create') {
+              // The creation did not happen: nothing was made, or the id is taken by a key that is
+              // not ours (made outside the library). No logical key without a version is left.
               await trx.deleteFrom('logical_keys').where('base_key_id', '=', j.base_key_id).execute();
             } else if (absent) {
               await trx

@@ -152,6 +152,15 @@ describe.each(STORAGE_KINDS)('rotation manager (%s)', (kind) => {
     expect(await hsm.verifyWithLogicalKey('race', data, signedNow.signature, signedNow.signedAt)).toBe(true);
   });
 
+  it('creating a key whose version id is taken by a foreign backend key leaves nothing behind', async () => {
+    const { manager, hsm, registry } = await setup('taken');
+    await hsm.generateKey({ id: 'taken.v1', algorithm: 'Ed25519' });
+    await expect(manager.createKey('taken', 'Ed25519', { actor: 'alice' })).rejects.toMatchObject({ code: 'KeyAlreadyExists' });
+    await expect(registry.getLogicalKey('taken')).rejects.toMatchObject({ code: 'KeyNotFound' });
+    await hsm.destroyKey('taken.v1');
+    expect((await manager.createKey('taken', 'Ed25519', { actor: 'alice' })).version).toBe(1);
+  });
+
   it('emergency rotation is refused unless allowed', async () => {
     const { manager, registry } = await setup('emerg-off');
     await manager.createKey('e', 'Ed25519', { actor: 'alice' });
