@@ -243,7 +243,8 @@ export class RotationManager {
     if (!row) return undefined;
     const j = { ...row, lease_until: Number(row.lease_until) } as JournalRow;
     const now = this.nowMs();
-    if (!force && j.owner !== this.nodeId && j.lease_until >= now && !ownerIsDead(j.owner)) {
+    // our own node's open rotation is in flight in this process: never take it from ourselves
+    if (!force && (j.owner === this.nodeId || (j.lease_until >= now && !ownerIsDead(j.owner)))) {
       throw rotationError(
         'RotationInProgress',
         `a rotation of ${baseKeyId} to v${j.to_version} is in progress on node ${j.owner} (step ${j.step}, lease until ${new Date(j.lease_until).toISOString()}); if that node is gone, run: olocus-hsm rotation recover --key ${baseKeyId}`,
