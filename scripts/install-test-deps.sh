@@ -13,3 +13,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# Cloud KMS emulators for the cloud backends' tests, by name and pinned version from the Go module
+# proxy and PyPI (built once, then kept in ~/.cache/olocus-emulators). Azure's emulator (Lowkey
+# Vault) is not served by the Maven mirror this machine reaches: its tests use a wire-level fake.
+here="$(cd "$(dirname "$0")" && pwd)"
+bash "$here/emulators/aws.sh"
+bash "$here/emulators/gcp.sh"
