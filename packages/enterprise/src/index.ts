@@ -5,3 +5,4 @@ export * from './cedar.js';
 export * from './rate-limit.js';
 export * from './pool-backend.js';
 export * from './manager.js';
+export * from './open.js';

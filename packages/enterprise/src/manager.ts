@@ -92,6 +92,11 @@ export interface ApprovalRequest {
   state: 'pending' | 'executed';
 }
 
+export interface EnterpriseState {
+  applications: Array<Omit<ApplicationRecord, 'createdAt' | 'policy'> & { createdAt: string; policy: unknown }>;
+  approvals: ApprovalRequest[];
+}
+
 function digest(data: Uint8Array): string {
   return 'sha256:' + createHash('sha256').update(data).digest('hex');
 }
@@ -312,6 +317,8 @@ export class EnterpriseKeyManager {
       throw this.refusal(appId, decision);
     }
     let signed: { signature: Uint8Array; member: string; retriedFrom: string[] };
+    // a process that did not generate the key learns its placement from the application record
+    if (!this.pool.placementOf(version.keyId)) this.pool.place(version.keyId, this.application(appId).members);
     try {
       signed = await this.pool.sign(version.keyId, data, context.purpose ? { purpose: context.purpose } : {});
     } catch (error) {
@@ -372,6 +379,19 @@ export class EnterpriseKeyManager {
     };
     this.approvals.set(request.id, request);
     return request;
+  }
+
+  /** Applications and open approval requests, as JSON-safe data (the CLI keeps them in a state file). */
+  exportState(): EnterpriseState {
+    return {
+      applications: [...this.apps.values()].map((a) => ({ ...a, createdAt: a.createdAt.toISOString() })),
+      approvals: [...this.approvals.values()].map((r) => ({ ...r, approvers: [...r.approvers], eligible: [...r.eligible] })),
+    };
+  }
+
+  importState(state: EnterpriseState): void {
+    for (const a of state.applications ?? []) this.adoptApplication({ ...a, createdAt: new Date(a.createdAt) });
+    for (const r of state.approvals ?? []) this.approvals.set(r.id, { ...r });
   }
 
   approvalRequest(id: string): ApprovalRequest {
