@@ -53,6 +53,9 @@ export function eventToRecords(event: OperationEvent, actor: string): AuditEvent
   if (typeof purpose === 'string' && purpose !== '') details['purpose'] = purpose.slice(0, 64);
   if (event.valid !== undefined) details['valid'] = event.valid;
   if (event.verifiedLocally !== undefined) details['verifiedLocally'] = event.verifiedLocally;
+  // A logical-key signature is dated by the moment its version was confirmed Active; the rules
+  // judge it by that, not by this record's (later) append time.
+  if (event.operation === 'sign' && event.signedAt instanceof Date && !Number.isNaN(event.signedAt.getTime())) details['signedAt'] = event.signedAt.toISOString();
   const base: AuditEventInput = {
     type: TYPE_OF[event.operation],
     actor,

@@ -1,7 +1,7 @@
 import type { AuditEventType, AuditRecord } from '../audit/types.js';
 import { algorithmFacts, mentionsSha1 } from './algorithm-facts.js';
 import { cutoff, type ResolvedComplianceConfig } from './config.js';
-import { canSign, exists, finding, notApplicable, pass, PerKeyTally, plural, recordKey, scanningRule } from './helpers.js';
+import { canSign, exists, finding, notApplicable, pass, PerKeyTally, plural, recordKey, scanningRule, signatureTime } from './helpers.js';
 import type { Finding, Rule, Severity } from './types.js';
 import { claimsFipsValidation, fipsEvidenceOf, fipsFindingsOf } from './inputs.js';
 
@@ -97,7 +97,7 @@ export const ALG_112: Rule = scanningRule({
     return {
       types: ['key.sign'],
       visit: (r) => {
-        if (r.outcome !== 'success' || !r.algorithm || Date.parse(r.time) <= limit) return;
+        if (r.outcome !== 'success' || !r.algorithm || signatureTime(r).getTime() <= limit) return;
         if (is112(algorithmFacts(r.algorithm).securityBits)) tally.add(recordKey(r), r, undefined);
       },
       finish: () => {

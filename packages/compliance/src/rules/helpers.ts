@@ -81,6 +81,22 @@ export function recordKey(r: AuditRecord): string {
   return r.baseKeyId ?? '(no key)';
 }
 
+/**
+ * When a signature was made, for the rules: a logical-key sign is dated by `details.signedAt` —
+ * the moment the registry confirmed its version Active (core's OperationEvent.signedAt) — not by
+ * the record's append time, which may fall after a concurrent rotation deactivated the version
+ * the signature was already bound to (issue 18 item 9). Other records: their time.
+ */
+export function signatureTime(r: AuditRecord): Date {
+  const at = r.type === 'key.sign' ? r.details?.['signedAt'] : undefined;
+  if (typeof at === 'string') {
+    const t = Date.parse(at);
+    // a signedAt after the record itself cannot be the signing moment: the record's time wins
+    if (!Number.isNaN(t) && t <= Date.parse(r.time)) return new Date(t);
+  }
+  return new Date(r.time);
+}
+
 /** A detail value as a trimmed string ('' when absent). */
 export function detail(r: AuditRecord, name: string): string {
   const v = r.details?.[name];

@@ -1,5 +1,5 @@
 import { cryptoperiodDays, type ResolvedComplianceConfig } from './config.js';
-import { DAY_MS, detail, finding, HOUR_MS, iso, pass, PerKeyTally, plural, recordKey, scanningRule } from './helpers.js';
+import { DAY_MS, detail, finding, HOUR_MS, iso, pass, PerKeyTally, plural, recordKey, scanningRule, signatureTime } from './helpers.js';
 import type { KeyLifecycleState } from './inputs.js';
 import type { Finding, Rule, RuleContext, VersionEntry } from './types.js';
 
@@ -100,7 +100,7 @@ export const LC_PROTECT: Rule = scanningRule({
           return;
         }
         checked++;
-        const t = new Date(r.time);
+        const t = signatureTime(r);
         const state = ctx.stateAt(entry, t);
         if (state !== 'Active') notActive.add(entry.version.keyId, r, state ?? 'not yet created');
         else if (entry.version.expiresAt && t.getTime() > entry.version.expiresAt.getTime()) expired.add(entry.version.keyId, r, iso(entry.version.expiresAt));
@@ -229,7 +229,7 @@ export const LC_CP_SIG: Rule = scanningRule({
         if (r.outcome !== 'success') return;
         const entry = ctx.findVersion(r.keyId, r.baseKeyId, r.keyVersion);
         const end = entry ? ends.get(entry.version.keyId) : undefined;
-        if (entry && end && Date.parse(r.time) > end.getTime()) late.add(entry.version.keyId, r, end);
+        if (entry && end && signatureTime(r).getTime() > end.getTime()) late.add(entry.version.keyId, r, end);
       },
       finish: async () => {
         for (const [key, t] of late) {

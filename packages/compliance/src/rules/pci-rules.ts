@@ -1,6 +1,6 @@
 import { AUDIT_EVENT_TYPES, type AuditEventType, type AuditRecord } from '../audit/types.js';
 import { cryptoperiodDays } from './config.js';
-import { approverSet, canSign, DAY_MS, detail, exists, finding, iso, pass, PerKeyTally, plural, recordKey, scanningRule } from './helpers.js';
+import { approverSet, canSign, DAY_MS, detail, exists, finding, iso, pass, PerKeyTally, plural, recordKey, scanningRule, signatureTime } from './helpers.js';
 import { compromisedAt, cryptoperiodEnd, successorBy } from './lifecycle-rules.js';
 import type { Finding, Rule, RuleContext } from './types.js';
 
@@ -103,7 +103,7 @@ export const PCI_3_7_4: Rule = scanningRule({
         if (r.outcome !== 'success') return;
         const entry = ctx.findVersion(r.keyId, r.baseKeyId, r.keyVersion);
         const end = entry ? ends.get(entry.version.keyId) : undefined;
-        if (entry && end && Date.parse(r.time) > end.getTime()) late.add(entry.version.keyId, r, end);
+        if (entry && end && signatureTime(r).getTime() > end.getTime()) late.add(entry.version.keyId, r, end);
       },
       finish: async () => {
         for (const [key, t] of late) {
