@@ -6,18 +6,7 @@ import { HsmError } from '@olocus/hsm-core';
  * `--module`, `--token-label` and `--pin-file` are the existing PKCS#11 flags; aws-cloudhsm reads
  * them too. Credentials never go in the config: the SDK's default chain finds them.
  */
-export const awsInitFlags: { flags: string; description: string }[] = [
-  { flags: '--region <region>', description: 'aws-kms / aws-cloudhsm: AWS region, e.g. eu-west-1' },
-  { flags: '--endpoint <url>', description: 'aws-kms / aws-cloudhsm: another API endpoint (VPC or FIPS endpoint)' },
-  { flags: '--profile <name>', description: 'aws-kms / aws-cloudhsm: shared-config profile (credentials come from the SDK default chain, never the config)' },
-  { flags: '--account-id <id>', description: 'aws-kms: the 12-digit account (default: read from alias ARNs)' },
-  { flags: '--alias-prefix <prefix>', description: "aws-kms: aliases are alias/<prefix><id> (default 'olocus/')" },
-  { flags: '--max-concurrency <n>', description: 'aws-kms: requests in flight at once (default 64)' },
-  { flags: '--request-timeout-ms <ms>', description: 'aws-kms / aws-cloudhsm: bound on one HTTP attempt (default 5000)' },
-  { flags: '--deletion-window-days <days>', description: 'aws-kms: ScheduleKeyDeletion window, 7-30 (default 30)' },
-  { flags: '--cluster-id <id>', description: 'aws-cloudhsm: the CloudHSM cluster (cluster-...)' },
-  { flags: '--pin-env <VAR>', description: 'aws-cloudhsm: environment variable holding the crypto user as user:password (default OLOCUS_HSM_PIN)' },
-];
+export { awsInitFlags } from './init-flags.js';
 
 const REGION = /^[a-z]{2}(-[a-z]+)+-\d+$/;
 

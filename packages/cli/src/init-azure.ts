@@ -4,18 +4,7 @@ import { HsmError } from '@olocus/hsm-core';
  * `olocus-hsm init --backend azure-keyvault`: the flags and the backend section they make. Kept
  * free of Azure imports so the CLI loads @olocus/hsm-backend-azure only when a config names it.
  */
-export const azureInitFlags: { flags: string; description: string }[] = [
-  { flags: '--vault-url <url>', description: 'Key Vault (https://NAME.vault.azure.net) or Managed HSM (https://NAME.managedhsm.azure.net) URL' },
-  { flags: '--hsm', description: 'create HSM-protected keys (EC-HSM/RSA-HSM; Key Vault Premium). A Managed HSM always does' },
-  { flags: '--service-version <version>', description: 'Key Vault API version (7.2-7.6 or 2025-07-01; default: the SDK\'s newest)' },
-  { flags: '--max-concurrency <n>', description: 'requests to the vault in flight at once (default 64)' },
-  { flags: '--request-timeout-ms <ms>', description: 'bound on one operation, retries and Retry-After waits included (default 30000)' },
-  { flags: '--purge-on-destroy', description: 'purge keys after the soft delete when they are destroyed (default: soft delete only)' },
-  { flags: '--tenant-id <id>', description: 'service principal tenant (default: DefaultAzureCredential: environment, workload or managed identity, Azure CLI)' },
-  { flags: '--client-id <id>', description: 'service principal application (client) id' },
-  { flags: '--client-secret-env <VAR>', description: 'environment variable holding the service principal secret (never the secret itself)' },
-  { flags: '--client-secret-file <path>', description: 'file holding the service principal secret' },
-];
+export { azureInitFlags } from './init-flags.js';
 
 const SERVICE_VERSIONS = ['7.2', '7.3', '7.4', '7.5', '7.6', '2025-07-01'];
 

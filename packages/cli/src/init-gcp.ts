@@ -6,18 +6,7 @@ import { HsmError } from '@olocus/hsm-core';
  * Credentials never go in the config: Application Default Credentials find them
  * (GOOGLE_APPLICATION_CREDENTIALS, gcloud, workload identity, the metadata server).
  */
-export const gcpInitFlags: { flags: string; description: string }[] = [
-  { flags: '--project <id>', description: 'gcp-kms: Google Cloud project that holds the key ring' },
-  { flags: '--location <location>', description: 'gcp-kms: Cloud KMS location, e.g. us-east1, europe-west1 or global' },
-  { flags: '--key-ring <id>', description: 'gcp-kms: key ring id (not its full name)' },
-  { flags: '--protection-level <level>', description: 'gcp-kms: HSM (default, Cloud HSM) or SOFTWARE' },
-  { flags: '--create-key-ring', description: 'gcp-kms: create the key ring when it is missing (key rings cannot be deleted)' },
-  { flags: '--destroy-scheduled-duration <duration>', description: 'gcp-kms: how long a destroyed key version stays recoverable, e.g. 30d or 48h (24h-120d; Cloud KMS default 30d)' },
-  { flags: '--api-endpoint <host>', description: 'gcp-kms: another API host (a regional or private endpoint)' },
-  { flags: '--emulator <host:port>', description: 'gcp-kms: a Cloud KMS emulator on this machine (plaintext gRPC, no credentials; loopback only)' },
-  { flags: '--max-concurrency <n>', description: 'gcp-kms: requests in flight at once (default 64)' },
-  { flags: '--request-timeout-ms <ms>', description: 'gcp-kms: deadline of one attempt of one call (default 10000)' },
-];
+export { gcpInitFlags } from './init-flags.js';
 
 const PROJECT = /^(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$/;
 const LOCATION = /^[a-z0-9-]{1,63}$/;

@@ -3,6 +3,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { ENCODINGS, INIT_BACKENDS, PKCS11_VENDORS, PUBLIC_KEY_FORMATS, SIGNATURE_FORMATS } from './constants.js';
 import { createContext, type CliContext, type GlobalOptions } from './context.js';
 import { CliError, EXIT_ERROR, EXIT_OK, redact, rememberSecret, summarize } from './errors.js';
+import { CLOUD_INIT_BACKENDS, mergedCloudInitFlags } from './init-flags.js';
 import { echo, installPipeGuards, isClosedPipeError, stdoutClosed, terminalSafe, terminalSafeLine } from './io.js';
 
 /**
@@ -93,19 +94,26 @@ export function buildProgram(state: RunState = {}): Command {
     .helpCommand(false)
     .showSuggestionAfterError(true);
 
-  program
+  const init = program
     .command('init')
     .description('write a config file (default: ./.olocus/config.json for the software backend)')
     .option('--dir <dir>', 'folder for config.json', '.olocus')
-    .addOption(new Option('--backend <type>', 'backend type (default: software; --module, --token-label, --slot or --vendor imply pkcs11)').choices(INIT_BACKENDS))
+    .addOption(
+      new Option('--backend <type>', 'backend type (default: software; --module, --token-label, --slot or --vendor imply pkcs11; a cloud type needs its package installed)').choices([
+        ...INIT_BACKENDS,
+        ...CLOUD_INIT_BACKENDS,
+      ]),
+    )
     .option('--force', 'overwrite an existing config')
     .option('--passphrase-file <path>', 'software: the new store\'s passphrase (at least 12 characters) from this file; else OLOCUS_HSM_PASSPHRASE, else asked on a terminal')
     .option('--pin-file <path>', 'pkcs11: the user PIN from this file (else OLOCUS_HSM_PIN)')
-    .option('--module <path>', 'pkcs11: the PKCS#11 library')
-    .option('--token-label <label>', 'pkcs11: token label')
+    .option('--module <path>', 'pkcs11 / aws-cloudhsm: the PKCS#11 library')
+    .option('--token-label <label>', 'pkcs11 / aws-cloudhsm: token label')
     .option('--slot <id>', 'pkcs11: slot id')
-    .addOption(new Option('--vendor <name>', 'pkcs11: vendor profile').choices(PKCS11_VENDORS))
-    .action(run(async () => (await import('./commands/init.js')).init, state));
+    .addOption(new Option('--vendor <name>', 'pkcs11: vendor profile').choices(PKCS11_VENDORS));
+  // Each flag once, however many clouds take it (--max-concurrency, --request-timeout-ms).
+  for (const flag of mergedCloudInitFlags()) init.option(flag.flags, flag.description);
+  init.action(run(async () => (await import('./commands/init.js')).init, state));
 
   const keys = program.command('keys').description('create, list, show, export, rotate, revoke and destroy keys').helpCommand(false);
   keys
