@@ -78,8 +78,22 @@ export interface CedarDecision {
   errors: string[];
   /** The version of the policy set that decided (global and application parts). */
   policyVersion: string;
-  /** Microseconds spent in the engine. */
+  /** Microseconds spent deciding. */
   micros: number;
+  /** Served from the decision cache (same request, same policy version, within its TTL). */
+  cached?: boolean;
+}
+
+export interface CedarAuthorizerOptions {
+  /**
+   * How long an identical request (principal, groups, roles, action, resource, tags, context,
+   * hour) keeps its decision under the same policy version, in ms (default 1000; 0 = never
+   * cached). A policy load changes the version and so misses every cached entry.
+   */
+  decisionCacheMs?: number;
+  /** Most cached decisions (default 10000); the oldest go first. */
+  decisionCacheSize?: number;
+  now?: () => number;
 }
 
 function lineAndColumn(text: string, offset: number): { line: number; column: number } {
@@ -144,8 +158,15 @@ export class CedarAuthorizer {
   private readonly preparsed = new Map<string, string>();
   private generation = 0;
   private schemaName: string;
+  private readonly cacheMs: number;
+  private readonly cacheSize: number;
+  private readonly now: () => number;
+  private readonly cache = new Map<string, { decision: CedarDecision; expires: number }>();
 
-  constructor() {
+  constructor(options: CedarAuthorizerOptions = {}) {
+    this.cacheMs = options.decisionCacheMs ?? 1000;
+    this.cacheSize = options.decisionCacheSize ?? 10_000;
+    this.now = options.now ?? (() => performance.now());
     const answer = cedarWasm().preparseSchema(`olocus-${process.pid}`, CEDAR_SCHEMA);
     if (answer.type !== 'success') throw new HsmError('Internal', `the built-in Cedar schema does not parse: ${answer.errors[0]?.message}`);
     this.schemaName = `olocus-${process.pid}`;
@@ -209,6 +230,23 @@ export class CedarAuthorizer {
 
   /** Default deny: allowed only when a permit applies and no forbid does. */
   authorize(request: AuthorizationRequest): CedarDecision {
+    if (this.cacheMs <= 0) return this.evaluate(request);
+    const started = performance.now();
+    const policyVersion = this.policyVersion(request.resource.application);
+    const hour = (request.at ?? new Date()).getUTCHours();
+    // everything the decision depends on: the request, the hour the context carries, the policies
+    const key = JSON.stringify([policyVersion, hour, request.principal, request.action, request.resource, request.context ?? {}]);
+    const now = this.now();
+    const hit = this.cache.get(key);
+    if (hit && hit.expires > now) return { ...hit.decision, cached: true, micros: Math.round((performance.now() - started) * 1000) };
+    const decision = this.evaluate(request);
+    if (hit) this.cache.delete(key);
+    else if (this.cache.size >= this.cacheSize) this.cache.delete(this.cache.keys().next().value!);
+    this.cache.set(key, { decision, expires: now + this.cacheMs });
+    return decision;
+  }
+
+  private evaluate(request: AuthorizationRequest): CedarDecision {
     const started = performance.now();
     const policyVersion = this.policyVersion(request.resource.application);
     const setId = this.setFor(request.resource.application);

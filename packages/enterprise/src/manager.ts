@@ -53,6 +53,8 @@ export interface DecisionMetadata {
   rule?: string;
   reason?: string;
   cedarMicros: number;
+  /** The Cedar decision came from the decision cache. */
+  cached?: boolean;
 }
 
 export interface EnforcedSignature {
@@ -262,7 +264,7 @@ export class EnterpriseKeyManager {
         return this.deny('rateLimits', `rate limit reached for ${appId} (${limits.perKey ? `per key ${limits.perKey.limit}/${limits.perKey.per}` : ''}${limits.perKey && limits.perCaller ? ', ' : ''}${limits.perCaller ? `per caller ${limits.perCaller.limit}/${limits.perCaller.per}` : ''})`, decision.policyVersion, decision.determining, decision.micros);
       }
     }
-    return { decision: 'allow', policyVersion: decision.policyVersion, determining: decision.determining, cedarMicros: decision.micros };
+    return { decision: 'allow', policyVersion: decision.policyVersion, determining: decision.determining, cedarMicros: decision.micros, ...(decision.cached ? { cached: true } : {}) };
   }
 
   private async activeVersion(appId: string): Promise<{ keyId: string; version: number; algorithm: KeyAlgorithm; confirmedActiveAt?: Date }> {
@@ -306,6 +308,7 @@ export class EnterpriseKeyManager {
         decision: decision.decision,
         policyVersion: decision.policyVersion,
         determining: decision.determining.join(',') || null,
+        decisionCached: decision.cached ?? false,
         purpose: context.purpose ?? null,
         classification: context.classification ?? null,
         ticketId: context.ticketId ?? null,

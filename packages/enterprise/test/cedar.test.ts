@@ -128,4 +128,24 @@ describe('Cedar authorization', () => {
     expect(b.policyVersion('payments')).toBe(version);
     expect(b.authorize({ principal: app('payments'), action: 'sign', resource: { application: 'payments', keyId: 'k', algorithm: 'Ed25519', version: 1 } }).allowed).toBe(true);
   });
+
+  it('caches a decision for an identical request under the same policy version only', () => {
+    let t = 0;
+    const c = new CedarAuthorizer({ decisionCacheMs: 1000, now: () => t });
+    c.loadApplication('payments', [{ file: 'p.cedar', text: 'permit (principal == Olocus::Application::"payments", action, resource);' }]);
+    const req = { principal: app('payments'), action: 'sign' as const, resource: { application: 'payments', keyId: 'p.v1', algorithm: 'Ed25519', version: 1 }, context: { purpose: 'x' }, at: at(10) };
+    expect(c.authorize(req)).toMatchObject({ allowed: true });
+    expect(c.authorize(req).cached).toBe(true);
+    expect(c.authorize({ ...req, context: { purpose: 'y' } }).cached).toBeUndefined();
+    expect(c.authorize({ ...req, at: at(11) }).cached).toBeUndefined();
+    t = 1001;
+    expect(c.authorize(req).cached).toBeUndefined();
+    c.loadApplication('payments', [{ file: 'p.cedar', text: 'forbid (principal, action, resource);' }]);
+    expect(c.authorize(req)).toMatchObject({ allowed: false });
+    expect(c.authorize(req)).toMatchObject({ allowed: false, cached: true });
+    const uncached = new CedarAuthorizer({ decisionCacheMs: 0 });
+    uncached.loadApplication('payments', [{ file: 'p.cedar', text: 'permit (principal, action, resource);' }]);
+    uncached.authorize(req);
+    expect(uncached.authorize(req).cached).toBeUndefined();
+  });
 });
