@@ -39,6 +39,8 @@ export function checkpointSignerFromBackend(backend: HsmBackend, keyId: string, 
     keyId,
     algorithm,
     backend: backend.type,
+    // a key the log finds in charge after a rotation already exists: never created here
+    withKey: (other, otherAlgorithm) => checkpointSignerFromBackend(backend, other, { create: false, algorithm: otherAlgorithm }),
     async sign(data) {
       await ensure();
       // tagged, so that a backend wrapped for auditing after all records it as a checkpoint signature

@@ -3,11 +3,13 @@ import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import type { Writable } from 'node:stream';
+import { existsSync, statSync } from 'node:fs';
 import type { KeyObject } from 'node:crypto';
-import { HsmError } from '@olocus/hsm-core';
+import { HsmError, publicKeyObject, verifyLocally, type KeyAlgorithm } from '@olocus/hsm-core';
 import { canonicalDetails, checkpointBody, ZERO_HASH, type RecordLike } from './jcs.js';
 import { resolveOptions, type AuditLogOptions, type CheckpointSigner, type ResolvedAuditLogOptions } from './options.js';
-import { openStore, storageError, type AuditStore } from './store.js';
+import { openStore, storageError, type AuditStore, type CheckpointKeyRow } from './store.js';
+import { consultWitnesses, keyFingerprint, witnessEntry, type WitnessEntry } from './witness.js';
 import { AUDIT_EVENT_TYPES, type AuditCheckpoint, type AuditDetails, type AuditEventInput, type AuditQuery, type AuditReader, type AuditRecord, type AuditSettings, type AuditVerifyResult } from './types.js';
 import { verifyChain } from './verify.js';
 
@@ -48,9 +50,26 @@ export interface AuditTailOptions {
 }
 
 export interface AuditVerifyOptions {
-  /** SPKI DER (or a KeyObject) of the checkpoint key; defaults to the signer's public key. */
+  /** SPKI DER (or a KeyObject) of the checkpoint key now in charge; defaults to the signer's public key. */
   publicKey?: Uint8Array | KeyObject;
+  /** Ask the log's witnesses (default true when it has any). */
+  witnesses?: boolean;
 }
+
+/** What `rotateCheckpointKey` did. */
+export interface CheckpointKeyRotation {
+  /** Seq of the `config.change` record that names the new key. */
+  seq: number;
+  oldKeyId: string;
+  oldFingerprint: string;
+  newKeyId: string;
+  newFingerprint: string;
+  /** The old key's checkpoint that covers the rotation record. */
+  checkpoint: AuditCheckpoint;
+}
+
+/** `details.action` of the record a checkpoint-key rotation writes. */
+export const CHECKPOINT_KEY_ROTATED = 'audit.checkpoint-key-rotated';
 
 export interface AuditPruneResult {
   removed: number;
@@ -178,7 +197,9 @@ async function write(out: Writable, line: string): Promise<void> {
 
 /** The tamper-evident audit log (hash chain + checkpoints) over SQLite or PostgreSQL. */
 export class AuditLog implements AuditReader {
-  readonly settings: AuditSettings;
+  #settings: AuditSettings;
+  #signer: CheckpointSigner | undefined;
+  #spki = new Map<string, Uint8Array>();
   readonly logName: string;
   readonly origin: string;
   readonly #o: ResolvedAuditLogOptions;
@@ -203,8 +224,22 @@ export class AuditLog implements AuditReader {
     this.logName = options.logName;
     this.origin = options.origin;
     this.#lastCheckpointSize = lastCheckpointSize;
-    const signer = options.checkpoint.signer;
-    this.settings = Object.freeze({
+    this.#signer = options.checkpoint.signer;
+    this.#settings = this.#makeSettings();
+    if (options.checkpoint.intervalMs > 0) {
+      this.#interval = setInterval(() => this.#autoCheckpoint(), options.checkpoint.intervalMs);
+      this.#interval.unref();
+    }
+  }
+
+  get settings(): AuditSettings {
+    return this.#settings;
+  }
+
+  #makeSettings(): AuditSettings {
+    const options = this.#o;
+    const signer = this.#signer;
+    return Object.freeze({
       retentionDays: options.retention.days,
       hotDays: options.retention.hotDays,
       failClosed: options.failClosed,
@@ -212,18 +247,45 @@ export class AuditLog implements AuditReader {
       ...(signer ? { checkpointKeyId: signer.keyId, ...(signer.backend ? { checkpointBackend: signer.backend } : {}) } : {}),
       alertsConfigured: options.alertsConfigured,
     });
-    if (options.checkpoint.intervalMs > 0) {
-      this.#interval = setInterval(() => this.#autoCheckpoint(), options.checkpoint.intervalMs);
-      this.#interval.unref();
+  }
+
+  async #publicKeyOf(signer: CheckpointSigner): Promise<Uint8Array> {
+    let spki = this.#spki.get(signer.keyId);
+    if (!spki) {
+      spki = await signer.publicKey();
+      this.#spki.set(signer.keyId, spki);
     }
+    return spki;
+  }
+
+  /** Names of the witnesses every checkpoint is sent to. */
+  get witnesses(): string[] {
+    return this.#o.witnesses.map((w) => w.name);
+  }
+
+  /**
+   * Sends a checkpoint to every witness. A witness that fails does not fail the checkpoint (the
+   * log itself is fine); `onFailure` is told, and the next checkpoint reaches it.
+   */
+  async #witness(cp: AuditCheckpoint, signer: CheckpointSigner | undefined): Promise<void> {
+    if (this.#o.witnesses.length === 0) return;
+    let entry: WitnessEntry;
+    try {
+      entry = witnessEntry(cp, signer ? await this.#publicKeyOf(signer) : undefined);
+    } catch (error) {
+      this.#notify(error);
+      return;
+    }
+    await Promise.all(this.#o.witnesses.map((w) => w.submit(entry).catch((error: unknown) => this.#notify(error))));
   }
 
   get storage(): 'sqlite' | 'postgres' {
     return this.#store.dialect;
   }
 
+  /** The signer now in charge (after a rotation: the new key's). */
   get checkpointSigner(): CheckpointSigner | undefined {
-    return this.#o.checkpoint.signer;
+    return this.#signer;
   }
 
   /**
@@ -361,7 +423,7 @@ export class AuditLog implements AuditReader {
         if (latest) this.#lastCheckpointSize = Math.max(this.#lastCheckpointSize, latest.size);
         return latest;
       }
-      const signer = this.#o.checkpoint.signer;
+      const signer = this.#signer;
       let signature = '';
       if (signer) {
         try {
@@ -388,6 +450,7 @@ export class AuditLog implements AuditReader {
       if (inserted) {
         this.#stats.checkpoints++;
         this.#lastCheckpointSize = cp.size;
+        await this.#witness(cp, signer);
         return cp;
       }
       const now = await this.#store.latestCheckpoint(this.logName);
@@ -403,22 +466,193 @@ export class AuditLog implements AuditReader {
     return this.#store.checkpoints(this.logName);
   }
 
-  /** Verifies the chain and the checkpoints (signatures with `publicKey`, else the signer's key). */
+  /**
+   * Verifies the chain and the checkpoints (signatures with `publicKey`, else the signer's key;
+   * across rotations with each checkpoint key the chain names), then — when the log has
+   * witnesses — the log against the newest checkpoint a witness holds: `rollback`, `wipe` or
+   * `fork` by name, with every witness consulted in `witnesses`.
+   */
   async verify(options: AuditVerifyOptions = {}): Promise<AuditVerifyResult> {
+    const started = performance.now();
     const head = await this.#store.head(this.logName);
     const checkpoints = await this.#store.checkpoints(this.logName);
-    const publicKey = options.publicKey ?? (this.#o.checkpoint.signer ? await this.#o.checkpoint.signer.publicKey() : undefined);
+    const trusted = options.publicKey ?? (this.#signer ? await this.#publicKeyOf(this.#signer) : undefined);
     const anchor = { seq: head.anchorSeq, hash: head.anchorHash };
     const store = this.#store;
-    return verifyChain({
-      logName: this.logName,
-      anchor,
-      pages: pagesOf(store, this.logName, head.anchorSeq),
-      checkpoints,
-      headSeq: head.seq,
-      ...(publicKey ? { publicKey } : {}),
-      ...(store.verifyParallel ? { parallel: (cps: Map<number, string>) => store.verifyParallel!(this.logName, anchor, head.seq, cps) } : {}),
+    const epochs = await this.#keyEpochs(head.anchorSeq, trusted);
+    const failed = (problem: NonNullable<AuditVerifyResult['problem']>, seq: number, message: string): AuditVerifyResult => ({ ok: false, records: 0, checkpoints: checkpoints.length, firstBadSeq: seq, problem, message, durationMs: performance.now() - started });
+    let result: AuditVerifyResult;
+    if (typeof epochs === 'string') result = failed('bad-checkpoint-signature', 0, epochs);
+    else {
+      result = await verifyChain({
+        logName: this.logName,
+        anchor,
+        pages: pagesOf(store, this.logName, head.anchorSeq),
+        checkpoints,
+        headSeq: head.seq,
+        ...(epochs ? { keys: epochs.map((e) => ({ keyId: e.keyId, key: e.key, rotationSeq: e.rotationSeq })) } : trusted ? { publicKey: trusted } : {}),
+        ...(store.verifyParallel ? { parallel: (cps: Map<number, string>) => store.verifyParallel!(this.logName, anchor, head.seq, cps) } : {}),
+      });
+      if (epochs) result.checkpointKeys = epochs.map((e) => ({ keyId: e.keyId, fingerprint: e.fingerprint, fromSeq: e.rotationSeq }));
+    }
+    if (options.witnesses === false || this.#o.witnesses.length === 0) return result;
+    const keyOf = (keyId: string): KeyObject | undefined => {
+      if (typeof epochs === 'object' && epochs) return epochs.find((e) => e.keyId === keyId)?.key;
+      if (!trusted) return undefined;
+      return keyId === this.#signer?.keyId || options.publicKey ? (trusted instanceof Uint8Array ? publicKeyObject(trusted) : trusted) : undefined;
+    };
+    return this.#checkWitnesses(result, head, keyOf, trusted !== undefined, started);
+  }
+
+  /**
+   * The checkpoint keys in the order they took over, from the rotation index checked against the
+   * rotation records in the chain; undefined when the key was never rotated; a string saying
+   * what is wrong when the index and the chain disagree or the trusted key is not the last one.
+   */
+  async #keyEpochs(anchorSeq: number, trusted: Uint8Array | KeyObject | undefined): Promise<Array<{ keyId: string; fingerprint: string; key: KeyObject; rotationSeq: number }> | undefined | string> {
+    const rows = await this.#store.checkpointKeys(this.logName);
+    if (rows.length === 0) return undefined;
+    const epochs: Array<{ keyId: string; fingerprint: string; key: KeyObject; rotationSeq: number }> = [];
+    for (const row of rows) {
+      const spki = Buffer.from(row.spki, 'base64');
+      if (keyFingerprint(spki) !== row.fingerprint) return `checkpoint key ${row.keyId} (rotation at record ${row.seq}): its stored public key does not match its fingerprint ${row.fingerprint}`;
+      let oldKeyId: string | undefined;
+      let oldSpki: Buffer | undefined;
+      if (row.seq > anchorSeq) {
+        const r = (await this.#store.page(this.logName, row.seq - 1, 1))[0];
+        const d = r ? toRecord(r).details : undefined;
+        if (!r || r.seq !== row.seq || r.type !== 'config.change' || d?.['action'] !== CHECKPOINT_KEY_ROTATED || d['newKeyId'] !== row.keyId || d['newFingerprint'] !== row.fingerprint || d['newPublicKey'] !== row.spki) {
+          return `the rotation to checkpoint key ${row.keyId} (${row.fingerprint}) is not what record ${row.seq} of the chain says: the key index was altered`;
+        }
+        oldKeyId = String(d['oldKeyId']);
+        oldSpki = Buffer.from(String(d['oldPublicKey']), 'base64');
+        if (keyFingerprint(oldSpki) !== d['oldFingerprint']) return `record ${row.seq}: the old checkpoint key's public key does not match its fingerprint`;
+      }
+      if (epochs.length === 0) {
+        if (!oldKeyId || !oldSpki) return `the first checkpoint-key rotation (record ${row.seq}) was pruned: the key before it is unknown`;
+        epochs.push({ keyId: oldKeyId, fingerprint: keyFingerprint(oldSpki), key: publicKeyObject(oldSpki), rotationSeq: 0 });
+      } else if (oldKeyId !== undefined && (oldKeyId !== epochs[epochs.length - 1]!.keyId || keyFingerprint(oldSpki!) !== epochs[epochs.length - 1]!.fingerprint)) {
+        return `record ${row.seq} rotates from checkpoint key ${oldKeyId}, but the key in charge then was ${epochs[epochs.length - 1]!.keyId}`;
+      }
+      epochs.push({ keyId: row.keyId, fingerprint: row.fingerprint, key: publicKeyObject(spki), rotationSeq: row.seq });
+    }
+    if (trusted) {
+      const der = trusted instanceof Uint8Array ? trusted : (trusted.export({ type: 'spki', format: 'der' }) as Buffer);
+      const fp = keyFingerprint(der);
+      const last = epochs[epochs.length - 1]!;
+      if (fp !== last.fingerprint) {
+        const known = epochs.find((e) => e.fingerprint === fp);
+        return known
+          ? `the key given (${known.keyId}, ${fp}) was retired as checkpoint key; the key in charge is ${last.keyId} (${last.fingerprint}): verify with that key`
+          : `the checkpoint key the chain names last, ${last.keyId} (${last.fingerprint}), is not the key given (${fp})`;
+      }
+    }
+    return epochs;
+  }
+
+  async #checkWitnesses(result: AuditVerifyResult, head: { seq: number; anchorSeq: number; anchorHash: string }, keyOf: (keyId: string) => KeyObject | undefined, signed: boolean, started: number): Promise<AuditVerifyResult> {
+    const answers = await consultWitnesses(this.#o.witnesses, this.logName);
+    let best: { entry: WitnessEntry; witness: string } | undefined;
+    for (const a of answers) {
+      if (!a.entry) continue;
+      if (signed) {
+        const key = keyOf(a.entry.keyId);
+        let ok = false;
+        try {
+          ok = key !== undefined && a.entry.signature !== '' && verifyLocally(a.entry.algorithm as KeyAlgorithm, key, Buffer.from(checkpointBody(a.entry.logName, a.entry.size, a.entry.headHash)), Buffer.from(a.entry.signature, 'base64'));
+        } catch {
+          ok = false;
+        }
+        if (!ok) {
+          a.consultation.status = 'invalid';
+          a.consultation.message = `its checkpoint of size ${a.entry.size} is not signed by a checkpoint key of this log (${a.entry.keyId || 'unsigned'}); ignored`;
+          continue;
+        }
+      }
+      if (!best || a.entry.size > best.entry.size) best = { entry: a.entry, witness: a.witness.name };
+    }
+    const witnesses = answers.map((a) => a.consultation);
+    const asked = witnesses.filter((w) => w.status !== 'write-only').map((w) => `${w.witness}: ${w.status}${w.size !== undefined ? ` ${w.size}` : ''}`);
+    const consulted = `witnesses consulted: ${asked.length > 0 ? asked.join('; ') : 'none readable'}`;
+    if (!best) return { ...result, witnesses, message: `${result.message}; no witnessed checkpoint to compare with (${consulted})`, durationMs: performance.now() - started };
+    const w = best.entry;
+    const witnessed = { size: w.size, headHash: w.headHash, time: w.time, witness: best.witness };
+    const out = (patch: Partial<AuditVerifyResult>): AuditVerifyResult => ({ ...result, witnesses, witnessed, ...patch, durationMs: performance.now() - started });
+    if (!result.ok) return out({ message: `${result.message} (${consulted})` });
+    const first = head.anchorSeq === 0 ? (await this.#store.page(this.logName, 0, 1))[0] : undefined;
+    const startedAnew = first !== undefined && Date.parse(first.time) > Date.parse(w.time);
+    if (head.seq === 0 || (head.seq === head.anchorSeq && head.seq < w.size) || startedAnew) {
+      const what = head.seq === 0 ? 'the log is empty' : `the log was started anew (its first record, ${first?.time}, is later than the checkpoint)`;
+      return out({ ok: false, problem: 'wipe', firstBadSeq: 1, message: `WIPE: ${what}, but ${best.witness} witnessed a checkpoint of ${w.size} records at ${w.time}: the log was wiped and its history lost (${consulted})` });
+    }
+    if (head.seq < w.size) {
+      return out({ ok: false, problem: 'rollback', firstBadSeq: head.seq + 1, message: `ROLLBACK: the log ends at record ${head.seq}, but ${best.witness} witnessed a checkpoint of ${w.size} records at ${w.time}: records ${head.seq + 1}-${w.size} were removed together with their checkpoints (${consulted})` });
+    }
+    let atSize: string | undefined;
+    if (w.size === head.anchorSeq) atSize = head.anchorHash;
+    else if (w.size > head.anchorSeq) atSize = (await this.#store.page(this.logName, w.size - 1, 1))[0]?.hash;
+    if (atSize !== undefined && atSize !== w.headHash) {
+      return out({ ok: false, problem: 'fork', firstBadSeq: w.size, message: `FORK: record ${w.size} is not the record ${best.witness} witnessed at size ${w.size} (${w.time}): the log was rewritten at or before it (${consulted})` });
+    }
+    const checked = atSize === undefined ? `witnessed size ${w.size} is pruned, only its size was checked` : `matches the newest witnessed checkpoint (size ${w.size}, ${best.witness})`;
+    return out({ message: `${result.message}; ${checked} (${consulted})` });
+  }
+
+  /**
+   * Hands checkpoint signing to another key (issue 18 item 12), recorded in the chain: a
+   * `config.change` record (details.action ${CHECKPOINT_KEY_ROTATED}) names both keys by
+   * fingerprint with their public keys, the old key signs the checkpoint that covers it, and from
+   * then on the new key signs. `verify` checks old checkpoints with the old key and new ones with
+   * the new key; the new key must be the one given to (or signing for) verify.
+   */
+  async rotateCheckpointKey(next: CheckpointSigner, options: { actor?: string; reason?: string } = {}): Promise<CheckpointKeyRotation> {
+    if (this.#state !== 'open') throw new HsmError('Closed', `audit log ${this.logName} is closed`, { details: { auditCode: 'AuditClosed' } });
+    const old = this.#signer;
+    if (!old) throw new HsmError('InvalidConfiguration', `audit log ${this.logName} has no checkpoint signer (checkpoint.signer): there is no checkpoint key to rotate; configure one first`, { details: { field: 'checkpoint.signer', auditCode: 'CheckpointKeyRotation' } });
+    if (next.keyId === old.keyId) throw new HsmError('InvalidArgument', `the new checkpoint key must differ from the current one (${old.keyId}): give a new key id`, { details: { field: 'keyId', auditCode: 'CheckpointKeyRotation' } });
+    const oldSpki = await this.#publicKeyOf(old);
+    const newSpki = await next.publicKey();
+    const oldFingerprint = keyFingerprint(oldSpki);
+    const newFingerprint = keyFingerprint(newSpki);
+    if (oldFingerprint === newFingerprint) throw new HsmError('InvalidArgument', `the new checkpoint key ${next.keyId} has the same public key as ${old.keyId}: rotate to new key material`, { details: { field: 'keyId', auditCode: 'CheckpointKeyRotation' } });
+    // the new key must sign verifiably before it is put in charge
+    const probe = Buffer.from(`olocus audit checkpoint key probe\n${this.logName}\n`);
+    let works = false;
+    try {
+      works = verifyLocally(next.algorithm, publicKeyObject(newSpki), probe, await next.sign(probe));
+    } catch (error) {
+      throw new HsmError('SigningFailed', `the new checkpoint key ${next.keyId} could not sign: ${(error as Error).message}`, { cause: error, details: { auditCode: 'CheckpointKeyRotation', keyId: next.keyId } });
+    }
+    if (!works) throw new HsmError('SigningFailed', `the new checkpoint key ${next.keyId} made a signature its own public key does not verify; nothing was rotated`, { details: { auditCode: 'CheckpointKeyRotation', keyId: next.keyId } });
+    const record = await this.append({
+      type: 'config.change',
+      actor: options.actor ?? SYSTEM_ACTOR,
+      outcome: 'success',
+      ...(options.reason ? { reason: options.reason } : {}),
+      details: {
+        action: CHECKPOINT_KEY_ROTATED,
+        oldKeyId: old.keyId,
+        oldAlgorithm: old.algorithm,
+        oldFingerprint,
+        oldPublicKey: Buffer.from(oldSpki).toString('base64'),
+        newKeyId: next.keyId,
+        newAlgorithm: next.algorithm,
+        newFingerprint,
+        newPublicKey: Buffer.from(newSpki).toString('base64'),
+      },
     });
+    const checkpoint = await this.checkpoint();
+    if (!checkpoint || checkpoint.size < record.seq || checkpoint.keyId !== old.keyId) {
+      throw new HsmError('Internal', `checkpoint-key rotation: the old key's checkpoint covering record ${record.seq} was not written; the key was not rotated (the record stays as evidence of the attempt)`, { details: { auditCode: 'CheckpointKeyRotation' } });
+    }
+    const row: CheckpointKeyRow = { seq: record.seq, keyId: next.keyId, algorithm: next.algorithm, fingerprint: newFingerprint, spki: Buffer.from(newSpki).toString('base64'), time: this.#o.clock().toISOString() };
+    await this.#store.insertCheckpointKey(this.logName, row).catch((error: unknown) => {
+      throw writeFailure(error, this.#store.target);
+    });
+    this.#signer = next;
+    this.#spki.set(next.keyId, newSpki);
+    this.#settings = this.#makeSettings();
+    return { seq: record.seq, oldKeyId: old.keyId, oldFingerprint, newKeyId: next.keyId, newFingerprint, checkpoint };
   }
 
   /** Records in seq order, filtered, read page by page. */
@@ -583,16 +817,40 @@ export class AuditLog implements AuditReader {
     } finally {
       this.#state = 'closed';
       await this.#store.close();
+      for (const w of this.#o.witnesses) await w.close?.().catch(() => undefined);
     }
   }
 
   /** @internal */
   static async open(raw: AuditLogOptions): Promise<AuditLog> {
     const options = resolveOptions(raw);
+    if (options.expectExisting && options.storage.kind === 'sqlite') {
+      const path = options.storage.path;
+      if (!existsSync(path)) throw missingLog(path, 'does not exist', EXPECTED);
+      if (statSync(path).size === 0) throw missingLog(path, 'is empty (0 bytes)', EXPECTED);
+    }
     const store = await openStore(options.storage);
     try {
       await store.migrate();
       await store.ensureHead(options.logName, ZERO_HASH);
+      const head = await store.head(options.logName);
+      if (head.seq === 0) {
+        if (options.expectExisting) throw missingLog(store.target, `holds no records of log ${options.logName}`, EXPECTED);
+        for (const a of await consultWitnesses(options.witnesses, options.logName)) {
+          if (a.entry) throw missingLog(store.target, `holds no records of log ${options.logName}`, `witness ${a.witness.name} holds a checkpoint of ${a.entry.size} records from ${a.entry.time}`);
+        }
+      }
+      const keys = await store.checkpointKeys(options.logName);
+      const current = keys[keys.length - 1];
+      const signer = options.checkpoint.signer;
+      if (current && signer && signer.keyId !== current.keyId) {
+        if (!signer.withKey) {
+          throw new HsmError('InvalidConfiguration', `audit log ${options.logName}: its checkpoint key was rotated to ${current.keyId} (${current.fingerprint}) at record ${current.seq}, but it was opened with a signer for ${signer.keyId}; give checkpoint.signer for ${current.keyId} (or a signer with withKey)`, {
+            details: { field: 'checkpoint.signer', auditCode: 'CheckpointKeyRotated', keyId: current.keyId },
+          });
+        }
+        options.checkpoint.signer = signer.withKey(current.keyId, current.algorithm as KeyAlgorithm);
+      }
       const latest = await store.latestCheckpoint(options.logName);
       const log = new AuditLog(options, store, latest?.size ?? 0);
       await log.append({ type: 'audit.start', actor: SYSTEM_ACTOR, outcome: 'success', details: { logName: options.logName, failClosed: options.failClosed, checkpointsSigned: log.settings.checkpointsSigned } });
@@ -602,6 +860,17 @@ export class AuditLog implements AuditReader {
       throw error instanceof HsmError ? error : storageError(error, 'opening the audit log', store.target);
     }
   }
+}
+
+const EXPECTED = 'the caller expects an existing log (expectExisting: the backend holds the checkpoint key)';
+
+/** A missing or emptied log where evidence says one was kept: never silently a new log. */
+function missingLog(file: string, what: string, evidence: string): HsmError {
+  return new HsmError(
+    'IntegrityError',
+    `audit log ${file} ${what}, but a log was kept there: ${evidence}. A new log would hide the loss, so none was started: restore ${file} from a backup (or re-import an export), or, if it is lost for good, start a new log deliberately (open it without expectExisting and with the witnesses' files moved aside) and record why`,
+    { details: { auditCode: 'AuditLogMissing', file } },
+  );
 }
 
 /** Opens (creating when needed) an audit log and records `audit.start`. */

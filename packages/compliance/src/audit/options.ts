@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { parseWithSchema, type KeyAlgorithm } from '@olocus/hsm-core';
+import { createWitness, type AuditWitness, type WitnessConfig } from './witness.js';
 
 /** Signs checkpoints: a key the log does not itself audit (the raw backend, not the audited one). */
 export interface CheckpointSigner {
@@ -12,6 +13,12 @@ export interface CheckpointSigner {
   publicKey(): Promise<Uint8Array>;
   /** Backend type, shown in settings (optional). */
   backend?: string;
+  /**
+   * The same kind of signer for another key of the same backend: how a log that finds its
+   * checkpoint key rotated (by another process) switches to the key now in charge. Without it,
+   * opening such a log with the old key's signer is refused.
+   */
+  withKey?(keyId: string, algorithm: KeyAlgorithm): CheckpointSigner;
 }
 
 export type AuditStorageOptions = { kind: 'sqlite'; path: string; busyTimeoutMs?: number; writerThread?: boolean; walMaxBytes?: number } | { kind: 'postgres'; connectionString: string; schema?: string; maxConnections?: number };
@@ -27,6 +34,20 @@ export interface AuditLogOptions {
   clock?: () => Date;
   onFailure?: (error: unknown) => void;
   alertsConfigured?: boolean;
+  /**
+   * Where every checkpoint is also sent (issue 18 item 6): `{ kind: 'file', path }` (another
+   * volume), `{ kind: 'postgres', connectionString, table? }`, `{ kind: 'http', url, headers? }`,
+   * `{ kind: 'syslog', transport: 'udp' | 'tcp', host?, port? }`, or an AuditWitness object.
+   * `verify` checks the log against the newest checkpoint the readable ones hold; opening an
+   * empty log that a witness has seen is refused.
+   */
+  witnesses?: Array<WitnessConfig | AuditWitness>;
+  /**
+   * The log must already exist and hold records (issue 18 item 11): a missing or empty store is
+   * an error naming it instead of a new log. Set it when there is evidence a log was kept — the
+   * backend holds the checkpoint key.
+   */
+  expectExisting?: boolean;
 }
 
 const signerSchema = z.custom<CheckpointSigner>(
@@ -84,6 +105,8 @@ const optionsSchema = z
     clock: z.custom<() => Date>((v) => typeof v === 'function', { message: 'must be a function returning a Date' }).optional(),
     onFailure: z.custom<(error: unknown) => void>((v) => typeof v === 'function', { message: 'must be a function' }).optional(),
     alertsConfigured: z.boolean().optional(),
+    witnesses: z.array(z.unknown()).max(16, 'at most 16 witnesses').default([]),
+    expectExisting: z.boolean().default(false),
   })
   .strict();
 
@@ -98,6 +121,8 @@ export interface ResolvedAuditLogOptions {
   clock: () => Date;
   onFailure?: (error: unknown) => void;
   alertsConfigured: boolean;
+  witnesses: AuditWitness[];
+  expectExisting: boolean;
 }
 
 /** Validates options; an HsmError('InvalidConfiguration') names the bad field (never a connection string's value). */
@@ -114,5 +139,7 @@ export function resolveOptions(raw: unknown): ResolvedAuditLogOptions {
     clock: o.clock ?? (() => new Date()),
     ...(o.onFailure ? { onFailure: o.onFailure } : {}),
     alertsConfigured: o.alertsConfigured ?? o.onFailure !== undefined,
+    witnesses: o.witnesses.map((w, i) => createWitness(w as WitnessConfig | AuditWitness, `audit.witnesses[${i}]`)),
+    expectExisting: o.expectExisting,
   };
 }

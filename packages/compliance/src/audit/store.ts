@@ -25,6 +25,17 @@ export interface PendingRecord {
   detailsJson: string | null;
 }
 
+/** A checkpoint key that took over at a rotation: it signs checkpoints of size > `seq` (the rotation record). */
+export interface CheckpointKeyRow {
+  seq: number;
+  keyId: string;
+  algorithm: string;
+  fingerprint: string;
+  /** Base64 SPKI DER. */
+  spki: string;
+  time: string;
+}
+
 export interface RecordFilter {
   from?: string;
   to?: string;
@@ -59,6 +70,9 @@ export interface AuditStore {
   latestCheckpoint(logName: string): Promise<AuditCheckpoint | undefined>;
   /** Inserts when `cp.size` exceeds every stored checkpoint's size (under the head lock); false otherwise. */
   insertCheckpoint(logName: string, cp: AuditCheckpoint): Promise<boolean>;
+  /** Checkpoint keys after rotations, oldest first (the chain's rotation records are the evidence; this is their index). */
+  checkpointKeys(logName: string): Promise<CheckpointKeyRow[]>;
+  insertCheckpointKey(logName: string, row: CheckpointKeyRow): Promise<void>;
   /** First seq whose time is >= `time` (undefined when none). */
   firstSeqAtOrAfter(logName: string, time: string): Promise<number | undefined>;
   lastSeqBefore(logName: string, time: string): Promise<number | undefined>;
@@ -134,7 +148,30 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         for (const t of ['audit_checkpoints', 'audit_head', 'audit_records']) await db.schema.dropTable(t).ifExists().execute();
       },
     },
+    '0002_checkpoint_keys': {
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('audit_checkpoint_keys')
+          .ifNotExists()
+          .addColumn('log_name', 'text', (c) => c.notNull())
+          .addColumn('seq', big, (c) => c.notNull())
+          .addColumn('key_id', 'text', (c) => c.notNull())
+          .addColumn('algorithm', 'text', (c) => c.notNull())
+          .addColumn('fingerprint', 'text', (c) => c.notNull())
+          .addColumn('spki', 'text', (c) => c.notNull())
+          .addColumn('time', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('audit_checkpoint_keys_pk', ['log_name', 'seq'])
+          .execute();
+      },
+      async down(db: Kysely<any>) {
+        await db.schema.dropTable('audit_checkpoint_keys').ifExists().execute();
+      },
+    },
   };
+}
+
+function rowToKey(r: Record<string, unknown>): CheckpointKeyRow {
+  return { seq: Number(r['seq']), keyId: String(r['key_id']), algorithm: String(r['algorithm']), fingerprint: String(r['fingerprint']), spki: String(r['spki']), time: String(r['time']) };
 }
 
 /**
@@ -426,6 +463,12 @@ function openSqlite(storage: Extract<ResolvedAuditLogOptions['storage'], { kind:
         return true;
       });
     },
+    async checkpointKeys(logName) {
+      return all('select * from audit_checkpoint_keys where log_name = ? order by seq', logName).map(rowToKey);
+    },
+    async insertCheckpointKey(logName, k) {
+      await writeTx(() => database.prepare('insert into audit_checkpoint_keys (log_name, seq, key_id, algorithm, fingerprint, spki, time) values (?, ?, ?, ?, ?, ?, ?)').run(logName, k.seq, k.keyId, k.algorithm, k.fingerprint, k.spki, k.time));
+    },
     async firstSeqAtOrAfter(logName, time) {
       const r = database.prepare('select min(seq) as s from audit_records where log_name = ? and time >= ?').get(logName, time) as { s: number | null };
       return r.s === null ? undefined : Number(r.s);
@@ -596,6 +639,12 @@ async function openPostgres(storage: Extract<ResolvedAuditLogOptions['storage'],
         ]);
         return true;
       });
+    },
+    async checkpointKeys(logName) {
+      return (await q('select * from audit_checkpoint_keys where log_name = $1 order by seq', [logName])).map(rowToKey);
+    },
+    async insertCheckpointKey(logName, k) {
+      await pool.query('insert into audit_checkpoint_keys (log_name, seq, key_id, algorithm, fingerprint, spki, time) values ($1, $2, $3, $4, $5, $6, $7)', [logName, k.seq, k.keyId, k.algorithm, k.fingerprint, k.spki, k.time]);
     },
     async firstSeqAtOrAfter(logName, time) {
       const r = (await q('select min(seq) as s from audit_records where log_name = $1 and time >= $2', [logName, time]))[0];

@@ -116,9 +116,19 @@ export interface AuditVerifyResult {
   /** First record (seq) where the chain breaks, when it does. */
   firstBadSeq?: number;
   /** What is wrong, in a sentence naming the seq. */
-  problem?: 'edited' | 'inserted' | 'deleted' | 'reordered' | 'truncated' | 'bad-checkpoint-signature' | 'checkpoint-shrank' | 'gap';
+  problem?: 'edited' | 'inserted' | 'deleted' | 'reordered' | 'truncated' | 'bad-checkpoint-signature' | 'checkpoint-shrank' | 'gap' | 'rollback' | 'wipe' | 'fork';
   message: string;
   durationMs: number;
+  /**
+   * The witnesses asked (when the log has any), each with what it answered. A witness's
+   * checkpoint is checked against the log: shorter than it = `rollback`, empty or started anew
+   * after it = `wipe`, a different record at its size = `fork`.
+   */
+  witnesses?: Array<{ witness: string; kind: string; status: 'consulted' | 'empty' | 'write-only' | 'unreachable' | 'invalid'; size?: number; headHash?: string; time?: string; message?: string }>;
+  /** The newest valid witnessed checkpoint the log was checked against. */
+  witnessed?: { size: number; headHash: string; time: string; witness: string };
+  /** Checkpoint keys the checkpoints were verified with (more than one after rotations), oldest first. */
+  checkpointKeys?: Array<{ keyId: string; fingerprint: string; fromSeq: number }>;
 }
 
 /** Retention and durability settings the compliance rules inspect (PCI-10.5.1, NIST-AU-11, NIST-AU-5). */

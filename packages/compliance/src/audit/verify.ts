@@ -13,6 +13,13 @@ export interface ChainInput {
   /** Checkpoints in the order they were written. */
   checkpoints: AuditCheckpoint[];
   publicKey?: Uint8Array | KeyObject;
+  /**
+   * After checkpoint-key rotations: the keys in the order they took over (the first with
+   * `rotationSeq` 0). Replaces `publicKey`. A checkpoint is verified with the key its keyId names;
+   * keys never go back, the old key signs the first checkpoint covering the rotation record and
+   * nothing after it, and the new key signs only checkpoints after the rotation record.
+   */
+  keys?: Array<{ keyId: string; key: KeyObject; rotationSeq: number }>;
   /** The head the store claims (seq), when it keeps one apart from the records. */
   headSeq?: number;
   /**
@@ -58,7 +65,32 @@ export async function verifyChain(input: ChainInput): Promise<AuditVerifyResult>
     }
   }
   let signaturesChecked = false;
-  if (input.publicKey) {
+  const sigOk = (cp: AuditCheckpoint, key: KeyObject): boolean => {
+    if (!cp.signature) return false;
+    try {
+      return verifyLocally(cp.algorithm as KeyAlgorithm, key, Buffer.from(checkpointBody(cp.logName, cp.size, cp.headHash)), Buffer.from(cp.signature, 'base64'));
+    } catch {
+      return false;
+    }
+  };
+  if (input.keys && input.keys.length > 0) {
+    const keys = input.keys;
+    let epoch = 0;
+    // the size of the old key's checkpoint that covers each rotation: the old key's last word
+    const closedAt: Array<number | undefined> = keys.map(() => undefined);
+    for (const cp of cps) {
+      const i = keys.findIndex((k) => k.keyId === cp.keyId);
+      if (i < 0) return done('bad-checkpoint-signature', cp.size, `checkpoint at size ${cp.size} names key ${cp.keyId}, which is not a checkpoint key of this log (keys: ${keys.map((k) => k.keyId).join(', ')})`);
+      if (i < epoch) return done('bad-checkpoint-signature', cp.size, `checkpoint at size ${cp.size} is signed by ${cp.keyId}, a checkpoint key retired before it`);
+      if (i > 0 && cp.size <= keys[i]!.rotationSeq) return done('bad-checkpoint-signature', cp.size, `checkpoint at size ${cp.size} is signed by ${cp.keyId}, which took over only after record ${keys[i]!.rotationSeq}`);
+      if (i > 0 && closedAt[i - 1] === undefined) return done('bad-checkpoint-signature', cp.size, `the rotation to ${cp.keyId} at record ${keys[i]!.rotationSeq} is not covered by a checkpoint of the previous key ${keys[i - 1]!.keyId}`);
+      if (closedAt[i] !== undefined) return done('bad-checkpoint-signature', cp.size, `checkpoint at size ${cp.size} is signed by ${cp.keyId} after it handed over to ${keys[i + 1]!.keyId}`);
+      epoch = i;
+      if (!sigOk(cp, keys[i]!.key)) return done('bad-checkpoint-signature', cp.size, `checkpoint at size ${cp.size} ${cp.signature ? `has a signature that does not verify with checkpoint key ${cp.keyId}` : 'is not signed'}`);
+      if (i + 1 < keys.length && cp.size >= keys[i + 1]!.rotationSeq) closedAt[i] = cp.size;
+    }
+    signaturesChecked = true;
+  } else if (input.publicKey) {
     const key = input.publicKey instanceof Uint8Array ? publicKeyObject(input.publicKey) : input.publicKey;
     for (const cp of cps) {
       let ok = false;
