@@ -73,10 +73,10 @@ export interface Pkcs11Metrics extends BackendMetrics {
   /** Signs that ran on a sign thread (the rest ran C_SignInit on the main thread). */
   threadSigns: number;
   /**
-   * Sign threads: 'off' (signThreads = 0), 'starting', 'ready', 'unsupported' (the module does not
+   * Sign threads: 'off' (signThreads = 0), 'idle' (not started yet: they start when signing needs them), 'starting', 'ready', 'unsupported' (the module does not
    * share sessions across threads), or 'remote' (a remote module: every call runs on its module thread).
    */
-  signThreads: 'off' | 'starting' | 'ready' | 'unsupported' | 'remote';
+  signThreads: 'off' | 'idle' | 'starting' | 'ready' | 'unsupported' | 'remote';
   /** The module is remote: loaded and called only on a module thread, with deadlines. */
   remote: boolean;
   /** Operations answered Timeout past their deadline (their sessions quarantined). */

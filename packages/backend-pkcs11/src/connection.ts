@@ -165,7 +165,11 @@ export class TokenConnection {
       );
       await this.pool.start();
       const threads = remote ? 0 : (this.options.signThreads ?? Math.min(max, availableParallelism()));
-      if (threads > 0) this.signThreads = new SignThreads(this.libraryPath, Math.min(threads, max), max, Uint8Array.from(this.anchor!.handle));
+      if (threads > 0) {
+        this.signThreads = new SignThreads(this.libraryPath, Math.min(threads, max), max, Uint8Array.from(this.anchor!.handle));
+        // otherwise started on demand (signing.ts): a process that verifies, or signs once, never starts them
+        if (this.options.dispatch === 'threads') this.signThreads.start();
+      }
     } catch (error) {
       throw this.nativeError(error, 'InitializationFailed', 'initialization');
     }

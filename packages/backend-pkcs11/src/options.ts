@@ -89,6 +89,13 @@ export const pkcs11OptionsSchema = z
       })
       .strict()
       .optional(),
+    /**
+     * Where signatures are made on a local module (see README, "Adaptive dispatch"): 'auto' measures
+     * each key's operation time and signs short ones inline (bounded batches per event-loop turn),
+     * long ones on sign threads; 'inline' and 'threads' force one path (tests, benchmarks).
+     * Remote modules always sign on their module thread.
+     */
+    dispatch: z.enum(['auto', 'inline', 'threads']).default('auto'),
     /** The operator's FIPS 140 statement, reported as 'attested' (see attestationSchema). */
     attestation: attestationSchema.optional(),
   })

@@ -70,17 +70,25 @@ const WORKER_SOURCE = String.raw`
 'use strict';
 (function main() {
 const { workerData, parentPort, receiveMessageOnPort } = require('node:worker_threads');
-const { PKCS11 } = require(workerData.pkcs11js);
-const p11 = new PKCS11();
-p11.load(workerData.libraryPath); // no C_Initialize: the main thread owns the module's lifecycle
-// Does this thread see the main thread's module state? Some modules hand every
-// C_GetFunctionList caller its own instance (p11-kit-client.so: one RPC connection each);
-// then the main thread's sessions do not exist here and the backend must not use threads.
+const startFlag = new Int32Array(workerData.startFlag);
+let p11;
 let probe = 0;
 try {
-  p11.C_GetSessionInfo(Buffer.from(workerData.probe));
-} catch (error) {
-  probe = error && typeof error.code === 'number' && error.code !== 0 ? error.code : ${RV_NOT_PKCS11};
+  const { PKCS11 } = require(workerData.pkcs11js);
+  p11 = new PKCS11();
+  p11.load(workerData.libraryPath); // no C_Initialize: the main thread owns the module's lifecycle
+  // Does this thread see the main thread's module state? Some modules hand every
+  // C_GetFunctionList caller its own instance (p11-kit-client.so: one RPC connection each);
+  // then the main thread's sessions do not exist here and the backend must not use threads.
+  try {
+    p11.C_GetSessionInfo(Buffer.from(workerData.probe));
+  } catch (error) {
+    probe = error && typeof error.code === 'number' && error.code !== 0 ? error.code : ${RV_NOT_PKCS11};
+  }
+} finally {
+  // the addon is loaded (or failed to): from here the thread may be torn down at process exit
+  Atomics.store(startFlag, 0, 1);
+  Atomics.notify(startFlag, 0);
 }
 parentPort.postMessage(probe);
 if (probe !== 0) return;
@@ -166,6 +174,11 @@ class SignThread {
   private doneTail = 0;
   readonly slotsHere = new Set<number>();
   exited = false;
+  /** Set once the thread has loaded pkcs11js and answered the sharing probe. */
+  private started: Promise<void>;
+  private stopping = false;
+  /** Set to 1 by the thread once it has loaded the addon (see waitForStartingThreads). */
+  readonly startFlag = new Int32Array(new SharedArrayBuffer(4));
 
   constructor(
     private readonly owner: SignThreads,
@@ -180,20 +193,36 @@ class SignThread {
     this.side = port1;
     this.worker = new Worker(WORKER_SOURCE, {
       eval: true,
-      workerData: { libraryPath, pkcs11js, control: this.control.buffer, slots, slotBytes: SLOT_BYTES, header: HEADER, inCap: IN_CAP, outCap: OUT_CAP, cap, side: port2, probe },
+      workerData: { startFlag: this.startFlag.buffer, libraryPath, pkcs11js, control: this.control.buffer, slots, slotBytes: SLOT_BYTES, header: HEADER, inCap: IN_CAP, outCap: OUT_CAP, cap, side: port2, probe },
       transferList: [port2],
       name: 'olocus-pkcs11-sign',
     });
-    this.worker.once('message', (rv: number) => this.owner.probed(rv));
+    let started!: () => void;
+    this.started = new Promise<void>((resolve) => (started = resolve));
+    startingThreads.add(this);
+    if (!exitHookInstalled) {
+      exitHookInstalled = true;
+      process.once('exit', waitForStartingThreads);
+    }
+    this.worker.once('message', (rv: number) => {
+      startingThreads.delete(this);
+      started();
+      // referenced until here: a process must not exit while a thread is still loading the addon
+      // (that crashed at exit: napi_create_reference on a worker thread, issue 18 item 10)
+      if (this.inflight === 0 && !this.stopping) this.worker.unref();
+      this.owner.probed(rv);
+    });
     this.worker.on('error', () => undefined); // 'exit' follows and handles the pending requests
     this.worker.on('exit', () => {
       this.exited = true;
+      startingThreads.delete(this);
+      started();
       this.owner.threadExited(this);
     });
-    this.worker.unref();
   }
 
   submit(slot: number, bigInput: Uint8Array | undefined): void {
+    // (only called once the thread is ready, so its reference count is the in-flight count)
     if (bigInput) this.side.postMessage(bigInput);
     this.control[C_RINGS + (this.reqHead & (this.cap - 1))] = slot;
     this.reqHead = (this.reqHead + 1) | 0;
@@ -224,24 +253,55 @@ class SignThread {
       const slot = this.control[C_RINGS + this.cap + (this.doneTail & (this.cap - 1))]!;
       this.doneTail = (this.doneTail + 1) | 0;
       this.slotsHere.delete(slot);
-      if (--this.inflight === 0) this.worker.unref();
+      if (--this.inflight === 0 && !this.stopping) this.worker.unref();
       this.owner.complete(slot);
     }
   }
 
-  /** Resolves once the thread is gone: only then may the main thread finalize the module it signs with. */
-  stop(): Promise<void> {
+  /**
+   * Resolves once the thread is gone: only then may the main thread finalize the module it signs with.
+   * A thread is never terminated while it loads the addon: stop waits for its start, then asks it to
+   * leave its loop and lets it exit by itself; terminate() is only the fallback for one that does not.
+   */
+  async stop(): Promise<void> {
+    if (this.exited) return;
+    const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
+    // referenced until it is gone: close() must not be left pending with nothing keeping the loop alive
+    this.stopping = true;
+    this.worker.ref();
+    await Promise.race([this.started, exited, delay(10_000)]);
     Atomics.store(this.control, C_STOP, 1);
     Atomics.notify(this.control, C_REQ_HEAD);
     this.side.close();
-    return this.worker.terminate().then(
-      () => undefined,
-      () => undefined,
-    );
+    const gone = await Promise.race([exited.then(() => true), delay(2_000).then(() => false)]);
+    if (!gone) await this.worker.terminate().catch(() => undefined);
   }
 }
 
 let pkcs11jsPath: string | undefined;
+
+/**
+ * Threads still loading the addon. The process must not tear them down in that state: a
+ * process.exit() while a thread was inside pkcs11.node's initialisation crashed with SIGSEGV
+ * (napi_create_reference on the worker, issue 18 item 10). A natural exit cannot happen then (the
+ * thread is referenced while it starts); for process.exit() the 'exit' hook waits, synchronously
+ * and at most 5 s, until each has finished loading.
+ */
+const startingThreads = new Set<SignThread>();
+let exitHookInstalled = false;
+
+function waitForStartingThreads(): void {
+  const deadline = Date.now() + 5_000;
+  for (const thread of startingThreads) {
+    const left = deadline - Date.now();
+    if (left <= 0) break;
+    Atomics.wait(thread.startFlag, 0, 0, left);
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
 
 /** A small pool of sign threads for one backend instance. */
 export class SignThreads {
@@ -277,7 +337,20 @@ export class SignThreads {
     let cap = 1;
     while (cap < maxInflight) cap *= 2;
     this.cap = cap;
-    for (let i = 0; i < threads; i++) this.threads.push(this.spawn());
+    this.wanted = threads;
+  }
+
+  private readonly wanted: number;
+
+  /**
+   * Starts the threads (once). They are not started with the backend: a process that only verifies,
+   * or signs one message and exits, never loads the addon on another thread (faster start, and no
+   * thread can still be loading it when the process exits).
+   */
+  start(): void {
+    if (this.state !== 'idle' || this.closed) return;
+    this.state = 'starting';
+    for (let i = 0; i < this.wanted; i++) this.threads.push(this.spawn());
   }
 
   get size(): number {
@@ -292,7 +365,7 @@ export class SignThreads {
    * 'starting' until the first thread has checked that it sees the main thread's sessions;
    * 'unsupported' when it does not (the threads are then stopped and signing stays on the main thread).
    */
-  state: 'starting' | 'ready' | 'unsupported' = 'starting';
+  state: 'idle' | 'starting' | 'ready' | 'unsupported' = 'idle';
 
   /** The first probe decides (later threads are replacements for the same module). */
   probed(rv: number): void {

@@ -31,15 +31,21 @@ export class Signer {
     const plan = this.plan(entry);
     const input = inputFor(plan);
     throwIfAborted(signal);
+    this.inflight++;
     try {
       return await this.signWith(entry, plan, input, signal);
     } catch (error) {
       if (!isHsmError(error) || error.details.stale !== true) throw error;
       this.keys.forget(entry);
       entry = await this.keys.resolve(key, signal);
-      return this.signWith(entry, this.plan(entry), input, signal);
+      return await this.signWith(entry, this.plan(entry), input, signal);
+    } finally {
+      this.inflight--;
     }
   }
+
+  /** Signs in progress (the demand that starts sign threads). */
+  private inflight = 0;
 
   /**
    * The hot path: C_SignInit + C_Sign on a sign thread (see sign-threads.ts), or, with
@@ -62,6 +68,8 @@ export class Signer {
           return new Uint8Array(signature.buffer, signature.byteOffset, signature.byteLength);
         }
         const threads = conn.signThreads;
+        // threads start on demand: when signs overlap (or dispatch forces them)
+        if (threads && threads.state === 'idle' && this.inflight > 1) threads.start();
         if (threads && threads.accepts(session.handle.length, plan.signatureBytes) && entry.priv.length === session.handle.length) {
           const signature = await mod.track(threads.sign(session.handle, entry.priv, plan.mechanism(), input, plan.signatureBytes));
           conn.counters.signs++;

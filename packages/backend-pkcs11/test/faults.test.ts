@@ -101,7 +101,7 @@ describe('network HSM restart (SoftHSM behind p11-kit server)', () => {
 
 describe('sign threads', () => {
   it('survive a module reset (C_Finalize behind the backend): recovery, fresh session and key handles, signing resumes on the threads', async () => {
-    const backend = direct({ signThreads: 2, sessionPool: { minSessions: 4, maxSessions: 4 } });
+    const backend = direct({ signThreads: 2, dispatch: 'threads', sessionPool: { minSessions: 4, maxSessions: 4 } });
     await backend.initialize();
     try {
       expect(await signThreadsSettled(backend)).toBe('ready');
@@ -157,7 +157,7 @@ describe('sign threads', () => {
   });
 
   it('sign empty, slot-sized and large (side-channel) Ed25519 messages and RSA-PSS on the threads', async () => {
-    const backend = direct({ signThreads: 2, sessionPool: { minSessions: 2, maxSessions: 2 } });
+    const backend = direct({ signThreads: 2, dispatch: 'threads', sessionPool: { minSessions: 2, maxSessions: 2 } });
     await backend.initialize();
     try {
       expect(await signThreadsSettled(backend)).toBe('ready');
@@ -178,7 +178,7 @@ describe('sign threads', () => {
   });
 
   it('report a failing sign on a thread like a failing sign on the main thread (caller error, session replaced)', async () => {
-    const backend = direct({ signThreads: 1, sessionPool: { minSessions: 1, maxSessions: 2 } });
+    const backend = direct({ signThreads: 1, dispatch: 'threads', sessionPool: { minSessions: 1, maxSessions: 2 } });
     await backend.initialize();
     try {
       expect(await signThreadsSettled(backend)).toBe('ready');

@@ -23,7 +23,7 @@ describe('load', () => {
   ] as Array<[KeyAlgorithm, number | undefined]>) {
     it(`${algorithm}, signThreads ${signThreads ?? 'default'}: 1000 concurrent signs on 4 sessions complete, verify, and leave the session count unchanged`, async () => {
       const backend = new Pkcs11Backend(
-        { libraryPath: SOFTHSM_LIB, tokenLabel: token.label, signThreads, sessionPool: { minSessions: 4, maxSessions: 4, acquireTimeout: 60_000 } },
+        { libraryPath: SOFTHSM_LIB, tokenLabel: token.label, signThreads, dispatch: 'threads', sessionPool: { minSessions: 4, maxSessions: 4, acquireTimeout: 60_000 } },
         { pin: token.pin },
       );
       await backend.initialize();
