@@ -112,6 +112,9 @@ export function runConformanceSuite(options: ConformanceOptions): void {
       expect(['none', 'unknown', 'FIPS 140-2', 'FIPS 140-3']).toContain(fips.standard);
       expect(fips.standard === 'none' || fips.standard === 'unknown' ? fips.level === 0 : fips.level >= 1).toBe(true);
       expect(fips.notes.length).toBeGreaterThan(0);
+      expect(['measured', 'attested', 'provider-claim', 'none']).toContain(fips.evidence);
+      // a level nobody measured or attested is no level
+      if (fips.standard === 'FIPS 140-2' || fips.standard === 'FIPS 140-3') expect(fips.evidence).not.toBe('none');
       const health = await backend.healthCheck();
       expect(health.healthy).toBe(true);
       expect(health.latencyMs).toBeGreaterThanOrEqual(0);
