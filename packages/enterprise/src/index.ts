@@ -6,3 +6,4 @@ export * from './rate-limit.js';
 export * from './pool-backend.js';
 export * from './manager.js';
 export * from './open.js';
+export * from './rate-limit-pg.js';

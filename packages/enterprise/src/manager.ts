@@ -6,6 +6,7 @@ import { durationMs, parseKeyPolicy, selectMembersForPolicy, validatePolicy, typ
 import { PoolBackend, type GroupGenerator } from './pool-backend.js';
 import type { DriftReport, HsmPool, KeyPlacement } from './pool.js';
 import { TokenBuckets } from './rate-limit.js';
+import type { RateLimiter } from './rate-limit-pg.js';
 
 /**
  * What the manager writes for every decision. Shaped like @olocus/hsm-compliance's
@@ -75,6 +76,8 @@ export interface EnterpriseKeyManagerOptions {
   rotation: RotationContext;
   authorizer: CedarAuthorizer;
   audit: AuditSink;
+  /** Token buckets (default: in this process; `PostgresTokenBuckets` shares them across nodes). */
+  rateLimiter?: RateLimiter;
   now?: () => Date;
 }
 
@@ -119,7 +122,7 @@ export class EnterpriseKeyManager {
   private readonly audit: AuditSink;
   private readonly now: () => Date;
   private readonly apps = new Map<string, ApplicationRecord>();
-  private readonly buckets = new TokenBuckets();
+  private readonly buckets: RateLimiter;
   /** Signatures per key version, seeded from the registry's usage count on first use. */
   private readonly usage = new Map<string, number>();
   private readonly approvals = new Map<string, ApprovalRequest>();
@@ -130,6 +133,7 @@ export class EnterpriseKeyManager {
     this.authorizer = options.authorizer;
     this.audit = options.audit;
     this.now = options.now ?? (() => new Date());
+    this.buckets = options.rateLimiter ?? new TokenBuckets();
   }
 
   /**
@@ -260,7 +264,7 @@ export class EnterpriseKeyManager {
       const spec = (r: { limit: number; per: string; burst?: number | undefined }) => ({ limit: r.limit, perMs: durationMs(r.per), ...(r.burst !== undefined ? { burst: r.burst } : {}) });
       if (limits.perKey) entries.push([`key:${appId}`, spec(limits.perKey)]);
       if (limits.perCaller) entries.push([`caller:${appId}:${principalName(context.principal)}`, spec(limits.perCaller)]);
-      if (!this.buckets.takeAll(entries)) {
+      if (!(await this.buckets.takeAll(entries))) {
         return this.deny('rateLimits', `rate limit reached for ${appId} (${limits.perKey ? `per key ${limits.perKey.limit}/${limits.perKey.per}` : ''}${limits.perKey && limits.perCaller ? ', ' : ''}${limits.perCaller ? `per caller ${limits.perCaller.limit}/${limits.perCaller.per}` : ''})`, decision.policyVersion, decision.determining, decision.micros);
       }
     }
