@@ -5,6 +5,7 @@ import { rememberConnectionString } from './errors.js';
 import { inFile } from './config.js';
 import { readCliSecret } from './secrets.js';
 import type { AuditSection } from './audit-config.js';
+import { witnessesFor } from './audit-config.js';
 import type { CliContext } from './context.js';
 
 /**
@@ -125,6 +126,7 @@ export async function openCliAudit(ctx: CliContext, section: AuditSection, confi
       logName: section.logName,
       failClosed: section.failClosed,
       retention: section.retention,
+      witnesses: await witnessesFor(section, configPath, ctx.env),
       checkpoint: { everyRecords: section.checkpoint.everyRecords, intervalMs: Math.round(section.checkpoint.intervalSeconds * 1000), signer },
       onFailure: (error: unknown) => {
         // A backend that never opened cannot sign the closing checkpoint; the next command's
