@@ -8,6 +8,7 @@ import { CedarAuthorizer, readPolicyDirectory } from './cedar.js';
 import { EnterpriseKeyManager, type AuditSink, type EnterpriseState } from './manager.js';
 import type { GroupGenerator } from './pool-backend.js';
 import { HsmPool } from './pool.js';
+import { PostgresTokenBuckets, type PgPoolLike, type RateLimiter } from './rate-limit-pg.js';
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
@@ -42,6 +43,11 @@ export const enterpriseConfigSchema = z
       })
       .strict()
       .default({}),
+    /**
+     * Where token buckets live: `shared` (default) keeps them in the registry's PostgreSQL when the
+     * registry is PostgreSQL, so every node draws from one bucket; `local` keeps them per process.
+     */
+    rateLimits: z.object({ store: z.enum(['shared', 'local']).default('shared') }).strict().default({}),
     /** JSON file holding applications and open approval requests (default: beside the config). */
     state: z.string().min(1).optional(),
   })
@@ -113,7 +119,26 @@ export async function openEnterprise(options: OpenEnterpriseOptions): Promise<En
     await pool.close();
     throw error;
   }
-  manager = new EnterpriseKeyManager({ pool, rotation, authorizer, audit: options.audit });
+  let rateLimiter: RateLimiter | undefined;
+  let pgPool: { end(): Promise<void> } | undefined;
+  const storage = options.storage as { kind: string; connectionString?: string };
+  if (config.rateLimits.store === 'shared' && storage.kind === 'postgres' && storage.connectionString) {
+    try {
+      const pg = (await import('pg')) as unknown as { default: { Pool: new (o: object) => PgPoolLike & { end(): Promise<void> } } };
+      const p = new pg.default.Pool({ connectionString: storage.connectionString, max: 4 });
+      pgPool = p;
+      rateLimiter = await PostgresTokenBuckets.open(p);
+    } catch (error) {
+      await pgPool?.end().catch(() => undefined);
+      await rotation.close();
+      await pool.close();
+      throw new HsmError('InitializationFailed', `shared rate limits need the registry's PostgreSQL and the pg package (${(error as Error).message}); install pg or set enterprise.rateLimits.store to "local"`, {
+        cause: error,
+        details: { field: 'enterprise.rateLimits.store' },
+      });
+    }
+  }
+  manager = new EnterpriseKeyManager({ pool, rotation, authorizer, audit: options.audit, ...(rateLimiter ? { rateLimiter } : {}) });
   const statePath = config.state ? (isAbsolute(config.state) ? config.state : resolve(options.baseDir, config.state)) : join(options.baseDir, 'enterprise-state.json');
   if (existsSync(statePath)) {
     let state: EnterpriseState;
@@ -142,6 +167,7 @@ export async function openEnterprise(options: OpenEnterpriseOptions): Promise<En
     async close() {
       await rotation.close();
       await pool.close();
+      await pgPool?.end();
     },
   };
 }
