@@ -1,9 +1,12 @@
+import { existsSync } from 'node:fs';
 import { algorithmInfo, decodeSignature, encodeSignature, isHsmError, jwsAlgorithm, type HsmKeyHandle, type HsmManager, type KeyAlgorithm, type MessageInput, type SignatureFormat } from '@olocus/hsm-core';
 import { parseVersionKeyId, VERIFYING_STATES, type RotationContext } from '@olocus/hsm-rotation';
 import { checkOutputPath, decodeBase64, echo, formatBytes, openInput, readInputLimited, SIGNATURE_READ_LIMIT, toBase64, toBase64Url, writeOutput } from '../io.js';
 import { CliError, EXIT_NEGATIVE } from '../errors.js';
 import { jwsHeader, jwsSigningInput, parseCompactJws, type ParsedJws } from '../jws.js';
-import { classifyKey, withManagerAndRegistry, type KeyTarget } from '../rotation.js';
+import { classifyKey, openRotationFor, type KeyTarget } from '../rotation.js';
+import { loadConfig, type LoadedConfig } from '../config.js';
+import { openManager } from '../manager.js';
 import type { CliContext } from '../context.js';
 
 type Encoding = 'binary' | 'base64';
@@ -23,6 +26,44 @@ interface SignOptions {
   encoding: Encoding;
   format?: OutputFormat;
   detached?: boolean;
+}
+
+/**
+ * A one-shot `sign` or `verify` makes one signature (two with the audit checkpoint) and exits: a
+ * local PKCS#11 module then signs on the calling thread. Sign threads exist to overlap many
+ * signatures; starting them, and the hop to them and back, costs more than the signature itself
+ * (issue 12). Whatever the config sets explicitly is kept.
+ */
+export function oneShotBackend(loaded: LoadedConfig): LoadedConfig {
+  const backend = loaded.config.backend;
+  if (backend.type !== 'pkcs11') return loaded;
+  const options = { ...backend.options };
+  if (options['signThreads'] === undefined) options['signThreads'] = 0;
+  if (options['dispatch'] === undefined) options['dispatch'] = 'inline';
+  return { ...loaded, config: { ...loaded.config, backend: { ...backend, options } } };
+}
+
+/**
+ * As rotation.ts's withManagerAndRegistry, with the backend tuned for one operation: the
+ * registry is opened only when it can hold keys (a SQLite file that does not exist yet holds
+ * none and is not created here).
+ */
+async function withOneShot<T>(ctx: CliContext, fn: (manager: HsmManager, rot: RotationContext | undefined) => Promise<T>): Promise<T> {
+  const loaded = oneShotBackend(await loadConfig(ctx));
+  const manager = await openManager(ctx, loaded);
+  try {
+    const storage = loaded.rotation.storage;
+    const present = storage.kind === 'postgres' || (storage.path !== ':memory:' && existsSync(storage.path));
+    if (!present) return await fn(manager, undefined);
+    const rot = await openRotationFor(ctx, loaded, manager, { reconcile: false });
+    try {
+      return await fn(manager, rot);
+    } finally {
+      await rot.close();
+    }
+  } finally {
+    await manager.close();
+  }
 }
 
 /** What signs: a backend key (handle), or a logical key whose Active version signs. */
@@ -108,7 +149,7 @@ export async function sign(ctx: CliContext, opts: SignOptions): Promise<void> {
   const payload = attached ? await readInputLimited(ctx, '--in', opts.in, ATTACHED_JWS_LIMIT, 'message of an attached JWS (use --detached for larger ones)') : undefined;
   const input = payload ? undefined : await openInput(ctx, '--in', opts.in);
   try {
-    await withManagerAndRegistry(ctx, async (manager, rot) => {
+    await withOneShot(ctx, async (manager, rot) => {
       const signer = await signerFor(manager, rot, opts.key);
       const signWith = (m: HsmManager, sg: Signer, message: MessageInput, expect?: string): Promise<Signed> =>
         signWithKey(m, sg, message, expect).catch((error: unknown) => {
@@ -243,7 +284,7 @@ export async function verify(ctx: CliContext, opts: VerifyOptions): Promise<void
   // The message streams (no size limit for a single candidate version); an attached JWS carries it.
   const input = evidence.kind === 'jws' && evidence.attached ? undefined : await openInput(ctx, '--in', opts.in);
   try {
-    await withManagerAndRegistry(ctx, async (manager, rot) => {
+    await withOneShot(ctx, async (manager, rot) => {
       const k = await verifyTarget(manager, rot, opts.key);
       const info = algorithmInfo(k.algorithm);
       let reason: string | undefined;
