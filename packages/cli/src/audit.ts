@@ -1,7 +1,8 @@
 import { HsmError, isHsmError, type HsmBackend, type OperationAuditor, type OperationEvent } from '@olocus/hsm-core';
 import type { AuditEventInput, AuditLog, CheckpointSigner } from '@olocus/hsm-compliance';
-import type { RotationEvent, RotationEvents } from '@olocus/hsm-rotation';
+import type { RotationEvent, RotationEvents, StateChange } from '@olocus/hsm-rotation';
 import { rememberConnectionString } from './errors.js';
+import { AUDIT_LOG_LABEL, auditLogIdentity } from './store-evidence.js';
 import { inFile } from './config.js';
 import { readCliSecret } from './secrets.js';
 import type { AuditSection } from './audit-config.js';
@@ -27,6 +28,14 @@ export interface CliAudit {
   recordFailure(context: { backend: string; operation: string }, error: unknown): Promise<void>;
   /** Records rotation events until the returned function is called. */
   followRotation(events: RotationEvents): () => void;
+  /**
+   * The registry's `beforeCommit` hook: the records of one transaction's state changes (and the
+   * rotation or security event they make up), durable before the transaction commits. A
+   * rejection rolls the change back, so a crash can never leave a committed change unaudited.
+   */
+  recordChanges(changes: readonly StateChange[]): Promise<void>;
+  /** The registry's `onEvent`: events that are not state changes (recoveries, task failures). */
+  recordRotationEvent(event: RotationEvent): void;
   /** Waits for the rotation records appended so far to be durable. */
   flush(): Promise<void>;
   /** The backend the checkpoints are signed with (set when the manager attaches). */
@@ -47,33 +56,73 @@ async function storageOf(ctx: CliContext, section: AuditSection, configPath: str
   return { kind: 'postgres', connectionString, ...(storage.schema ? { schema: storage.schema } : {}) };
 }
 
-function rotationRecord(event: RotationEvent): (Omit<AuditEventInput, 'actor'> & { actor?: string }) | undefined {
+type RecordInput = Omit<AuditEventInput, 'actor'> & { actor?: string };
+
+function changeRecord(c: StateChange): RecordInput {
+  return { type: 'key.state', outcome: 'success', actor: c.actor, keyId: c.keyId, baseKeyId: c.baseKeyId, keyVersion: c.version, reason: c.reason, time: c.at, details: { from: c.from, to: c.to } };
+}
+
+const RETIRED_BY_EMERGENCY = new Set(['Compromised', 'Revoked']);
+
+/**
+ * The records of one registry transaction: a key.state per change, plus what the changes make
+ * up together — a new version made Active while the old one left Active is a rotation (an
+ * emergency one when the old version was marked Compromised/Revoked, which is also a security
+ * event). Derived here, inside the transaction, rather than from the events emitted after it.
+ */
+export function transactionRecords(changes: readonly StateChange[]): RecordInput[] {
+  const records = changes.map(changeRecord);
+  for (const activated of changes) {
+    if (activated.to !== 'Active' || activated.from !== 'PreActivation') continue;
+    const retired = changes.find((c) => c.baseKeyId === activated.baseKeyId && c !== activated && (c.from === 'Active' || c.from === 'Suspended') && c.to !== 'Active');
+    if (!retired) continue; // version 1 of a new key: its creation is the key.generate record
+    const emergency = RETIRED_BY_EMERGENCY.has(retired.to);
+    const kind = emergency ? 'emergency' : activated.actor === 'system:scheduler' ? 'scheduled' : 'manual';
+    records.push({
+      type: 'key.rotate',
+      outcome: 'success',
+      actor: activated.actor,
+      keyId: activated.keyId,
+      baseKeyId: activated.baseKeyId,
+      keyVersion: activated.version,
+      reason: activated.reason,
+      time: activated.at,
+      details: { kind, fromVersion: retired.version, toVersion: activated.version, oldState: retired.to },
+    });
+    if (emergency) {
+      records.push({
+        type: 'security.event',
+        outcome: 'success',
+        actor: activated.actor,
+        keyId: retired.keyId,
+        baseKeyId: retired.baseKeyId,
+        keyVersion: retired.version,
+        reason: retired.reason,
+        time: retired.at,
+        details: { event: 'emergencyRotation', severity: 'CRIT', markedAs: retired.to, newVersion: activated.version },
+      });
+    }
+  }
+  return records;
+}
+
+function rotationRecord(event: RotationEvent): RecordInput | undefined {
   switch (event.type) {
-    case 'stateChanged':
+    case 'rotationRecovered':
       return {
-        type: 'key.state',
+        type: 'admin.action',
         outcome: 'success',
         actor: event.actor,
-        keyId: event.keyId,
         baseKeyId: event.baseKeyId,
         keyVersion: event.version,
         reason: event.reason,
         time: event.at,
-        details: { from: event.from, to: event.to },
-      };
-    case 'rotated':
-      return {
-        type: 'key.rotate',
-        outcome: 'success',
-        actor: event.actor,
-        keyId: event.keyId,
-        baseKeyId: event.baseKeyId,
-        keyVersion: event.toVersion,
-        reason: event.reason,
-        time: event.at,
-        details: { kind: event.kind, fromVersion: event.fromVersion, toVersion: event.toVersion, oldState: event.oldState },
+        details: { action: 'rotation recovered', fromStep: event.fromStep, previousOwner: event.previousOwner, version: event.version },
       };
     case 'securityEvent':
+      // with a new version it was recorded inside the swap transaction (transactionRecords); an
+      // emergency whose new key could not be made marks the old version alone, recorded here
+      if (event.newVersion !== null) return undefined;
       return {
         type: 'security.event',
         outcome: 'success',
@@ -103,7 +152,23 @@ function rotationRecord(event: RotationEvent): (Omit<AuditEventInput, 'actor'> &
 }
 
 export async function openCliAudit(ctx: CliContext, section: AuditSection, configPath: string, actor: string): Promise<CliAudit> {
-  const { openAuditLog, auditorFor, eventToRecords } = await import('@olocus/hsm-compliance');
+  const { openAuditLog, auditorFor, eventToRecords, storageFaultError, storageFaultOf } = await import('@olocus/hsm-compliance');
+  const file = section.storage.kind === 'sqlite' ? section.storage.path : undefined;
+  // One mapping with the library (compliance's): a full disk is a retryable DeviceUnavailable
+  // that says so and names the file, whichever layer meets it.
+  const storageError = (error: unknown, action: string): unknown =>
+    isHsmError(error) || !file ? error : storageFaultError(error, { store: 'audit log', action, target: file, file, details: { auditCode: 'AuditUnavailable' } });
+  /** What a fail-closed refusal is: the storage fault's own code when it is transient, else PolicyViolation — as compliance's auditor decides. */
+  const refusal = (error: unknown, what: string): HsmError => {
+    const fault = storageFaultOf(error);
+    const transient = fault !== undefined && isHsmError(error) && error.retryable;
+    const why = isHsmError(error) ? error.message : (error as Error)?.message ?? 'the audit log failed';
+    return new HsmError(transient ? (error as HsmError).code : 'PolicyViolation', `audit record could not be written (${why}); ${what} refused (failClosed)`, {
+      cause: error,
+      retryable: transient,
+      details: { auditCode: 'AuditUnavailable', errorCode: isHsmError(error) ? error.code : undefined, ...(fault ? { storageFault: fault } : {}) },
+    });
+  };
   const storage = await storageOf(ctx, section, configPath);
   let backend: HsmBackend | undefined;
   const keyId = section.checkpoint.keyId;
@@ -136,7 +201,7 @@ export async function openCliAudit(ctx: CliContext, section: AuditSection, confi
       },
     });
   } catch (error) {
-    throw inFile(error, configPath);
+    throw inFile(storageError(error, 'opening'), configPath);
   }
   const inner = auditorFor(log, { actor, failClosed: section.failClosed, onAuditFailure: (error: unknown) => ctx.note(`olocus-hsm: audit record not written (failClosed is off): ${(error as Error).message}`) });
   const pending = new Set<Promise<unknown>>();
@@ -152,12 +217,7 @@ export async function openCliAudit(ctx: CliContext, section: AuditSection, confi
     try {
       await Promise.all(records.map((r) => log.append(r)));
     } catch (error) {
-      if (section.failClosed) {
-        throw new HsmError('PolicyViolation', 'audit record could not be written; operation refused (failClosed)', {
-          cause: error,
-          details: { auditCode: 'AuditUnavailable', errorCode: isHsmError(error) ? error.code : undefined },
-        });
-      }
+      if (section.failClosed) throw refusal(storageError(error, 'writing audit records'), 'operation');
       ctx.note(`olocus-hsm: audit record not written (failClosed is off): ${(error as Error).message}`);
     }
   };
@@ -175,7 +235,9 @@ export async function openCliAudit(ctx: CliContext, section: AuditSection, confi
         await b.getKey(keyId);
       } catch (error) {
         if (!isHsmError(error, 'KeyNotFound')) throw error;
-        await b.generateKeyPair({ id: keyId, algorithm: 'ECDSA_P256', labels: { purpose: 'olocus audit checkpoints and reports' } });
+        // labelled with the log it was made for: a missing or emptied log whose key exists is then known to be lost, not new
+        const identity = auditLogIdentity(section.logName, section.storage.kind === 'sqlite' ? section.storage.path : `postgres:${section.storage.schema ?? 'public'}`);
+        await b.generateKeyPair({ id: keyId, algorithm: 'ECDSA_P256', labels: { purpose: 'olocus audit checkpoints and reports', [AUDIT_LOG_LABEL]: identity } });
       }
     },
   };
@@ -194,6 +256,20 @@ export async function openCliAudit(ctx: CliContext, section: AuditSection, confi
         const record = rotationRecord(event);
         if (record) track(log.append({ actor, ...record } as AuditEventInput));
       });
+    },
+    async recordChanges(changes) {
+      const records = transactionRecords(changes);
+      try {
+        await Promise.all(records.map((r) => log.append({ actor, ...r } as AuditEventInput)));
+      } catch (error) {
+        // failClosed: no record, no change (the registry rolls the transaction back)
+        if (section.failClosed) throw refusal(storageError(error, 'writing audit records'), 'key state change');
+        ctx.note(`olocus-hsm: audit record not written (failClosed is off): ${(error as Error).message}`);
+      }
+    },
+    recordRotationEvent(event) {
+      const record = rotationRecord(event);
+      if (record) track(log.append({ actor, ...record } as AuditEventInput));
     },
     checkpointSigner: () => signer,
     async flush() {

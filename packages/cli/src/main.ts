@@ -214,7 +214,16 @@ export function buildProgram(state: RunState = {}): Command {
   rotation
     .command('run')
     .description('run the due scheduler tasks once (rotations, deactivations, cleanups, destructions) and print what ran')
+    .option('--daemon', 'keep running: finish rotations of dead processes and run due tasks every --interval, until SIGINT/SIGTERM (clean shutdown, exit 0)')
+    .option('--interval <duration>', '--daemon: time between scheduler ticks (e.g. 10s, 1m); default: the policy\'s scheduler.pollInterval')
     .action(run(async () => (await import('./commands/rotation.js')).run, state));
+  rotation
+    .command('recover')
+    .description('complete the interrupted rotation of a key now, whichever process started it (its node is gone); audited')
+    .requiredOption('--key <id>', 'logical key id')
+    .requiredOption('--reason <text>', 'recorded in the key history and the audit log')
+    .option('--actor <name>', 'who makes the change (default: the OS user)')
+    .action(run(async () => (await import('./commands/rotation.js')).recover, state));
   rotation
     .command('status')
     .description('logical keys and their Active version, next scheduled tasks, pending destructions, orphans')

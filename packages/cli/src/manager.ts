@@ -1,8 +1,11 @@
+import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { BackendRegistry, HsmError, HsmManager, type BackendContext, type HsmBackend, type HsmKeyHandle, type KeyRef, type SignOptions } from '@olocus/hsm-core';
 import { CliError, rememberSecret } from './errors.js';
 import type { CliContext } from './context.js';
-import { inFile, loadConfig, managerConfig, type ConfigFile } from './config.js';
+import { inFile, loadConfig, managerConfig, type ConfigFile, type LoadedConfig } from './config.js';
+import { ACCEPT_NEW_STORE_ENV, acceptsNewStore, auditLogIdentity, hasCheckpointKey, isMissingOrEmpty, lostStoreError, versionShapedKeys } from './store-evidence.js';
+import type { RotationSection } from './rotation-config.js';
 import type { AuditSection } from './audit-config.js';
 import { openCliAudit, type CliAudit } from './audit.js';
 import { actorOf } from './actor.js';
@@ -143,12 +146,16 @@ export function corruptStoreError(error: unknown, file: string, what: 'audit' | 
 }
 
 /** Builds and initialises the manager for a loaded config. Errors name the config file. */
-export async function openManager(ctx: CliContext, loaded: { path: string; config: ConfigFile; audit?: AuditSection }, options: OpenOptions = {}): Promise<CliManager> {
+export async function openManager(ctx: CliContext, loaded: { path: string; config: ConfigFile; audit?: AuditSection; rotation?: RotationSection }, options: OpenOptions = {}): Promise<CliManager> {
   if (!options.create) await requireExistingStore(loaded.config, loaded.path);
   const registry = new CliRegistry(ctx);
   let audit: CliAudit | undefined;
+  let acceptedNewLog: string | undefined;
   if (loaded.audit?.enabled) {
     const storage = loaded.audit.storage;
+    if (storage.kind === 'sqlite' && !options.create && (await isMissingOrEmpty(storage.path))) {
+      acceptedNewLog = await checkNewAuditLog(ctx, loaded, registry, storage.path, loaded.audit.checkpoint.keyId, loaded.audit.logName);
+    }
     if (storage.kind === 'sqlite') await ensurePrivateSqliteFile(storage.path);
     try {
       audit = await openCliAudit(ctx, loaded.audit, loaded.path, actorOf(ctx, ctx.globals.actor));
@@ -174,7 +181,56 @@ export async function openManager(ctx: CliContext, loaded: { path: string; confi
     await audit?.close().catch(() => undefined);
     throw inFile(error, loaded.path);
   }
+  const rotation = loaded.rotation?.storage;
+  if (!options.create && rotation?.kind === 'sqlite' && (await isMissingOrEmpty(rotation.path))) {
+    // Every command, not only those that open the registry: without it a version would sign as a plain key.
+    try {
+      const evidence = await versionShapedKeys(audit?.backend ?? manager.backend);
+      if (evidence.length > 0) {
+        if (!acceptsNewStore(ctx, 'rotation')) {
+          throw lostStoreError('rotation', rotation.path, `the backend holds keys named like versions of logical keys (${evidence.join(', ')}${evidence.length >= 5 ? ', ...' : ''})`, !existsSync(rotation.path));
+        }
+        // accepted: the new registry is made now (and the acceptance audited by it), so the override is needed once
+        const { openRotationFor } = await import('./rotation.js');
+        await (await openRotationFor(ctx, loaded as LoadedConfig, manager, { reconcile: false })).close();
+      }
+    } catch (error) {
+      await manager.close().catch(() => undefined);
+      throw error;
+    }
+  }
+  if (acceptedNewLog && audit) {
+    await audit.append({
+      type: 'admin.action',
+      outcome: 'success',
+      reason: `${ACCEPT_NEW_STORE_ENV}=audit`,
+      details: { action: 'accepted a new audit log', file: acceptedNewLog, evidence: `checkpoint key ${loaded.audit!.checkpoint.keyId} exists in the backend` },
+    });
+  }
   return manager;
+}
+
+/**
+ * An audit.db that is missing or empty is a new log only if the backend holds no checkpoint key
+ * (the key is made with the log's first checkpoint). Asked through a bare manager, before the
+ * log file is created, so a refusal leaves nothing behind. Returns the file when the operator
+ * accepted a new log despite the evidence.
+ */
+async function checkNewAuditLog(ctx: CliContext, loaded: { path: string; config: ConfigFile }, registry: CliRegistry, file: string, keyId: string, logName: string): Promise<string | undefined> {
+  const probe = new HsmManager(managerConfig(loaded.config), { registry });
+  let evidence: boolean;
+  try {
+    await probe.initialize();
+    evidence = await hasCheckpointKey(probe.backend, keyId, auditLogIdentity(logName, file));
+  } catch (error) {
+    throw inFile(error, loaded.path);
+  } finally {
+    await probe.close().catch(() => undefined);
+  }
+  if (!evidence) return undefined;
+  if (!acceptsNewStore(ctx, 'audit')) throw lostStoreError('audit', file, `the backend holds the audit checkpoint key ${keyId} (made with a log's first checkpoint)`, !existsSync(file));
+  ctx.note(`olocus-hsm: warning: starting a new audit log in ${file} although the checkpoint key ${keyId} shows an earlier one existed (${ACCEPT_NEW_STORE_ENV}=audit); recorded in the new log`);
+  return file;
 }
 
 export { inFile };

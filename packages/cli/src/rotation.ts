@@ -1,6 +1,7 @@
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
+import { ACCEPT_NEW_STORE_ENV, acceptsNewStore, isMissingOrEmpty, lostStoreError, versionShapedKeys } from './store-evidence.js';
 import { isHsmError, type HsmManager } from '@olocus/hsm-core';
-import { openRotation, parseVersionKeyId, type KeyVersion, type RotationContext, type StorageConfigInput } from '@olocus/hsm-rotation';
+import { openRotation, parseVersionKeyId, type KeyVersion, type RotationContext, type RotationEvent, type StateChange, type StorageConfigInput } from '@olocus/hsm-rotation';
 import { CliError, rememberConnectionString } from './errors.js';
 import { inFile, loadConfig, type LoadedConfig } from './config.js';
 import { auditOf, corruptStoreError, openManager } from './manager.js';
@@ -33,22 +34,46 @@ async function storageInput(ctx: CliContext, loaded: LoadedConfig): Promise<Stor
 /** Opens the registry for an opened manager. `reconcile` repairs interrupted rotations and lists orphans (commands that change or report state). */
 export async function openRotationFor(ctx: CliContext, loaded: LoadedConfig, manager: HsmManager, options: { reconcile: boolean }): Promise<RotationContext> {
   const storage = await storageInput(ctx, loaded);
+  let acceptedNew: string | undefined;
+  if (storage.kind === 'sqlite' && (await isMissingOrEmpty(storage.path))) acceptedNew = await checkNewRegistry(ctx, manager, storage.path);
   if (storage.kind === 'sqlite') await ensurePrivateSqliteFile(storage.path);
   let rot: RotationContext;
+  const audit = auditOf(manager);
   try {
     rot = await openRotation({
       storage,
       backend: manager.backend,
       ...(loaded.rotation.policy ? { policy: loaded.rotation.policy } : {}),
       reconcile: options.reconcile,
+      // Given to openRotation, not attached afterwards: what reconcile() completes while opening
+      // is audited too. State changes are recorded inside their transaction (a crash cannot
+      // separate a change from its record); recoveries and task failures as they happen.
+      ...(audit ? { beforeCommit: (changes: readonly StateChange[]) => audit.recordChanges(changes), onEvent: (event: RotationEvent) => audit.recordRotationEvent(event) } : {}),
     });
   } catch (error) {
     throw storage.kind === 'sqlite' ? corruptStoreError(error, storage.path, 'rotation') : inFile(error, loaded.path);
   }
   manager.useResolver(rot.registry);
-  // State changes, rotations and security events go to the audit log with their actor and reason.
-  auditOf(manager)?.followRotation(rot.events);
+  if (acceptedNew && audit) {
+    await audit.append({ type: 'admin.action', outcome: 'success', reason: `${ACCEPT_NEW_STORE_ENV}=rotation`, details: { action: 'accepted a new key registry', file: acceptedNew } });
+  }
   return rot;
+}
+
+/**
+ * A rotation.db that is missing or empty is new only if the backend holds no key named like a
+ * version (`<id>.v<N>`): those were made by a registry, and without it they would be plain keys
+ * that sign again whatever their state was. Returns the file when the operator accepted a new
+ * registry despite the evidence.
+ */
+async function checkNewRegistry(ctx: CliContext, manager: HsmManager, file: string): Promise<string | undefined> {
+  const evidence = await versionShapedKeys(auditOf(manager)?.backend ?? manager.backend);
+  if (evidence.length === 0) return undefined;
+  if (!acceptsNewStore(ctx, 'rotation')) {
+    throw lostStoreError('rotation', file, `the backend holds keys named like versions of logical keys (${evidence.join(', ')}${evidence.length >= 5 ? ', ...' : ''})`, !existsSync(file));
+  }
+  ctx.note(`olocus-hsm: warning: starting a new key registry in ${file} although the backend holds versions of logical keys (${evidence.join(', ')}) (${ACCEPT_NEW_STORE_ENV}=rotation): they are plain keys from now on; recorded in the audit log`);
+  return file;
 }
 
 export interface RotationScope {
@@ -58,8 +83,8 @@ export interface RotationScope {
 }
 
 /** Loads the config, opens the manager and the registry; runs `fn`; always closes both. */
-export async function withRotation<T>(ctx: CliContext, fn: (scope: RotationScope) => Promise<T>, options: { reconcile?: boolean } = {}): Promise<T> {
-  const loaded = await loadConfig(ctx);
+export async function withRotation<T>(ctx: CliContext, fn: (scope: RotationScope) => Promise<T>, options: { reconcile?: boolean } = {}, preloaded?: LoadedConfig): Promise<T> {
+  const loaded = preloaded ?? (await loadConfig(ctx));
   const manager = await openManager(ctx, loaded);
   try {
     const rot = await openRotationFor(ctx, loaded, manager, { reconcile: options.reconcile ?? true });
@@ -83,7 +108,8 @@ export async function withManagerAndRegistry<T>(ctx: CliContext, fn: (manager: H
   const manager = await openManager(ctx, loaded);
   try {
     const storage = loaded.rotation.storage;
-    const present = storage.kind === 'postgres' || (storage.path !== ':memory:' && existsSync(storage.path));
+    const present = storage.kind === 'postgres' || (storage.path !== ':memory:' && existsSync(storage.path) && statSync(storage.path).size > 0);
+    // (openManager refused a missing registry whose keys are in the backend)
     if (!present) return await fn(manager, undefined);
     const rot = await openRotationFor(ctx, loaded, manager, { reconcile: false });
     try {

@@ -73,14 +73,20 @@ export async function health(ctx: CliContext): Promise<void> {
         healthy: r.status === 'Healthy',
         timestamp: r.timestamp.toISOString(),
         durationMs: round(r.durationMs),
-        checks: r.checks.map((c) => ({ name: c.name, status: c.status, message: c.message, ...(c.metric !== undefined ? { metric: c.metric, unit: c.unit } : {}), durationMs: round(c.durationMs) })),
+        checks: r.checks.map((c) => ({ name: c.name, status: c.status, message: c.message, ...(c.warning ? { warning: c.warning } : {}), ...(c.metric !== undefined ? { metric: c.metric, unit: c.unit } : {}), durationMs: round(c.durationMs) })),
       },
     });
   }
-  ctx.print(`${r.status} (${r.durationMs.toFixed(1)} ms)`);
+  // A warning (a module that is not FIPS validated) leaves the status Healthy but is not hidden behind it.
+  const warned = r.checks.filter((c) => c.warning);
+  ctx.print(`${r.status}${warned.length > 0 ? ` with ${warned.length === 1 ? 'a warning' : `${warned.length} warnings`} (${warned.map((c) => c.name).join(', ')})` : ''} (${r.durationMs.toFixed(1)} ms)`);
   const width = Math.max(...r.checks.map((c) => c.name.length));
   const statusWidth = Math.max(...r.checks.map((c) => c.status.length));
-  for (const c of r.checks) ctx.print(`  ${c.name.padEnd(width)}  ${c.status.padEnd(statusWidth)}  ${c.message} (${c.durationMs.toFixed(1)} ms)`);
+  for (const c of r.checks) {
+    ctx.print(`  ${c.name.padEnd(width)}  ${c.status.padEnd(statusWidth)}  ${c.message} (${c.durationMs.toFixed(1)} ms)`);
+    if (c.warning) ctx.print(`  ${''.padEnd(width)}  ${'warning'.padEnd(statusWidth)}  ${c.warning}`);
+  }
+  for (const c of warned) ctx.note(`olocus-hsm: health warning (${c.name}): ${c.warning}`);
   if (r.status !== 'Healthy') ctx.note(`olocus-hsm: health is ${r.status}: ${r.checks.filter((c) => c.status !== 'Healthy').map((c) => c.name).join(', ')}`);
 }
 

@@ -1,8 +1,9 @@
-import type { KeyVersion, ScheduledTask, StateChange } from '@olocus/hsm-rotation';
+import type { KeyVersion, RotationResult, ScheduledTask, StateChange } from '@olocus/hsm-rotation';
 import { CliError } from '../errors.js';
 import { describeStorage } from '../rotation-config.js';
 import { actorOf, iso, requireLogicalKey, versionJson, withRotation, type RotationScope } from '../rotation.js';
 import { table } from './keys.js';
+import { terminalSafe } from '../io.js';
 import type { CliContext } from '../context.js';
 
 /** `keys rotate`, `keys history`, `keys revoke|suspend|resume`, `rotation run`, `rotation status`. */
@@ -47,24 +48,55 @@ export async function rotate(ctx: CliContext, opts: ChangeOptions & { emergency?
       }
       throw error;
     }
-    const previous = result.previous;
-    const current = result.current;
-    if (ctx.json) {
-      return ctx.printJson({
-        key: opts.id,
-        kind: result.kind,
-        actor,
-        reason,
-        previous: previous ? versionJson(previous) : undefined,
-        current: versionJson(current),
-      });
-    }
-    const from = previous ? `v${previous.version} (now ${previous.state})` : '(none)';
-    ctx.print(`${emergency ? 'emergency-rotated' : 'rotated'} ${opts.id}: ${from} -> v${current.version} ${current.state} (backend key ${current.keyId}); actor ${actor}, reason: ${reason}`);
-    if (previous?.state === 'Superseded' && previous.overlapUntil) {
-      ctx.print(`v${previous.version} signs no more; it verifies signatures made before ${iso(previous.deactivatedAt)} (use verify --signed-at)`);
-    }
+    printRotation(ctx, opts.id, result, { actor, reason, emergency });
   });
+}
+
+/**
+ * A rotation's outcome. One that completed an interrupted rotation (its process died) says so:
+ * that rotation's new version is the result, and no second one was started.
+ */
+function printRotation(ctx: CliContext, id: string, result: RotationResult, opts: { actor: string; reason: string; emergency?: boolean; recoverCommand?: boolean }): void {
+  const { previous, current, recovered } = result;
+  if (ctx.json) {
+    return ctx.printJson({
+      key: id,
+      kind: result.kind,
+      actor: opts.actor,
+      reason: opts.reason,
+      previous: previous ? versionJson(previous) : undefined,
+      current: versionJson(current),
+      recovered: recovered ? { fromStep: recovered.fromStep, startedAt: recovered.startedAt, previousOwner: recovered.owner } : undefined,
+    });
+  }
+  const from = previous ? `v${previous.version} (now ${previous.state})` : '(none)';
+  if (recovered) {
+    ctx.print(
+      `completed the interrupted ${result.kind} rotation of ${id} (started ${iso(recovered.startedAt)} by ${recovered.owner}, stopped after step "${recovered.fromStep}"): ${from} -> v${current.version} ${current.state} (backend key ${current.keyId})`,
+    );
+    if (!opts.recoverCommand) ctx.print(`no further rotation was started: run keys rotate --id ${id} again to rotate to v${current.version + 1}`);
+  } else {
+    ctx.print(`${opts.emergency ? 'emergency-rotated' : 'rotated'} ${id}: ${from} -> v${current.version} ${current.state} (backend key ${current.keyId}); actor ${opts.actor}, reason: ${opts.reason}`);
+  }
+  if (previous?.state === 'Superseded') {
+    ctx.print(`v${previous.version} signs no more; signatures it made before ${iso(previous.deactivatedAt)} still verify`);
+  }
+}
+
+/** `rotation recover --key K --reason R`: completes the interrupted rotation of K now, whoever started it (an operator who knows that node is gone). */
+export async function recover(ctx: CliContext, opts: { key: string; reason?: string; actor?: string }): Promise<void> {
+  const reason = requireReason(opts, 'rotation recover');
+  const actor = actorOf(ctx, opts.actor);
+  // no reconcile on open: this command is the explicit, audited recovery
+  await withRotation(
+    ctx,
+    async (scope) => {
+      await requireLogicalKey(scope, opts.key, '--key');
+      const result = await scope.rot.manager.recoverRotation(opts.key, { actor, reason });
+      printRotation(ctx, opts.key, result, { actor, reason, recoverCommand: true });
+    },
+    { reconcile: false },
+  );
 }
 
 export async function history(ctx: CliContext, opts: { id: string }): Promise<void> {
@@ -88,7 +120,8 @@ export async function history(ctx: CliContext, opts: { id: string }): Promise<vo
           history: changes.map(changeJson),
         });
       }
-      ctx.print(`${opts.id} (${logical.algorithm}), created ${iso(logical.createdAt)} by ${logical.createdBy}${logical.rotationIntervalMs ? `, rotates every ${duration(logical.rotationIntervalMs)}` : ''}`);
+      // createdBy comes from the registry, whoever wrote it: one value, one line
+      ctx.print(`${terminalSafe(opts.id)} (${logical.algorithm}), created ${iso(logical.createdAt)} by ${terminalSafe(logical.createdBy)}${logical.rotationIntervalMs ? `, rotates every ${duration(logical.rotationIntervalMs)}` : ''}`);
       ctx.print();
       ctx.print(
         table(
@@ -169,8 +202,10 @@ function taskJson(t: ScheduledTask): Record<string, unknown> {
   return { id: t.id, kind: t.kind, key: t.baseKeyId, keyId: t.keyId, dueAt: t.dueAt, status: t.status, attempts: t.attempts, lastError: t.lastError };
 }
 
-/** `rotation run`: runs every due scheduler task once (after reconcile) and prints what ran. */
-export async function run(ctx: CliContext): Promise<void> {
+/** `rotation run`: runs every due scheduler task once (after reconcile) and prints what ran; `--daemon` keeps the scheduler running. */
+export async function run(ctx: CliContext, opts: { daemon?: boolean; interval?: string } = {}): Promise<void> {
+  if (opts.daemon) return daemon(ctx, opts);
+  if (opts.interval !== undefined) throw new CliError('InvalidArgument', '--interval applies to rotation run --daemon (the polling interval of the running scheduler)');
   await withRotation(ctx, async ({ rot }) => {
     const report = await rot.scheduler.runDueTasks();
     const reconcile = rot.reconcileReport;
@@ -188,6 +223,65 @@ export async function run(ctx: CliContext): Promise<void> {
       ctx.print(`${report.ran.length} task${report.ran.length === 1 ? '' : 's'} ran, ${failed.length} failed or will be retried`);
     }
   });
+}
+
+
+/**
+ * `rotation run --daemon [--interval D]`: the scheduler as a service. Every tick first finishes
+ * the rotations of processes that died (their lease expired, or on this host their pid is gone),
+ * then runs due tasks. SIGINT/SIGTERM stop it cleanly: the tick in progress finishes, the audit
+ * log is closed with its final checkpoint, exit 0.
+ */
+async function daemon(ctx: CliContext, opts: { interval?: string }): Promise<void> {
+  const { parseDuration } = await import('@olocus/hsm-rotation');
+  const { loadConfig } = await import('../config.js');
+  const loaded = await loadConfig(ctx);
+  let pollInterval: number | undefined;
+  if (opts.interval !== undefined) {
+    pollInterval = parseDuration(opts.interval);
+    if (pollInterval === undefined || pollInterval < 100 || pollInterval > 86_400_000) {
+      throw new CliError('InvalidArgument', `--interval: "${opts.interval}" is not a duration from 100ms to 24h (e.g. 10s, 1m)`);
+    }
+  }
+  // Signals from now on are ours: a SIGTERM while opening still ends in a clean close.
+  let stopSignal: NodeJS.Signals | undefined;
+  let wake: (() => void) | undefined;
+  const onSignal = (s: NodeJS.Signals): void => {
+    stopSignal ??= s;
+    wake?.();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const policy = (loaded.rotation.policy ?? {}) as Record<string, unknown>;
+    const scheduler = (policy['scheduler'] ?? {}) as Record<string, unknown>;
+    const withInterval = pollInterval === undefined ? loaded : { ...loaded, rotation: { ...loaded.rotation, policy: { ...policy, scheduler: { ...scheduler, pollInterval } } } };
+    await withRotation(ctx, async ({ rot }) => {
+      const report = rot.reconcileReport;
+      for (const r of report?.resumed ?? []) line(ctx, { event: 'recovered', key: r.baseKeyId, version: r.version, fromStep: r.fromStep }, `completed interrupted ${r.kind} rotation of ${r.baseKeyId} to v${r.version} (from step ${r.fromStep})`);
+      rot.events.on('event', (e) => {
+        if (e.type === 'rotationRecovered') line(ctx, { event: 'recovered', key: e.baseKeyId, version: e.version, fromStep: e.fromStep, previousOwner: e.previousOwner, at: e.at }, `completed interrupted rotation of ${e.baseKeyId} to v${e.version} (from step ${e.fromStep}, started by ${e.previousOwner})`);
+        else if (e.type === 'rotated') line(ctx, { event: 'rotated', key: e.baseKeyId, kind: e.kind, fromVersion: e.fromVersion, toVersion: e.toVersion, at: e.at }, `${e.kind} rotation of ${e.baseKeyId}: v${e.fromVersion} -> v${e.toVersion}`);
+        else if (e.type === 'taskFailed') line(ctx, { event: 'taskFailed', key: e.baseKeyId, task: e.kind, attempts: e.attempts, final: e.final, error: e.error, at: e.at }, `task ${e.kind} of ${e.baseKeyId} failed (attempt ${e.attempts}${e.final ? ', final' : ''}): ${e.error}`);
+      });
+      const every = rot.manager.policy.scheduler.pollInterval;
+      rot.scheduler.start();
+      line(ctx, { event: 'started', pid: process.pid, node: rot.manager.nodeId, intervalMs: every }, `rotation scheduler running (pid ${process.pid}, every ${duration(every)}); SIGINT or SIGTERM stops it`);
+      if (!stopSignal) await new Promise<void>((resolve) => (wake = resolve));
+      line(ctx, { event: 'stopping', signal: stopSignal }, `${stopSignal}: stopping the scheduler (the run in progress finishes)`);
+      await rot.scheduler.stop();
+    }, {}, withInterval);
+    line(ctx, { event: 'stopped' }, 'stopped; audit log closed');
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+/** A daemon's line: one JSON object per line with --json (a stream, not one document), else text. */
+function line(ctx: CliContext, json: Record<string, unknown>, text: string): void {
+  if (ctx.json) ctx.stdout.write(`${JSON.stringify(json)}\n`);
+  else ctx.print(text);
 }
 
 /** `rotation status`: keys and their Active version, next tasks, pending destructions, orphans. */
