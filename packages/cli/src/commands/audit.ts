@@ -1,4 +1,4 @@
-import type { AuditRecord } from '@olocus/hsm-compliance';
+import type { AuditRecord, AuditVerifyResult } from '@olocus/hsm-compliance';
 import { CliError, EXIT_NEGATIVE } from '../errors.js';
 import { checkOutputPath, echo, onStdoutClosed, stdoutClosed, terminalSafe, writeStreaming, writeTo } from '../io.js';
 import { auditOf, withManager, type CliManager } from '../manager.js';
@@ -21,9 +21,22 @@ export function parseDateOption(value: string | undefined, field: string): Date 
   return date;
 }
 
-/** The checkpoint key's public key, from the backend: never from beside the log it vouches for. */
+/**
+ * The checkpoint key's public key, from the backend: never from beside the log it vouches for.
+ * After a rotation the key in charge is the one the log's signer now names, not the config's.
+ */
 async function checkpointKey(manager: CliManager, audit: CliAudit): Promise<Uint8Array> {
-  return (await manager.getPublicKey(audit.section.checkpoint.keyId)).spki;
+  return (await manager.getPublicKey(audit.log.checkpointSigner?.keyId ?? audit.section.checkpoint.keyId)).spki;
+}
+
+const WITNESS_PROBLEMS: Record<string, string> = { rollback: 'ROLLBACK', wipe: 'WIPE', fork: 'FORK' };
+
+/** One line per witness consulted: what it answered. */
+function witnessLines(result: AuditVerifyResult): string[] {
+  return (result.witnesses ?? []).map((w) => {
+    const what = w.status === 'consulted' ? `checkpoint of ${w.size} records at ${w.time}` : w.status === 'write-only' ? 'write-only (receives checkpoints, cannot be asked)' : `${w.status}${w.message ? `: ${w.message}` : ''}`;
+    return `  witness ${terminalSafe(w.witness)}: ${terminalSafe(what)}`;
+  });
 }
 
 export async function verify(ctx: CliContext): Promise<void> {
@@ -41,7 +54,16 @@ export async function verify(ctx: CliContext): Promise<void> {
     const cps = `${result.checkpoints} checkpoint${result.checkpoints === 1 ? '' : 's'}`;
     if (result.ok) {
       const rate = result.durationMs > 0 ? Math.round(result.records / (result.durationMs / 1000)) : result.records;
-      return ctx.print(`ok: ${result.message} (${cps}, ${ms} ms, ${rate} records/s)`);
+      ctx.print(`ok: ${result.message} (${cps}, ${ms} ms, ${rate} records/s)`);
+      for (const line of witnessLines(result)) ctx.print(line);
+      return;
+    }
+    const named = result.problem ? WITNESS_PROBLEMS[result.problem] : undefined;
+    if (named) {
+      // The message already starts with ROLLBACK / WIPE / FORK and says what the witness saw.
+      ctx.note(`olocus-hsm: ${result.message}. The log cannot be trusted: restore it from a backup or an export that holds the witnessed checkpoint, and find out who could write to ${terminalSafe(audit.log.storage === 'sqlite' ? 'the log file' : 'the log database')}`);
+      for (const line of witnessLines(result)) ctx.note(line);
+      return;
     }
     // The counts of a failed walk are what was checked before the problem, not the size of the log.
     const before = result.records === 0 ? 'no record verified before it' : `${result.records} record${result.records === 1 ? '' : 's'} verified before it`;
@@ -49,6 +71,7 @@ export async function verify(ctx: CliContext): Promise<void> {
     ctx.note(
       `olocus-hsm: TAMPERED: ${result.message} (${before}; ${cps}; ${ms} ms). The log cannot be trusted ${from}: keep a copy (olocus-hsm audit export --out FILE) and compare it with a backup or an earlier export`,
     );
+    for (const line of witnessLines(result)) ctx.note(line);
   });
 }
 
@@ -110,5 +133,48 @@ export async function tail(ctx: CliContext, opts: { lines?: string; follow?: boo
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);
     }
+  });
+}
+
+/** A key id for the next checkpoint key: the configured id and the UTC time (never `<id>.v<N>`, which names rotation versions). */
+export function nextCheckpointKeyId(base: string, now = new Date()): string {
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  return `${base.slice(0, 110)}-${stamp}`;
+}
+
+/**
+ * `audit rotate-checkpoint-key [--new-key-id ID] [--reason TEXT]`: makes a new ECDSA P-256 key in
+ * the backend and hands checkpoint signing to it, recorded in the chain (a config.change record
+ * naming both keys by fingerprint, covered by a checkpoint of the old key). The old key is kept:
+ * old checkpoints verify with it. Register in main.ts under `audit` (see the compliance report).
+ */
+export async function rotateCheckpointKey(ctx: CliContext, opts: { newKeyId?: string; reason?: string }): Promise<void> {
+  const ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+  if (opts.newKeyId !== undefined && (!ID.test(opts.newKeyId) || /\.v\d+$/.test(opts.newKeyId))) {
+    throw new CliError('InvalidArgument', `--new-key-id: "${echo(opts.newKeyId)}" is not a key id (letters, digits, . _ : -, at most 128, not ending in .v<N>, which names rotation versions)`);
+  }
+  if (opts.reason !== undefined && (opts.reason.trim() === '' || opts.reason.length > 1000)) throw new CliError('InvalidArgument', '--reason: give a non-empty reason of at most 1000 characters');
+  await withManager(ctx, async (m) => {
+    const audit = requireAudit(m as CliManager);
+    const backend = audit.backend;
+    const current = audit.log.checkpointSigner;
+    if (!backend || !current) throw new CliError('InvalidConfiguration', 'the audit log has no checkpoint key to rotate (the backend did not open for it); check the config\'s backend section');
+    const { checkpointSignerFromBackend } = await import('@olocus/hsm-compliance');
+    const { isHsmError } = await import('@olocus/hsm-core');
+    const newKeyId = opts.newKeyId ?? nextCheckpointKeyId(audit.section.checkpoint.keyId);
+    const old = await backend.getKey(current.keyId);
+    try {
+      // the same labels as the key it replaces (the log it belongs to), so evidence checks find it
+      await backend.generateKeyPair({ id: newKeyId, algorithm: 'ECDSA_P256', labels: { ...(old.labels ?? {}), purpose: 'olocus audit checkpoints and reports' } });
+    } catch (error) {
+      if (isHsmError(error, 'KeyAlreadyExists')) throw new CliError('InvalidArgument', `--new-key-id: a key ${echo(newKeyId)} already exists in the backend; a checkpoint key must be new: choose another id`);
+      throw error;
+    }
+    const rotation = await audit.log.rotateCheckpointKey(checkpointSignerFromBackend(backend, newKeyId, { create: false }), { actor: audit.actor, ...(opts.reason ? { reason: opts.reason } : {}) });
+    await audit.log.checkpoint();
+    if (ctx.json) return ctx.printJson({ checkpointKeyRotation: rotation });
+    ctx.print(`rotated the audit checkpoint key: ${terminalSafe(rotation.oldKeyId)} (${rotation.oldFingerprint}) -> ${terminalSafe(rotation.newKeyId)} (${rotation.newFingerprint})`);
+    ctx.print(`recorded as record ${rotation.seq}, covered by the old key's checkpoint at size ${rotation.checkpoint.size}; new checkpoints are signed by ${terminalSafe(rotation.newKeyId)}`);
+    ctx.print(`keep ${terminalSafe(rotation.oldKeyId)}: checkpoints made before the rotation verify with it`);
   });
 }
