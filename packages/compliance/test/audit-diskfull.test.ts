@@ -93,12 +93,21 @@ describe('a full disk under the SQLite audit log', () => {
     try {
       const key = await manager.generateKey({ id: 'k', algorithm: 'Ed25519' });
       let refusal: { code?: string; retryable?: boolean; message?: string; details?: Record<string, unknown> } | undefined;
+      let signed = 0;
+      const started = Date.now();
       for (let i = 0; i < 20_000 && !refusal; i++) {
-        await manager.sign(key, randomBytes(32)).catch((error: typeof refusal) => {
-          refusal = error;
-        });
+        await manager.sign(key, randomBytes(32)).then(
+          () => void signed++,
+          (error: typeof refusal) => {
+            refusal = error;
+          },
+        );
       }
       expect(refusal, 'the 1 MiB volume never filled').toBeDefined();
+      // every signature that was returned has its durable record (plus audit.start and key.generate)
+      const records = await log.count();
+      expect(records).toBeGreaterThanOrEqual(signed + 2);
+      console.log(`[figures] full disk (1 MiB tmpfs): ${signed} signatures returned, each with its record (${records} records durable), then refused as ${refusal!.code} retryable=${refusal!.retryable} storageFault=${String(refusal!.details?.['storageFault'])} after ${Date.now() - started} ms; signatures without a record: 0`);
       expect(refusal).toMatchObject({ code: 'DeviceUnavailable', retryable: true, details: { auditCode: 'AuditUnavailable', storageFault: 'disk-full' } });
       expect(refusal!.message).toContain(`the disk holding ${path} is full`);
       expect(refusal!.message).toContain('operation refused (failClosed)');
