@@ -196,6 +196,29 @@ describe('PostgreSQL witness (PostgreSQL log)', () => {
   });
 });
 
+describe('missing logs on PostgreSQL (item 11)', () => {
+  it('expectExisting refuses a schema without records of the log; a witnessed log emptied in its database is refused at open', async () => {
+    const { storage } = await storageFor('postgres', 'pgexpect');
+    await expect(openAuditLog({ storage, logName: 'wit', expectExisting: true })).rejects.toMatchObject({ code: 'IntegrityError', details: { auditCode: 'AuditLogMissing' }, message: expect.stringContaining('holds no records of log wit') });
+    const w = fileWitness('w-pgexpect');
+    const log = await openAuditLog({ storage, logName: 'wit', checkpoint: { signer, intervalMs: 0 }, witnesses: [w.config] });
+    await log.append({ type: 'key.sign', actor: 'a', outcome: 'success' });
+    await log.close();
+    const opened = await openAuditLog({ storage, logName: 'wit', expectExisting: true, checkpoint: { signer, intervalMs: 0 } });
+    await opened.close();
+    const { rawPg } = await import('./audit-helpers.js');
+    const raw = rawPg((storage as { schema: string }).schema);
+    await raw.exec("delete from audit_records where log_name = 'wit'");
+    await raw.exec("delete from audit_checkpoints where log_name = 'wit'");
+    await raw.exec("update audit_head set seq = 0, hash = ? where log_name = 'wit'", ['0'.repeat(64)]);
+    await raw.close();
+    await expect(openAuditLog({ storage, logName: 'wit', checkpoint: { signer, intervalMs: 0 }, witnesses: [w.config] })).rejects.toMatchObject({
+      code: 'IntegrityError',
+      message: expect.stringContaining(`witness file ${w.path} holds a checkpoint of`),
+    });
+  });
+});
+
 describe('HTTP and syslog witnesses', () => {
   let server: Server;
   let url: string;
