@@ -39,6 +39,10 @@ describe.each<StorageKind>(['sqlite', 'postgres'])('rotateCheckpointKey (%s)', (
     expect(records).toHaveLength(1);
     expect(records[0]).toMatchObject({ seq: 12, actor: 'alice', reason: 'yearly rotation', details: { action: CHECKPOINT_KEY_ROTATED, oldKeyId: 'cp-1', newKeyId: 'cp-2', newFingerprint: keyFingerprint(newSpki), newPublicKey: Buffer.from(newSpki).toString('base64') } });
     expect(log.settings.checkpointKeyId).toBe('cp-2');
+    expect(await log.checkpointKeys()).toEqual([
+      { keyId: 'cp-1', fingerprint: keyFingerprint(oldSpki), fromSeq: 0 },
+      { keyId: 'cp-2', fingerprint: keyFingerprint(newSpki), fromSeq: 12 },
+    ]);
     for (let i = 0; i < 5; i++) await log.append({ type: 'key.sign', actor: 'a', outcome: 'success' });
     const after = await log.checkpoint();
     expect(after).toMatchObject({ size: 17, keyId: 'cp-2' });

@@ -462,6 +462,19 @@ export class AuditLog implements AuditReader {
     return next;
   }
 
+  /**
+   * Every key that has signed this log's checkpoints, oldest first (one entry until the key is
+   * rotated): the keys to keep — a destroyed one leaves its checkpoints unverifiable.
+   */
+  async checkpointKeys(): Promise<Array<{ keyId: string; fingerprint?: string; fromSeq: number }>> {
+    const rows = await this.#store.checkpointKeys(this.logName);
+    if (rows.length === 0) return this.#signer ? [{ keyId: this.#signer.keyId, fromSeq: 0 }] : [];
+    const first = (await this.#store.page(this.logName, rows[0]!.seq - 1, 1))[0];
+    const d = first ? toRecord(first).details : undefined;
+    const oldest = typeof d?.['oldKeyId'] === 'string' ? [{ keyId: d['oldKeyId'], ...(typeof d['oldFingerprint'] === 'string' ? { fingerprint: d['oldFingerprint'] } : {}), fromSeq: 0 }] : [];
+    return [...oldest, ...rows.map((r) => ({ keyId: r.keyId, fingerprint: r.fingerprint, fromSeq: r.seq }))];
+  }
+
   async checkpoints(): Promise<AuditCheckpoint[]> {
     return this.#store.checkpoints(this.logName);
   }
