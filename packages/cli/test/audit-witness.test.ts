@@ -90,6 +90,16 @@ describe('audit.witnesses through the CLI', () => {
     console.log(`[figures] CLI rollback (${n} -> ${keep} records): 'olocus-hsm audit verify --json' exit ${r.code}, problem ${v.audit.problem}, ${ms} ms wall`);
   });
 
+  it('a log emptied inside its file (rows deleted, head reset) is refused at open, naming the file and the witness', async () => {
+    const db = new Database(dbPath());
+    db.exec("delete from audit_records; delete from audit_checkpoints; update audit_head set seq = 0, hash = '" + '0'.repeat(64) + "', anchor_seq = 0, anchor_hash = '" + '0'.repeat(64) + "';");
+    db.close();
+    const r = await cli(['audit', 'verify', '--json'], { cwd: dir });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain(`audit log ${dbPath()} holds no records of log olocus-audit, but a log was kept there: witness file ${witnessPath()} holds a checkpoint of`);
+    console.log(`[figures] CLI wipe in place (rows deleted): 'olocus-hsm audit verify' exit ${r.code}: ${r.stderr.trim().split('\n')[0]}`);
+  });
+
   it('a deleted log file is refused with an error naming it, not started anew', async () => {
     for (const f of [dbPath(), `${dbPath()}-wal`, `${dbPath()}-shm`]) await rm(f, { force: true });
     const r = await cli(['audit', 'verify', '--json'], { cwd: dir });

@@ -102,10 +102,15 @@ describe('file witness (SQLite log)', () => {
     expect((refused as Error).message).toContain(`audit log ${path} holds no records of log wit, but a log was kept there: witness file ${w.path} holds a checkpoint of 20 records`);
     expect((refused as Error).message).toMatch(/restore .* from a backup/);
 
-    // started anew without the witness, then checked with it: still a WIPE (its first record is newer than the witnessed checkpoint)
-    const fresh = await openAuditLog({ storage, logName: 'wit', checkpoint: { signer, intervalMs: 0 } });
-    for (let i = 0; i < 30; i++) await fresh.append({ type: 'key.sign', actor: 'x', outcome: 'success' });
+    // accepted as new on purpose (recorded), then checked: still a WIPE (its first record is newer than the witnessed checkpoint)
+    const fresh = await openAuditLog({ storage, logName: 'wit', checkpoint: { signer, intervalMs: 0 }, witnesses: [w.config], acceptNewLog: true });
+    const [start] = await fresh.tail({ limit: 1 }).next().then((r) => [r.value]);
+    expect(start).toMatchObject({ seq: 1, type: 'audit.start', details: { acceptedNewLog: true } });
     await fresh.close();
+    // then grown past the witnessed size by a writer that does not tell the witness
+    const quiet = await openAuditLog({ storage, logName: 'wit', checkpoint: { signer, intervalMs: 0 } });
+    for (let i = 0; i < 30; i++) await quiet.append({ type: 'key.sign', actor: 'x', outcome: 'success' });
+    await quiet.close();
     const reopened = await openAuditLog({ storage, logName: 'wit', checkpoint: { signer, intervalMs: 0 }, witnesses: [w.config] });
     const anew = await reopened.verify();
     expect(anew).toMatchObject({ ok: false, problem: 'wipe' });

@@ -847,7 +847,7 @@ export class AuditLog implements AuditReader {
       await store.migrate();
       await store.ensureHead(options.logName, ZERO_HASH);
       const head = await store.head(options.logName);
-      if (head.seq === 0) {
+      if (head.seq === 0 && !options.acceptNewLog) {
         if (options.expectExisting) throw missingLog(store.target, `holds no records of log ${options.logName}`, EXPECTED);
         for (const a of await consultWitnesses(options.witnesses, options.logName)) {
           if (a.entry) throw missingLog(store.target, `holds no records of log ${options.logName}`, `witness ${a.witness.name} holds a checkpoint of ${a.entry.size} records from ${a.entry.time}`);
@@ -866,7 +866,7 @@ export class AuditLog implements AuditReader {
       }
       const latest = await store.latestCheckpoint(options.logName);
       const log = new AuditLog(options, store, latest?.size ?? 0);
-      await log.append({ type: 'audit.start', actor: SYSTEM_ACTOR, outcome: 'success', details: { logName: options.logName, failClosed: options.failClosed, checkpointsSigned: log.settings.checkpointsSigned } });
+      await log.append({ type: 'audit.start', actor: SYSTEM_ACTOR, outcome: 'success', details: { logName: options.logName, failClosed: options.failClosed, checkpointsSigned: log.settings.checkpointsSigned, ...(options.acceptNewLog && head.seq === 0 ? { acceptedNewLog: true } : {}) } });
       return log;
     } catch (error) {
       await store.close().catch(() => undefined);
@@ -881,7 +881,7 @@ const EXPECTED = 'the caller expects an existing log (expectExisting: the backen
 function missingLog(file: string, what: string, evidence: string): HsmError {
   return new HsmError(
     'IntegrityError',
-    `audit log ${file} ${what}, but a log was kept there: ${evidence}. A new log would hide the loss, so none was started: restore ${file} from a backup (or re-import an export), or, if it is lost for good, start a new log deliberately (open it without expectExisting and with the witnesses' files moved aside) and record why`,
+    `audit log ${file} ${what}, but a log was kept there: ${evidence}. A new log would hide the loss, so none was started: restore ${file} from a backup (or re-import an export), or, if it is lost for good, start a new log deliberately (acceptNewLog; the CLI: OLOCUS_HSM_ACCEPT_NEW_STORE=audit), record why, and archive the witnesses' entries of the old log`,
     { details: { auditCode: 'AuditLogMissing', file } },
   );
 }

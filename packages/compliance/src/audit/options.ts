@@ -48,6 +48,13 @@ export interface AuditLogOptions {
    * backend holds the checkpoint key.
    */
   expectExisting?: boolean;
+  /**
+   * The operator accepts a new, empty log although there is evidence one existed (a restore was
+   * impossible): neither expectExisting nor a witness refuses it, and `audit.start` records
+   * `acceptedNewLog: true`. The witnesses keep the old log's checkpoints, so `verify` reports a
+   * wipe until their entries of this log are archived.
+   */
+  acceptNewLog?: boolean;
 }
 
 const signerSchema = z.custom<CheckpointSigner>(
@@ -107,6 +114,7 @@ const optionsSchema = z
     alertsConfigured: z.boolean().optional(),
     witnesses: z.array(z.unknown()).max(16, 'at most 16 witnesses').default([]),
     expectExisting: z.boolean().default(false),
+    acceptNewLog: z.boolean().default(false),
   })
   .strict();
 
@@ -123,6 +131,7 @@ export interface ResolvedAuditLogOptions {
   alertsConfigured: boolean;
   witnesses: AuditWitness[];
   expectExisting: boolean;
+  acceptNewLog: boolean;
 }
 
 /** Validates options; an HsmError('InvalidConfiguration') names the bad field (never a connection string's value). */
@@ -140,6 +149,7 @@ export function resolveOptions(raw: unknown): ResolvedAuditLogOptions {
     ...(o.onFailure ? { onFailure: o.onFailure } : {}),
     alertsConfigured: o.alertsConfigured ?? o.onFailure !== undefined,
     witnesses: o.witnesses.map((w, i) => createWitness(w as WitnessConfig | AuditWitness, `audit.witnesses[${i}]`)),
-    expectExisting: o.expectExisting,
+    expectExisting: o.expectExisting && !o.acceptNewLog,
+    acceptNewLog: o.acceptNewLog,
   };
 }
