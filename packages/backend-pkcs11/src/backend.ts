@@ -77,6 +77,10 @@ export interface Pkcs11Metrics extends BackendMetrics {
    * share sessions across threads), or 'remote' (a remote module: every call runs on its module thread).
    */
   signThreads: 'off' | 'idle' | 'starting' | 'ready' | 'unsupported' | 'remote';
+  /** Signs made inline (synchronously on the main thread, bounded per event-loop turn). */
+  inlineSigns: number;
+  /** Adaptive dispatch: mode, measured hop and threshold (µs), per-turn budget, turns that ran out of budget, per-operation figures. */
+  dispatch: { mode: 'auto' | 'inline' | 'threads' | 'remote'; thresholdUs: number; hopUs: number; budgetUs: number; yields: number; ops: Record<string, { opUs: number; samples: number; path: 'inline' | 'threads' }> };
   /** The module is remote: loaded and called only on a module thread, with deadlines. */
   remote: boolean;
   /** Operations answered Timeout past their deadline (their sessions quarantined). */
@@ -322,6 +326,14 @@ export class Pkcs11Backend implements HsmBackend {
       loginFailures: conn.loginState.fatal ? 1 : 0,
       signThreads: conn.remote ? 'remote' : (conn.signThreads?.state ?? 'off'),
       remote: conn.remote,
+      dispatch: {
+        mode: conn.remote ? 'remote' : this.options.dispatch,
+        thresholdUs: Math.round(this.signer.dispatch.thresholdUs),
+        hopUs: Math.round(this.signer.dispatch.hopUs),
+        budgetUs: this.signer.dispatch.budgetUs,
+        yields: this.signer.inline.yields,
+        ops: this.signer.dispatch.snapshot(),
+      },
     };
   }
 }

@@ -65,6 +65,8 @@ export interface ConnectionCounters {
   recoveries: number;
   signs: number;
   threadSigns: number;
+  /** Signs made inline, synchronously on the main thread (adaptive dispatch). */
+  inlineSigns: number;
 }
 
 export class TokenConnection {
@@ -77,7 +79,7 @@ export class TokenConnection {
   pool: ResourcePool<Pkcs11Session> | undefined;
   signThreads: SignThreads | undefined;
   readonly loginState = new LoginState();
-  readonly counters: ConnectionCounters = { relogins: 0, timeouts: 0, retries: 0, circuitOpens: 0, recoveries: 0, signs: 0, threadSigns: 0 };
+  readonly counters: ConnectionCounters = { relogins: 0, timeouts: 0, retries: 0, circuitOpens: 0, recoveries: 0, signs: 0, threadSigns: 0, inlineSigns: 0 };
   sessionsOpen = 0;
   circuit: { open: boolean; reason: string; since: number } = { open: false, reason: '', since: 0 };
   /** True between a completed open() and close(): the circuit breaker only runs while active. */

@@ -96,6 +96,8 @@ export const pkcs11OptionsSchema = z
      * Remote modules always sign on their module thread.
      */
     dispatch: z.enum(['auto', 'inline', 'threads']).default('auto'),
+    /** Inline signing allowed per event-loop turn (ms) before the rest waits for the next turn or goes to a thread. */
+    inlineBudgetMs: z.number().min(0.05).max(100).default(1),
     /** The operator's FIPS 140 statement, reported as 'attested' (see attestationSchema). */
     attestation: attestationSchema.optional(),
   })

@@ -5,14 +5,22 @@
 import { HsmError, assertUsable, isHsmError, throwIfAborted, type KeyRef } from '@olocus/hsm-core';
 import type { TokenConnection } from './connection.js';
 import type { SignPlan } from './keys.js';
+import { DispatchStats, InlineRunner } from './dispatch.js';
 import type { KeyEntry, KeyStore } from './key-store.js';
 
 export class Signer {
+  readonly dispatch: DispatchStats;
+  readonly inline: InlineRunner;
+
   constructor(
     private readonly conn: TokenConnection,
     private readonly keys: KeyStore,
     private readonly assertBackendUsable: () => void,
-  ) {}
+  ) {
+    const budgetUs = conn.options.inlineBudgetMs * 1000;
+    this.dispatch = new DispatchStats(budgetUs);
+    this.inline = new InlineRunner(budgetUs);
+  }
 
   /** Refuses keys that may not sign now (usage, expiry, state) and algorithms the token cannot sign. */
   plan(entry: KeyEntry): SignPlan {
@@ -31,7 +39,6 @@ export class Signer {
     const plan = this.plan(entry);
     const input = inputFor(plan);
     throwIfAborted(signal);
-    this.inflight++;
     try {
       return await this.signWith(entry, plan, input, signal);
     } catch (error) {
@@ -39,17 +46,15 @@ export class Signer {
       this.keys.forget(entry);
       entry = await this.keys.resolve(key, signal);
       return await this.signWith(entry, this.plan(entry), input, signal);
-    } finally {
-      this.inflight--;
     }
   }
 
-  /** Signs in progress (the demand that starts sign threads). */
-  private inflight = 0;
-
   /**
-   * The hot path: C_SignInit + C_Sign on a sign thread (see sign-threads.ts), or, with
-   * signThreads = 0, C_SignInit on the main thread + C_Sign on the libuv thread pool.
+   * The hot path, on a local module (see dispatch.ts): short operations inline (C_SignInit + C_Sign
+   * synchronously, bounded per event-loop turn), long ones on a sign thread, or — until the threads
+   * are ready, or with signThreads = 0 — C_SignInit on the main thread + C_Sign on the libuv pool.
+   * A remote module signs on its module thread. Every path runs inside withSession: one operation
+   * per session, the same failure classification, retries and circuit.
    */
   private signWith(entry: KeyEntry, plan: SignPlan, input: Buffer, signal?: AbortSignal): Promise<Uint8Array> {
     const conn = this.conn;
@@ -67,16 +72,51 @@ export class Signer {
           conn.counters.signs++;
           return new Uint8Array(signature.buffer, signature.byteOffset, signature.byteLength);
         }
+        const mode = conn.options.dispatch;
         const threads = conn.signThreads;
-        // threads start on demand: when signs overlap (or dispatch forces them)
-        if (threads && threads.state === 'idle' && this.inflight > 1) threads.start();
-        if (threads && threads.accepts(session.handle.length, plan.signatureBytes) && entry.priv.length === session.handle.length) {
-          const signature = await mod.track(threads.sign(session.handle, entry.priv, plan.mechanism(), input, plan.signatureBytes));
+        const stats = this.dispatch.stats(`${entry.id}:${plan.mechanism().mechanism.toString(16)}`);
+        const threadFits = () => threads !== undefined && threads.accepts(session.handle.length, plan.signatureBytes) && entry.priv.length === session.handle.length;
+        const onThread = async (): Promise<Uint8Array> => {
+          const t0 = performance.now();
+          const result = await mod.track(threads!.sign(session.handle, entry.priv, plan.mechanism(), input, plan.signatureBytes));
+          this.dispatch.recordHop((performance.now() - t0) * 1000, result.opUs);
+          this.dispatch.recordOp(stats, result.opUs);
           conn.counters.signs++;
           conn.counters.threadSigns++;
-          return signature;
+          return result.signature;
+        };
+        if (mode === 'inline' || (mode === 'auto' && stats.short)) {
+          const sync = mod.p11;
+          return new Promise<Uint8Array>((resolve, reject) => {
+            this.inline.submit({
+              run: () => {
+                try {
+                  const t0 = performance.now();
+                  // a fresh mechanism object per call: pkcs11js keeps native state on the object it is given
+                  sync.C_SignInit(session.handle, plan.mechanism(), entry.priv);
+                  const signature = sync.C_Sign(session.handle, input, Buffer.allocUnsafe(plan.signatureBytes));
+                  this.dispatch.recordOp(stats, (performance.now() - t0) * 1000);
+                  conn.counters.signs++;
+                  conn.counters.inlineSigns++;
+                  resolve(new Uint8Array(signature.buffer, signature.byteOffset, signature.byteLength));
+                } catch (error) {
+                  reject(error);
+                }
+              },
+              // past this turn's inline budget: the other core, when a thread can take it
+              overflow: (backlog) => {
+                if (mode !== 'auto' || !threads) return false;
+                if (threads.state === 'idle' && backlog === 0) return false;
+                threads.start();
+                if (!threadFits()) return false;
+                onThread().then(resolve, reject);
+                return true;
+              },
+            });
+          });
         }
-        // a fresh mechanism object per call: pkcs11js keeps native state on the object it is given
+        threads?.start();
+        if (threadFits()) return onThread();
         const sync = mod.p11;
         sync.C_SignInit(session.handle, plan.mechanism(), entry.priv);
         const out = Buffer.allocUnsafe(plan.signatureBytes);

@@ -28,7 +28,8 @@ const CHILD = `
 import { readFileSync } from 'node:fs';
 const [mode, close, exit] = process.argv.slice(2);
 const { Pkcs11Backend } = await import('./index.mjs');
-const backend = new Pkcs11Backend({ libraryPath: process.env.LIB, tokenLabel: process.env.TOKEN }, { pin: process.env.TEST_PIN });
+// burst: dispatch 'threads' starts the sign threads with the backend, the case that crashed
+const backend = new Pkcs11Backend({ libraryPath: process.env.LIB, tokenLabel: process.env.TOKEN, dispatch: mode === 'burst' ? 'threads' : 'auto' }, { pin: process.env.TEST_PIN });
 await backend.initialize();
 const data = Buffer.from('one-shot message');
 if (mode === 'verify') {
@@ -39,7 +40,7 @@ if (mode === 'verify') {
   const signature = await backend.sign(process.env.KEY, data);
   console.log('signed', signature.length);
 } else {
-  // overlapping signs start the sign threads; the process then exits while they may still start
+  // the process then exits while the threads may still be starting
   const signatures = await Promise.all([1, 2, 3, 4].map(() => backend.sign(process.env.KEY, data)));
   console.log('signed', signatures[0].length, backend.metrics().signThreads);
 }

@@ -30,8 +30,11 @@ async function signThreadsSettled(backend: Pkcs11Backend): Promise<string> {
   return backend.metrics().signThreads;
 }
 
+/** The signing path these tests force (faults-inline.test.ts runs this file again with 'inline'). */
+const DISPATCH = (process.env.OLOCUS_P11_TEST_DISPATCH ?? 'threads') as 'inline' | 'threads';
+
 const direct = (extra: Record<string, unknown> = {}, token = localToken) =>
-  new Pkcs11Backend({ libraryPath: SOFTHSM_LIB, tokenLabel: token.label, ...extra }, { pin: token.pin });
+  new Pkcs11Backend({ libraryPath: SOFTHSM_LIB, tokenLabel: token.label, dispatch: DISPATCH, ...extra }, { pin: token.pin });
 
 describe('network HSM restart (SoftHSM behind p11-kit server)', () => {
   it('recovers without a process restart: every returned signature verifies, every failure is retryable, signing resumes', async () => {
@@ -91,7 +94,9 @@ describe('network HSM restart (SoftHSM behind p11-kit server)', () => {
         expect((failure as HsmError).retryable, `${(failure as HsmError).code}: ${(failure as HsmError).message}`).toBe(true);
       }
       expect((await backend.healthCheck()).healthy).toBe(true);
+      // a remote module is never signed inline nor on sign threads: only on its module thread
       expect(backend.metrics().threadSigns).toBe(0);
+      expect(backend.metrics().inlineSigns).toBe(0);
     } finally {
       await backend.close();
       server.kill();
