@@ -1,8 +1,13 @@
 // One benchmark contender in its own process (C_Initialize is per process, and each library
 // loads the module its own way). Prints one JSON line on stdout.
 //   node contender.mjs KIND ALG CONCURRENCY SECONDS
-// KIND: pkcs11js | graphene | olocus | olocus-tN (signThreads = N). The token comes from SOFTHSM2_CONF / BENCH_MODULE /
-// BENCH_TOKEN and the PIN from BENCH_PIN (environment, not argv).
+// KIND: pkcs11js (C_SignInit + C_SignAsync on the libuv pool) | pkcs11js-sync (C_SignInit + C_Sign,
+// synchronous on the main thread: the module's single-thread rate, with the event loop blocked) |
+// graphene | olocus (default: adaptive dispatch) | olocus-inline | olocus-threads (dispatch forced) |
+// olocus-tN (signThreads = N). Every contender signs with a TOKEN key (CKA_TOKEN = true, destroyed at
+// the end), the kind the library keeps, so that all compare with p11-limit's token-key figure.
+// The token comes from SOFTHSM2_CONF / BENCH_MODULE / BENCH_TOKEN and the PIN from BENCH_PIN
+// (environment, not argv).
 import { randomBytes } from 'node:crypto';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 
@@ -25,6 +30,15 @@ async function measure(op) {
   const latencies = [];
   const delay = monitorEventLoopDelay({ resolution: 5 });
   delay.enable();
+  // the histogram has no sample at all when the loop never turns (the synchronous loop): count the
+  // lateness of a 5 ms timer too, including the time since its last tick at the end
+  const lateness = [];
+  let lastTick = performance.now();
+  const ticker = setInterval(() => {
+    const t = performance.now();
+    lateness.push(Math.max(0, t - lastTick - 5));
+    lastTick = t;
+  }, 5);
   const start = performance.now();
   const end = start + seconds * 1000;
   let ops = 0;
@@ -40,6 +54,10 @@ async function measure(op) {
   );
   const elapsed = (performance.now() - start) / 1000;
   delay.disable();
+  clearInterval(ticker);
+  lateness.push(Math.max(0, performance.now() - lastTick - 5));
+  lateness.sort((a, b) => a - b);
+  const latenessP99 = lateness[Math.min(lateness.length - 1, Math.floor(0.99 * lateness.length))];
   latencies.sort((a, b) => a - b);
   const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))];
   return {
@@ -47,11 +65,11 @@ async function measure(op) {
     opsPerSec: ops / elapsed,
     p50Ms: pct(0.5),
     p99Ms: pct(0.99),
-    loopDelayP99Ms: delay.percentile(99) / 1e6,
+    loopDelayP99Ms: delay.count > 0 ? Math.max(delay.percentile(99) / 1e6, latenessP99) : latenessP99,
   };
 }
 
-async function rawModule(useGraphene) {
+async function rawModule(useGraphene, sync = false) {
   if (useGraphene) {
     const graphene = await import('graphene-pk11');
     const mod = graphene.Module.load(modulePath, 'softhsm');
@@ -89,24 +107,36 @@ async function rawModule(useGraphene) {
   const slot = p11.C_GetSlotList(true).find((s) => p11.C_GetTokenInfo(s).label.trim() === tokenLabel);
   const login = p11.C_OpenSession(slot, 4 | 2);
   p11.C_Login(login, 1, pin);
-  const { privateKey } = generatePlain(p11, login);
+  const { privateKey, publicKey } = generatePlain(p11, login);
   const sessions = Array.from({ length: concurrency }, () => p11.C_OpenSession(slot, 4));
   const free = [...sessions];
   const mech = { mechanism: alg === 'p256' ? 0x1041 : alg === 'ed25519' ? 0x1057 : 0x40 };
   const data = alg === 'p256' ? randomBytes(32) : randomBytes(64);
   const out = () => Buffer.alloc(alg === 'rsa2048' ? 256 : 64);
-  const op = async () => {
-    const s = free.pop();
-    try {
-      p11.C_SignInit(s, mech, privateKey);
-      return await p11.C_SignAsync(s, data, out());
-    } finally {
-      free.push(s);
-    }
-  };
+  const op = sync
+    ? async () => {
+        // synchronous: C_SignInit + C_Sign on the main thread (each caller yields only a microtask)
+        const s = free.pop();
+        try {
+          p11.C_SignInit(s, mech, privateKey);
+          return p11.C_Sign(s, data, out());
+        } finally {
+          free.push(s);
+        }
+      }
+    : async () => {
+        const s = free.pop();
+        try {
+          p11.C_SignInit(s, mech, privateKey);
+          return await p11.C_SignAsync(s, data, out());
+        } finally {
+          free.push(s);
+        }
+      };
   const result = await measure(op);
   for (const s of sessions) p11.C_CloseSession(s);
   p11.C_DestroyObject(login, privateKey);
+  p11.C_DestroyObject(login, publicKey);
   p11.C_Logout(login);
   p11.C_CloseSession(login);
   p11.C_Finalize();
@@ -119,14 +149,14 @@ function generatePlain(p11, session) {
     { type: 0x108 /* CKA_SIGN */, value: yes },
     { type: 0x2 /* CKA_PRIVATE */, value: yes },
     { type: 0x103 /* CKA_SENSITIVE */, value: yes },
-    { type: 0x1 /* CKA_TOKEN */, value: false },
+    { type: 0x1 /* CKA_TOKEN */, value: yes },
   ];
   if (alg === 'rsa2048') {
     const pub = [
       { type: 0x121, value: 2048 },
       { type: 0x122, value: Buffer.from([1, 0, 1]) },
       { type: 0x10a, value: yes },
-      { type: 0x1, value: false },
+      { type: 0x1, value: yes },
     ];
     const keys = p11.C_GenerateKeyPair(session, { mechanism: 0x0 }, pub, priv);
     return keys;
@@ -134,7 +164,7 @@ function generatePlain(p11, session) {
   const pub = [
     { type: 0x180 /* CKA_EC_PARAMS */, value: EC_PARAMS[alg] },
     { type: 0x10a, value: yes },
-    { type: 0x1, value: false },
+    { type: 0x1, value: yes },
   ];
   return p11.C_GenerateKeyPair(session, { mechanism: alg === 'ed25519' ? 0x1055 : 0x1040 }, pub, priv);
 }
@@ -143,19 +173,19 @@ function generateGraphene(graphene, session) {
   if (alg === 'rsa2048') {
     return session.generateKeyPair(
       graphene.KeyGenMechanism.RSA,
-      { keyType: graphene.KeyType.RSA, modulusBits: 2048, publicExponent: Buffer.from([1, 0, 1]), verify: true, token: false },
-      { keyType: graphene.KeyType.RSA, sign: true, private: true, sensitive: true, token: false },
+      { keyType: graphene.KeyType.RSA, modulusBits: 2048, publicExponent: Buffer.from([1, 0, 1]), verify: true, token: true },
+      { keyType: graphene.KeyType.RSA, sign: true, private: true, sensitive: true, token: true },
     );
   }
   const ed = alg === 'ed25519';
   return session.generateKeyPair(
     ed ? 0x1055 : graphene.KeyGenMechanism.EC,
-    { keyType: ed ? 0x40 : graphene.KeyType.EC, paramsEC: EC_PARAMS[alg], verify: true, token: false },
-    { keyType: ed ? 0x40 : graphene.KeyType.EC, sign: true, private: true, sensitive: true, token: false },
+    { keyType: ed ? 0x40 : graphene.KeyType.EC, paramsEC: EC_PARAMS[alg], verify: true, token: true },
+    { keyType: ed ? 0x40 : graphene.KeyType.EC, sign: true, private: true, sensitive: true, token: true },
   );
 }
 
-async function olocus(signThreads) {
+async function olocus(signThreads, dispatch) {
   const { BackendRegistry } = await import('@olocus/hsm-core');
   const registry = new BackendRegistry({ importer: (s) => import(s), env: { ...process.env, OLOCUS_HSM_PIN: pin } });
   const backend = await registry.create({
@@ -166,6 +196,7 @@ async function olocus(signThreads) {
       pin: { env: 'OLOCUS_HSM_PIN' },
       sessionPool: { minSessions: concurrency, maxSessions: concurrency },
       ...(signThreads === undefined ? {} : { signThreads }),
+      ...(dispatch === undefined ? {} : { dispatch }),
     },
   });
   await backend.initialize();
@@ -179,7 +210,11 @@ async function olocus(signThreads) {
 }
 
 const threadsSuffix = /^olocus-t(\d+)$/.exec(kind);
-const result = kind === 'olocus' || threadsSuffix ? await olocus(threadsSuffix ? Number(threadsSuffix[1]) : undefined) : await rawModule(kind === 'graphene');
+const dispatchSuffix = /^olocus-(inline|threads)$/.exec(kind);
+const result =
+  kind === 'olocus' || threadsSuffix || dispatchSuffix
+    ? await olocus(threadsSuffix ? Number(threadsSuffix[1]) : undefined, dispatchSuffix?.[1])
+    : await rawModule(kind === 'graphene', kind === 'pkcs11js-sync');
 process.stdout.write(JSON.stringify({ kind, alg, concurrency, ...result }) + '\n');
 // pkcs11js keeps no handles open after C_Finalize, but be explicit for graphene
 process.exit(0);

@@ -1,9 +1,14 @@
 // PKCS#11 signing benchmark, side by side in one run on one SoftHSM token:
-//   p11-limit (C, no library: the module's own rate), a plain pkcs11js loop, graphene-pk11,
+//   p11-limit (C, no library: the module's own rate) with TOKEN keys — the reference, the kind of
+//   key the library keeps — and with session keys as a second line; plain pkcs11js loops
+//   (synchronous C_SignInit + C_Sign on the main thread, and C_SignInit + C_SignAsync), graphene-pk11,
 //   and @olocus/hsm-backend-pkcs11 — for ECDSA P-256, Ed25519 and RSA-2048 at several
-//   concurrencies. Rounds are interleaved and medians reported, because this machine is shared.
+//   concurrencies. Every Node contender signs with a token key. Ratios are to p11-limit's
+//   token-key figure at the same concurrency (threads = callers) and to its best figure.
+//   Rounds are interleaved and medians reported, because this machine is shared.
 // usage: pnpm --filter @olocus/bench bench:pkcs11 [--seconds 3] [--rounds 3] [--algs p256,ed25519,rsa2048] [--concurrency 1,2,4,16]
-//        [--olocus-threads 0,4]  (extra contenders: the backend with signThreads = 0, 4; 'olocus' is its default)
+//        [--olocus-threads 0,4]  (extra contenders: the backend with signThreads = N; 'olocus' is its default)
+//        [--olocus-dispatch inline,threads]  (extra contenders: the backend with dispatch forced)
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -61,8 +66,9 @@ try {
 
   // --olocus-threads 0,4 adds contenders olocus-t0, olocus-t4: the backend with signThreads = N
   const extra = args['olocus-threads'] ? String(args['olocus-threads']).split(',').map((n) => `olocus-t${Number(n)}`) : [];
-  const contenders = [...(haveLimit ? ['p11-limit'] : []), 'pkcs11js', 'graphene', 'olocus', ...extra];
-  const reference = haveLimit ? 'p11-limit' : 'best other contender';
+  const dispatches = args['olocus-dispatch'] ? String(args['olocus-dispatch']).split(',').map((d) => `olocus-${d}`) : [];
+  const contenders = [...(haveLimit ? ['p11-limit-token', 'p11-limit-session'] : []), 'pkcs11js-sync', 'pkcs11js', 'graphene', 'olocus', ...dispatches, ...extra];
+  const reference = haveLimit ? 'p11-limit-token' : 'best other contender';
   const samples = new Map(); // key -> [result]
   const total = rounds * algs.length * concurrencies.length * contenders.length;
   let done = 0;
@@ -72,8 +78,8 @@ try {
         // rotate the order each round so no contender always runs first or last
         const order = contenders.map((_, i) => contenders[(i + round) % contenders.length]);
         for (const kind of order) {
-          process.stderr.write(`\rbench: round ${round + 1}/${rounds} ${alg} c=${conc} ${kind.padEnd(9)} [${++done}/${total}]   `);
-          const result = kind === 'p11-limit' ? runLimit(limit, alg, conc) : runNode(kind, alg, conc);
+          process.stderr.write(`\rbench: round ${round + 1}/${rounds} ${alg} c=${conc} ${kind.padEnd(17)} [${++done}/${total}]   `);
+          const result = kind.startsWith('p11-limit-') ? runLimit(limit, alg, conc, kind.slice('p11-limit-'.length)) : runNode(kind, alg, conc);
           const key = `${kind}|${alg}|${conc}`;
           samples.set(key, [...(samples.get(key) ?? []), result]);
         }
@@ -88,8 +94,9 @@ try {
   };
   const rows = [];
   for (const alg of algs) {
-    const referenceKinds = haveLimit ? ['p11-limit'] : contenders.filter((k) => !k.startsWith('olocus'));
-    const limitBest = Math.max(...referenceKinds.flatMap((k) => concurrencies.map((c) => median(samples.get(`${k}|${alg}|${c}`).map((r) => r.opsPerSec)))));
+    const referenceKinds = haveLimit ? ['p11-limit-token'] : contenders.filter((k) => !k.startsWith('olocus'));
+    const referenceAt = (c) => Math.max(...referenceKinds.map((k) => median(samples.get(`${k}|${alg}|${c}`).map((r) => r.opsPerSec))));
+    const limitBest = Math.max(...concurrencies.map(referenceAt));
     for (const conc of concurrencies) {
       for (const kind of contenders) {
         const runs = samples.get(`${kind}|${alg}|${conc}`);
@@ -99,6 +106,7 @@ try {
           concurrency: conc,
           kind,
           opsPerSec: Math.round(ops),
+          ratioToReference: ops / referenceAt(conc),
           ratioToLimitBest: ops / limitBest,
           p50Ms: median(runs.map((r) => r.p50Ms)),
           p99Ms: median(runs.map((r) => r.p99Ms)),
@@ -111,9 +119,9 @@ try {
   const lines = [
     `PKCS#11 sign benchmark — SoftHSM ${softhsmVersion()}, ${cpus().length} cores, ${seconds} s per sample, median of ${rounds} interleaved rounds, UV_THREADPOOL_SIZE=${env.UV_THREADPOOL_SIZE}`,
     '',
-    `| alg | conc | contender | sign/s | ratio to ${reference} (best) | p50 ms | p99 ms | event-loop delay p99 ms |`,
-    '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |',
-    ...rows.map((r) => `| ${r.alg} | ${r.concurrency} | ${r.kind} | ${r.opsPerSec} | ${fmt(r.ratioToLimitBest)} | ${fmt(r.p50Ms)} | ${fmt(r.p99Ms)} | ${fmt(r.loopDelayP99Ms)} |`),
+    `| alg | conc | contender | sign/s | ratio to ${reference}, same conc | ratio to ${reference} best | p50 ms | p99 ms | event-loop delay p99 ms |`,
+    '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...rows.map((r) => `| ${r.alg} | ${r.concurrency} | ${r.kind} | ${r.opsPerSec} | ${fmt(r.ratioToReference)} | ${fmt(r.ratioToLimitBest)} | ${fmt(r.p50Ms)} | ${fmt(r.p99Ms)} | ${fmt(r.loopDelayP99Ms)} |`),
   ];
   console.log(lines.join('\n'));
   const outDir = join(here, '..', 'out');
@@ -123,9 +131,9 @@ try {
   rmSync(work, { recursive: true, force: true });
 }
 
-function runLimit(limit, alg, conc) {
-  const r = spawnSync(limit, [modulePath, label, pin, String(conc), String(seconds), alg], { env, encoding: 'utf8' });
-  if (r.status !== 0) fail(`p11-limit ${alg} ${conc}: ${r.stderr}`);
+function runLimit(limit, alg, conc, keyKind) {
+  const r = spawnSync(limit, [modulePath, label, pin, String(conc), String(seconds), alg, keyKind], { env, encoding: 'utf8' });
+  if (r.status !== 0) fail(`p11-limit ${alg} ${conc} ${keyKind}: ${r.stderr}`);
   const m = /ops_per_s=(\d+)/.exec(r.stdout);
   return { opsPerSec: Number(m[1]) };
 }
