@@ -188,6 +188,7 @@ export class ComplianceManager {
       checkpoints: v.checkpoints,
       ...(v.problem !== undefined ? { problem: v.problem } : {}),
       ...(v.firstBadSeq !== undefined ? { firstBadSeq: v.firstBadSeq } : {}),
+      ...(v.witnesses ? { witnesses: v.witnesses.map((w) => ({ witness: w.witness, kind: w.kind, status: w.status, ...(w.size !== undefined ? { size: w.size } : {}) })) } : {}),
       message: v.message,
       durationMs: round2(v.durationMs),
       checkpointsSigned: settings.checkpointsSigned,

@@ -164,6 +164,8 @@ export interface AuditIntegrity {
   checkpoints: number;
   problem?: string;
   firstBadSeq?: number;
+  /** The audit log's witnesses asked during verification, with what each answered. */
+  witnesses?: Array<{ witness: string; kind: string; status: string; size?: number }>;
   message: string;
   durationMs: number;
   checkpointsSigned: boolean;
