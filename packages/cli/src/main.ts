@@ -290,6 +290,61 @@ export function buildProgram(state: RunState = {}): Command {
     .option('--signature <file>', 'the signature document (default REPORT.sig.json)')
     .action(run(async () => (await import('./commands/compliance.js')).verifyReport, state));
 
+  // Enterprise: application keys on a pool of backends under key and Cedar policies (@olocus/hsm-enterprise).
+  // No --actor here: the enterprise commands name the OS user, and an approval under dual control
+  // must not be a name the caller chose.
+  const enterprise = async () => import('./commands/enterprise.js');
+  const app = program.command('app').description('application keys on the enterprise pool: create under a key policy, sign with policy enforcement, show').helpCommand(false);
+  app
+    .command('create')
+    .description("create an application's key on the pool members its policy places it on, registered for rotation")
+    .requiredOption('--app <id>', 'application id (the logical key id)')
+    .requiredOption('--policy <file>', 'key policy (JSON): algorithm, allowed operations, placement, FIPS level, ...; check it with "policy validate"')
+    .option('--tag <name=value>', 'a tag on the application (Cedar sees it as resource.tags); repeatable', collect, [])
+    .action(run(async () => (await enterprise()).appCreate, state));
+  app
+    .command('sign')
+    .description("sign with the application's Active version, if its key policy and the Cedar policies allow the call")
+    .requiredOption('--app <id>', 'application id')
+    .requiredOption('--in <file>', 'message file, or - for stdin (at most 64 MiB)')
+    .requiredOption('--out <file>', 'signature file, or - for stdout')
+    .option('--context <name=value>', 'call context for the policies (principal=..., ip=..., tag.NAME=...); repeatable', collect, [])
+    .action(run(async () => (await enterprise()).appSign, state));
+  app
+    .command('show')
+    .description("an application's policy, placement, policy version and key versions")
+    .requiredOption('--app <id>', 'application id')
+    .action(run(async () => (await enterprise()).appShow, state));
+
+  const policy = program.command('policy').description('key policies (JSON) and Cedar policies: validate, and explain a decision').helpCommand(false);
+  policy
+    .command('validate')
+    .description('check a key policy (.json) or a Cedar policy file (.cedar) against its schema; needs no config')
+    .argument('<file>', 'the policy file')
+    .action(withArgument('file', run(async () => (await enterprise()).policyValidate, state)));
+  policy
+    .command('test')
+    .description("explain the config's Cedar policies' decision on one request: allow or deny, and which policies decided (exit 1 on deny)")
+    .requiredOption('--principal <principal>', 'who asks, e.g. caller:alice')
+    .requiredOption('--action <operation>', 'the key operation, e.g. sign')
+    .requiredOption('--resource <app[/keyId]>', 'the application, optionally one key version (app.v2)')
+    .option('--context <name=value>', 'request context (ip=..., tag.NAME=... for resource tags); repeatable', collect, [])
+    .option('--algorithm <alg>', "the resource key's algorithm (default ECDSA_P256)")
+    .action(run(async () => (await enterprise()).policyTest, state));
+
+  const pool = program.command('pool').description('the enterprise pool of backends').helpCommand(false);
+  pool
+    .command('status')
+    .description('each member: health, circuit, requests in flight, successes and failures; and replica drift against the registry (exit 1 on drift)')
+    .action(run(async () => (await enterprise()).poolStatus, state));
+
+  program
+    .command('approve')
+    .description('approve a dual-control request as the OS user (e.g. destroying an application key); --execute runs it once enough distinct approvers agreed')
+    .argument('<request>', 'the request id')
+    .option('--execute', 'run the operation if the approvals now suffice')
+    .action(withArgument('request', run(async () => (await enterprise()).approve, state)));
+
   program
     .command('bench')
     .description('signing throughput benchmark against the configured backend')
@@ -300,6 +355,16 @@ export function buildProgram(state: RunState = {}): Command {
     .action(run(async () => (await import('./commands/bench.js')).bench, state));
 
   return program;
+}
+
+/** Collects a repeatable option's values. */
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/** A command with one positional argument: the argument joins the options under `name`, as the command functions take it. */
+function withArgument<O>(name: string, action: (options: O, command: Command) => Promise<void>) {
+  return (value: string, options: Record<string, unknown>, command: Command): Promise<void> => action({ ...options, [name]: value } as O, command);
 }
 
 /** Values longer than this are shortened wherever an error message repeats them. */
