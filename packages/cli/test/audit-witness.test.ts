@@ -157,7 +157,9 @@ describe('audit rotate-checkpoint-key', () => {
         stderr: out as unknown as NodeJS.WriteStream,
         exitCode: 0,
         print: () => undefined,
-        printJson: (v) => void (text += JSON.stringify(v)),
+        printJson: (v) => {
+          text += JSON.stringify(v);
+        },
         note: (line) => void errors.push(line),
       };
       await rotateCheckpointKey(ctx, { newKeyId: 'olocus-audit-checkpoint-2', reason: 'yearly' });

@@ -9,7 +9,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SoftwareBackend } from '@olocus/hsm-backend-software';
 import { checkpointSignerFromBackend, openAuditLog, recordHash, type AuditLog, type AuditRecord, type CheckpointSigner, type WitnessConfig, type WitnessEntry } from '../src/audit/index.js';
-import { PG_URL, pgSchema, rawSqlite, storageFor, tempDir, type Raw, type StorageKind } from './audit-helpers.js';
+import { PG_URL, pgSchema, storageFor, tempDir, type Raw, type StorageKind } from './audit-helpers.js';
 
 /**
  * Issue 18 items 6 and 11: rollback and wipe of the audit log. Without a witness a log whose tail
