@@ -78,6 +78,23 @@ describe('file witness (SQLite log)', () => {
     await log.close();
   });
 
+  it('a log rolled back and then run on past the witnessed size is a FORK at the older witnessed checkpoint', async () => {
+    const w = fileWitness('w-runon');
+    const { log, raw } = await seeded('sqlite', 'runon', [w.config]);
+    await rollBack(raw, 12);
+    // the rolled-back log keeps working, and its new checkpoints reach the witness too
+    for (let i = 0; i < 20; i++) await log.append({ type: 'key.sign', actor: 'after', outcome: 'success' });
+    await log.checkpoint();
+    const sizes = readFileSync(w.path, 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as WitnessEntry).size);
+    expect(sizes).toEqual([10, 20, 32]);
+    expect((await log.verify({ witnesses: false })).ok).toBe(true);
+    const result = await log.verify();
+    expect(result).toMatchObject({ ok: false, problem: 'fork', firstBadSeq: 20, witnessed: { size: 32 } });
+    expect(result.message).toMatch(/^FORK: record 20 is not the record file .* witnessed at size 20 .*rolled back and rewritten past it/);
+    await raw.close();
+    await log.close();
+  });
+
   it('a log wiped in place is a WIPE; a deleted log file is refused at open, naming the file (item 11)', async () => {
     const w = fileWitness('w-wipe');
     const { log, raw, storage } = await seeded('sqlite', 'wipe', [w.config]);

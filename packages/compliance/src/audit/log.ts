@@ -9,7 +9,7 @@ import { HsmError, publicKeyObject, verifyLocally, type KeyAlgorithm } from '@ol
 import { canonicalDetails, checkpointBody, ZERO_HASH, type RecordLike } from './jcs.js';
 import { resolveOptions, type AuditLogOptions, type CheckpointSigner, type ResolvedAuditLogOptions } from './options.js';
 import { openStore, storageError, type AuditStore, type CheckpointKeyRow } from './store.js';
-import { consultWitnesses, keyFingerprint, witnessEntry, type WitnessEntry } from './witness.js';
+import { consultWitnesses, keyFingerprint, witnessEntry, type AuditWitness, type WitnessEntry } from './witness.js';
 import { AUDIT_EVENT_TYPES, type AuditCheckpoint, type AuditDetails, type AuditEventInput, type AuditQuery, type AuditReader, type AuditRecord, type AuditSettings, type AuditVerifyResult } from './types.js';
 import { verifyChain } from './verify.js';
 
@@ -607,8 +607,45 @@ export class AuditLog implements AuditReader {
     if (atSize !== undefined && atSize !== w.headHash) {
       return out({ ok: false, problem: 'fork', firstBadSeq: w.size, message: `FORK: record ${w.size} is not the record ${best.witness} witnessed at size ${w.size} (${w.time}): the log was rewritten at or before it (${consulted})` });
     }
+    // every earlier witnessed checkpoint too: a log rolled back and run on past the witnessed
+    // size has a newest checkpoint that matches, and an older one that does not
+    const older = await this.#olderWitnessed(answers.map((a) => a.witness), head, keyOf, signed);
+    if (older) {
+      return out({ ok: false, problem: 'fork', firstBadSeq: older.size, message: `FORK: record ${older.size} is not the record ${older.witness} witnessed at size ${older.size} (${older.time}): the log was rolled back and rewritten past it (${consulted})` });
+    }
     const checked = atSize === undefined ? `witnessed size ${w.size} is pruned, only its size was checked` : `matches the newest witnessed checkpoint (size ${w.size}, ${best.witness})`;
     return out({ message: `${result.message}; ${checked} (${consulted})` });
+  }
+
+  /** The smallest witnessed checkpoint (validly signed) whose size the log holds with another hash. */
+  async #olderWitnessed(witnesses: AuditWitness[], head: { seq: number; anchorSeq: number; anchorHash: string }, keyOf: (keyId: string) => KeyObject | undefined, signed: boolean): Promise<{ size: number; time: string; witness: string } | undefined> {
+    const hashAt = new Map<number, string | undefined>();
+    let found: { size: number; time: string; witness: string } | undefined;
+    for (const witness of witnesses) {
+      if (!witness.readable || !witness.entries) continue;
+      try {
+        for await (const e of witness.entries(this.logName)) {
+          if (e.size > head.seq || e.size < head.anchorSeq || (found && e.size >= found.size)) continue;
+          if (!hashAt.has(e.size)) hashAt.set(e.size, e.size === head.anchorSeq ? head.anchorHash : (await this.#store.page(this.logName, e.size - 1, 1))[0]?.hash);
+          const at = hashAt.get(e.size);
+          if (at === undefined || at === e.headHash) continue;
+          if (signed) {
+            const key = keyOf(e.keyId);
+            let ok = false;
+            try {
+              ok = key !== undefined && e.signature !== '' && verifyLocally(e.algorithm as KeyAlgorithm, key, Buffer.from(checkpointBody(e.logName, e.size, e.headHash)), Buffer.from(e.signature, 'base64'));
+            } catch {
+              ok = false;
+            }
+            if (!ok) continue;
+          }
+          found = { size: e.size, time: e.time, witness: witness.name };
+        }
+      } catch {
+        // reported as unreachable by the newest-checkpoint pass
+      }
+    }
+    return found;
   }
 
   /**

@@ -3,7 +3,9 @@ import { createSocket } from 'node:dgram';
 import { createConnection } from 'node:net';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
-import { open, readFile, stat } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { open, stat } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
 import pg from 'pg';
 import { z } from 'zod';
 import { HsmError, parseWithSchema } from '@olocus/hsm-core';
@@ -39,6 +41,11 @@ export interface AuditWitness {
   submit(entry: WitnessEntry): Promise<void>;
   /** The largest checkpoint the witness holds for `logName`, undefined when it holds none. */
   latest(logName: string): Promise<WitnessEntry | undefined>;
+  /**
+   * Every checkpoint it holds for `logName` (optional): lets verify catch a log rolled back and
+   * then run on past the witnessed size, whose newest checkpoint alone looks consistent.
+   */
+  entries?(logName: string): AsyncIterable<WitnessEntry>;
   close?(): Promise<void>;
 }
 
@@ -141,25 +148,30 @@ function fileWitness(path: string): AuditWitness {
         throw unreachable(name, 'writing the checkpoint', error);
       }
     },
-    async latest(logName) {
-      let text: string;
+    async *entries(logName) {
       try {
-        text = await readFile(path, 'utf8');
+        const lines = createInterface({ input: createReadStream(path, { encoding: 'utf8' }), crlfDelay: Infinity });
+        for await (const line of lines) {
+          if (line.trim() === '') continue;
+          let e: unknown;
+          try {
+            e = JSON.parse(line);
+          } catch {
+            continue; // a torn last line (a crash mid-append) is not a checkpoint
+          }
+          if (isEntry(e, logName)) yield e;
+        }
       } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
         throw unreachable(name, 'reading', error);
       }
-      const entries: WitnessEntry[] = [];
-      for (const line of text.split('\n')) {
-        if (line.trim() === '') continue;
-        try {
-          const e = JSON.parse(line) as unknown;
-          if (isEntry(e, logName)) entries.push(e);
-        } catch {
-          // a torn last line (a crash mid-append) is not a checkpoint
-        }
-      }
-      return newest(entries);
+    },
+    async latest(logName) {
+      // The whole file, streamed: the largest size matters, not the last line — a log rolled back
+      // and then run on sends smaller checkpoints after the one that proves the rollback.
+      let best: WitnessEntry | undefined;
+      for await (const e of this.entries!(logName)) if (!best || e.size > best.size) best = e;
+      return best;
     },
   };
 }
@@ -204,23 +216,30 @@ function pgWitness(config: Extract<WitnessConfig, { kind: 'postgres' }>): AuditW
           e.logName, e.size, e.headHash, e.time, e.keyId, e.algorithm, e.signature, e.keyFingerprint, e.note,
         ]);
       }),
+    async *entries(logName) {
+      const rows = await withClient('reading', async (c) => (await c.query(`select * from ${table} where log_name = $1 order by id`, [logName])).rows as Record<string, unknown>[]);
+      for (const r of rows) yield fromRow(r);
+    },
     latest: (logName) =>
       withClient('reading', async (c) => {
         const r = (await c.query(`select * from ${table} where log_name = $1 order by size desc, id desc limit 1`, [logName])).rows[0] as Record<string, unknown> | undefined;
-        if (!r) return undefined;
-        return {
-          format: 'olocus-audit-checkpoint/1',
-          logName: String(r['log_name']),
-          size: Number(r['size']),
-          headHash: String(r['head_hash']),
-          time: String(r['time']),
-          keyId: String(r['key_id']),
-          algorithm: String(r['algorithm']),
-          signature: String(r['signature']),
-          keyFingerprint: String(r['key_fingerprint']),
-          note: String(r['note']),
-        };
+        return r ? fromRow(r) : undefined;
       }),
+  };
+}
+
+function fromRow(r: Record<string, unknown>): WitnessEntry {
+  return {
+    format: 'olocus-audit-checkpoint/1',
+    logName: String(r['log_name']),
+    size: Number(r['size']),
+    headHash: String(r['head_hash']),
+    time: String(r['time']),
+    keyId: String(r['key_id']),
+    algorithm: String(r['algorithm']),
+    signature: String(r['signature']),
+    keyFingerprint: String(r['key_fingerprint']),
+    note: String(r['note']),
   };
 }
 
