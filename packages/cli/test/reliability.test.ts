@@ -156,17 +156,23 @@ describe.each(['software', 'softhsm'] as const)('%s backend', (kind) => {
     const key = 'race';
     await s.ok(['keys', 'create', '--id', key, '--algorithm', 'ECDSA_P256']);
     await writeFile(join(s.dir, 'race.msg'), 'signed while the key rotates');
-    const signs = Array.from({ length: 20 }, (_, i) => s.run(['sign', '--key', key, '--in', 'race.msg', '--out', `race-${i}.sig`, '--json']));
-    const rotations = [0, 1].map(async (i) => {
-      await new Promise((resolve) => setTimeout(resolve, 300 + i * 400));
-      return s.run(['keys', 'rotate', '--id', key, '--reason', `race ${i}`, '--json']);
+    // launched one after another across the rotations, so that signatures straddle both swaps
+    const signs = Array.from({ length: 20 }, async (_, i) => {
+      await new Promise((resolve) => setTimeout(resolve, i * 700));
+      return s.run(['sign', '--key', key, '--in', 'race.msg', '--out', `race-${i}.sig`, '--json']);
     });
+    // two rotations, one after the other, while the 20 signatures are being made
+    const rotations = (async () => {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const out: RunResult[] = [];
+      for (const i of [0, 1]) out.push(await s.run(['keys', 'rotate', '--id', key, '--reason', `race ${i}`, '--json']));
+      return out;
+    })();
     const signed = await Promise.all(signs);
-    const rotated = await Promise.all(rotations);
+    const rotated = await rotations;
     for (const r of signed) expect(r.code, r.stderr).toBe(0);
-    // a rotation may meet the other one in flight (RotationInProgress, retryable); at least one ran
-    expect(rotated.some((r) => r.code === 0), rotated.map((r) => r.stderr).join('\n')).toBe(true);
-    for (const r of rotated) if (r.code !== 0) expect(r.stderr).toMatch(/RotationInProgress|VersionConflict/);
+    for (const r of rotated) expect(r.code, r.stderr).toBe(0);
+    const versionsUsed = new Set(signed.map((r) => (JSON.parse(r.stdout) as { version: number }).version));
     const results = signed.map((r) => JSON.parse(r.stdout) as { signedAt: string; version: number });
     const failures: string[] = [];
     const verified = await Promise.all(results.map((x, i) => s.run(['verify', '--key', key, '--in', 'race.msg', '--signature', `race-${i}.sig`, '--signed-at', x.signedAt])));
@@ -174,6 +180,23 @@ describe.each(['software', 'softhsm'] as const)('%s backend', (kind) => {
       if (v.code !== 0) failures.push(`race-${i}.sig (v${results[i]!.version}, signedAt ${results[i]!.signedAt}): ${v.stdout}${v.stderr}`);
     });
     expect(failures).toEqual([]);
+    // compliance judges each signature by its recorded signedAt: no LC-PROTECT finding other than a pass
+    const report = await s.run(['compliance', 'report', '--framework', 'pci-dss', '--format', 'json', '--out', '-']);
+    expect(report.code, report.stderr).not.toBe(2);
+    const findings: { ruleId: string; status: string; keyId?: string; message: string }[] = [];
+    const walk = (v: unknown): void => {
+      if (Array.isArray(v)) v.forEach(walk);
+      else if (v && typeof v === 'object') {
+        const o = v as Record<string, unknown>;
+        if (o['ruleId'] === 'LC-PROTECT' && typeof o['status'] === 'string') findings.push(o as never);
+        Object.values(o).forEach(walk);
+      }
+    };
+    walk(JSON.parse(report.stdout));
+    expect(findings.length, 'LC-PROTECT was not evaluated').toBeGreaterThan(0);
+    expect(findings.filter((f) => f.status === 'violation' || f.status === 'warning')).toEqual([]);
+    // the race was real when signatures straddle a rotation (reported, not required: timing on a shared machine)
+    console.log(`race (${kind}): 20 signatures by versions ${[...versionsUsed].sort().join(', ')}, 0 of 20 failed verify --signed-at`);
   }, 300_000);
 });
 
