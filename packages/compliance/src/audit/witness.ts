@@ -98,12 +98,6 @@ function isEntry(v: unknown, logName?: string): v is WitnessEntry {
   );
 }
 
-function newest(entries: Iterable<WitnessEntry>): WitnessEntry | undefined {
-  let best: WitnessEntry | undefined;
-  for (const e of entries) if (!best || e.size > best.size) best = e;
-  return best;
-}
-
 /** `sha256:<hex>` of an SPKI: how checkpoint keys are named in rotation records and witnesses. */
 export function keyFingerprint(spki: Uint8Array): string {
   return 'sha256:' + createHash('sha256').update(spki).digest('hex');
