@@ -154,12 +154,14 @@ describe('olocus-hsm health', () => {
     const r = await cli(['health'], { cwd: dir });
     expect(r.code, r.stderr).toBe(0);
     const out = lines(r.stdout);
-    expect(out[0]).toMatch(/^Healthy \(\d+(\.\d+)? ms\)$/);
-    expect(out).toHaveLength(6);
+    // the software backend is not FIPS validated: Healthy, with the fips check's warning shown (issue 18)
+    expect(out[0]).toMatch(/^Healthy with a warning \(fips\) \(\d+(\.\d+)? ms\)$/);
+    expect(out).toHaveLength(7);
     for (const [i, name] of ['connectivity', 'performance', 'capacity', 'security', 'fips'].entries()) {
       expect(out[i + 1]).toMatch(new RegExp(`^  ${name} +Healthy +\\S.* \\(\\d+(\\.\\d+)? ms\\)$`));
     }
-    expect(r.stderr).toBe('');
+    expect(out[6]).toMatch(/^ +warning +\S/);
+    expect(r.stderr).toMatch(/^olocus-hsm: health warning \(fips\): \S.*\n$/);
   });
 
   it('--json: status, healthy and the five checks', async () => {

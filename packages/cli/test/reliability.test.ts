@@ -134,6 +134,7 @@ describe.each(['software', 'softhsm'] as const)('%s backend', (kind) => {
         expect(records.filter((x) => x.type === 'admin.action' && x.baseKeyId === key && x.details?.['action'] === 'rotation recovered')).toHaveLength(1);
       }
       expect(records.filter((x) => x.type === 'key.rotate' && x.baseKeyId === key).length).toBe(step === 'activated' ? 2 : 1);
+      console.log(`[figures] ${kind}, killed after ${step}: next keys rotate done in ${stuckMs} ms (whole command), ${r.recovered ? 'completed the interrupted rotation' : 'rotated anew'}; ${history.length} history rows, unaudited 0; Active versions 1`);
     }, 120_000);
   });
 
@@ -196,7 +197,7 @@ describe.each(['software', 'softhsm'] as const)('%s backend', (kind) => {
     expect(findings.length, 'LC-PROTECT was not evaluated').toBeGreaterThan(0);
     expect(findings.filter((f) => f.status === 'violation' || f.status === 'warning')).toEqual([]);
     // the race was real when signatures straddle a rotation (reported, not required: timing on a shared machine)
-    console.log(`race (${kind}): 20 signatures by versions ${[...versionsUsed].sort().join(', ')}, 0 of 20 failed verify --signed-at`);
+    console.log(`[figures] race (${kind}): 20 signatures by versions ${[...versionsUsed].sort().join(', ')}, 0 of 20 failed verify --signed-at`);
   }, 300_000);
 });
 
@@ -249,7 +250,9 @@ describe('rotation run --daemon', () => {
       const recovered = await d.waitFor((e) => e['event'] === 'recovered' && e['key'] === key, 30_000);
       expect(recovered).toMatchObject({ version: 2, fromStep: 'registered' });
       // stuck time after the crash: one tick, not the 5-minute lease
-      expect(Date.now() - killedAt).toBeLessThan(30_000);
+      const stuck = Date.now() - killedAt;
+      expect(stuck).toBeLessThan(30_000);
+      console.log(`[figures] daemon (tick 250 ms) finished a rotation killed after "registered" ${stuck} ms after the kill`);
       d.child.kill('SIGTERM');
       const exit = await d.exited;
       expect(exit, d.stderr()).toEqual({ code: 0, signal: null });
