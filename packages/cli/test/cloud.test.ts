@@ -2,8 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, cleanEnv, tempDir, type RunResult } from './helpers.js';
-import { AWS_ACCOUNT_ID, AWS_REGION, CLOUD_ENV_CLEARED, cloudEnv, freePort, startGcpKmsEmulator, startLocalKms, type Emulator } from './cloud-emulators.js';
+import { cli, tempDir } from './helpers.js';
+import { AWS_ACCOUNT_ID, AWS_REGION, freePort, startGcpKmsEmulator, startLocalKms, type Emulator } from './cloud-emulators.js';
+import { cloudCliEnv as env, lifecycle, show } from './cloud-lifecycle.js';
 
 /**
  * The CLI over the cloud backends, end to end through dist/bin.js: `init --backend <cloud>` →
@@ -11,70 +12,6 @@ import { AWS_ACCOUNT_ID, AWS_REGION, CLOUD_ENV_CLEARED, cloudEnv, freePort, star
  * verify, against the emulators (local-kms for aws-kms, gcp-kms-emulator for gcp-kms). The
  * backend packages load through core's registry because the config names them.
  */
-
-function env(): Record<string, string> {
-  const base = cleanEnv(cloudEnv());
-  for (const k of CLOUD_ENV_CLEARED) delete base[k];
-  return base;
-}
-
-const show = (r: RunResult) => `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
-
-/** The lifecycle every cloud must pass; `init` flags differ, and so does the form of `ref`. */
-async function lifecycle(initArgs: string[], refPattern: RegExp): Promise<void> {
-  const { dir, cleanup } = await tempDir('olocus-cli-cloud-');
-  try {
-    const run = (args: string[]) => cli(args, { cwd: dir, env: env() });
-    const init = await run(['init', ...initArgs, '--json']);
-    expect(init.code, show(init)).toBe(0);
-    const config = JSON.parse(await readFile(join(dir, '.olocus', 'config.json'), 'utf8')) as { backend: { type: string; options: Record<string, unknown> } };
-    // No credential of any kind in the config: the provider's default chain finds them.
-    expect(JSON.stringify(config)).not.toMatch(/AKID|test-secret|password|credential/i);
-
-    const created = await run(['keys', 'create', '--id', 'release', '--algorithm', 'ECDSA_P256', '--json']);
-    expect(created.code, show(created)).toBe(0);
-    const shown = await run(['keys', 'show', '--id', 'release', '--json']);
-    expect(shown.code, show(shown)).toBe(0);
-    expect((JSON.parse(shown.stdout) as { key: { ref: string } }).key.ref).toMatch(refPattern);
-    const human = await run(['keys', 'show', '--id', 'release']);
-    expect(human.stdout).toMatch(new RegExp(`^ref\\s+${refPattern.source.replace(/^\^/, '')}`, 'm'));
-
-    await writeFile(join(dir, 'build.tar'), randomBytes(100_000));
-    const signed = await run(['sign', '--key', 'release', '--in', 'build.tar', '--out', 'build.tar.sig', '--json']);
-    expect(signed.code, show(signed)).toBe(0);
-    const { signedAt, keyId } = JSON.parse(signed.stdout) as { signedAt: string; keyId: string };
-    expect(keyId).toBe('release.v1');
-
-    const verified = await run(['verify', '--key', 'release', '--in', 'build.tar', '--signature', 'build.tar.sig']);
-    expect(verified.code, show(verified)).toBe(0);
-
-    const rotated = await run(['keys', 'rotate', '--id', 'release', '--reason', 'quarterly']);
-    expect(rotated.code, show(rotated)).toBe(0);
-    const after = await run(['keys', 'show', '--id', 'release', '--json']);
-    expect((JSON.parse(after.stdout) as { key: { keyId: string } }).key.keyId).toBe('release.v2');
-
-    // The old signature still verifies, dated: only the version Active at signedAt is tried.
-    const old = await run(['verify', '--key', 'release', '--in', 'build.tar', '--signature', 'build.tar.sig', '--signed-at', signedAt]);
-    expect(old.code, show(old)).toBe(0);
-    expect(old.stdout).toMatch(/version 1/);
-    // ... and a tampered message does not.
-    await writeFile(join(dir, 'other.tar'), randomBytes(100));
-    const bad = await run(['verify', '--key', 'release', '--in', 'other.tar', '--signature', 'build.tar.sig', '--signed-at', signedAt]);
-    expect(bad.code, show(bad)).toBe(1);
-
-    const signed2 = await run(['sign', '--key', 'release', '--in', 'build.tar', '--out', 'v2.sig', '--json']);
-    expect(signed2.code, show(signed2)).toBe(0);
-    expect((JSON.parse(signed2.stdout) as { keyId: string }).keyId).toBe('release.v2');
-
-    const audit = await run(['audit', 'verify', '--json']);
-    expect(audit.code, show(audit)).toBe(0);
-    const report = JSON.parse(audit.stdout) as { audit: { ok: boolean; records: number } };
-    expect(report.audit.ok).toBe(true);
-    expect(report.audit.records).toBeGreaterThan(5);
-  } finally {
-    await cleanup();
-  }
-}
 
 describe('aws-kms through the CLI (local-kms)', () => {
   let kms: Emulator & { endpoint: string };
