@@ -204,6 +204,8 @@ async function olocus(signThreads, dispatch) {
   const key = await backend.generateKeyPair({ id, algorithm: ALGORITHM[alg] });
   const message = randomBytes(64);
   const result = await measure(() => backend.sign(key, message));
+  const m = backend.metrics();
+  result.paths = { inline: m.inlineSigns, threads: m.threadSigns, signThreads: m.signThreads, yields: m.dispatch?.yields, thresholdUs: m.dispatch?.thresholdUs, hopUs: m.dispatch?.hopUs, ops: m.dispatch?.ops };
   await backend.destroyKey(key);
   await backend.close();
   return result;

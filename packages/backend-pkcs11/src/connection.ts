@@ -6,7 +6,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { basename } from 'node:path';
-import { HsmError, ResourcePool, isHsmError, type HsmErrorCode, type KeyAlgorithm, type PoolMetrics } from '@olocus/hsm-core';
+import { HsmError, ResourcePool, isHsmError, type HsmErrorCode, type KeyAlgorithm, type PoolLease, type PoolMetrics } from '@olocus/hsm-core';
 import type { PKCS11 } from 'pkcs11js';
 import { classifyReturnValue, returnValueName, returnValueOf, type FailureClass } from './classify.js';
 import { CKF_RW_SESSION, CKF_SERIAL_SESSION, CKR, isUnavailable } from './constants.js';
@@ -269,7 +269,7 @@ export class TokenConnection {
     const mod = this.mod;
     // A session from an older generation died with C_Finalize; its handle number may now belong
     // to someone else's session, so it must not be closed.
-    if (mod && mod.initialized && session.generation === mod.generation) {
+    if (mod?.initialized && session.generation === mod.generation) {
       // not awaited: on a remote module the close waits its turn behind a frozen call (quarantine)
       mod.api.C_CloseSession(session.handle).catch(() => undefined);
     }
@@ -278,7 +278,7 @@ export class TokenConnection {
 
   private async sessionAlive(session: Pkcs11Session): Promise<boolean> {
     const mod = this.mod;
-    if (!mod || !mod.initialized || session.generation !== mod.generation) return false;
+    if (!mod?.initialized || session.generation !== mod.generation) return false;
     await mod.api.C_GetSessionInfo(session.handle);
     return true;
   }
@@ -320,7 +320,7 @@ export class TokenConnection {
           throw this.nativeError(error, op, what);
         }
       }
-      let lease;
+      let lease: PoolLease<Pkcs11Session>;
       try {
         if (deadlineAt > 0) {
           const remaining = deadlineAt - Date.now();

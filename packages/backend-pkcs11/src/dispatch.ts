@@ -58,7 +58,10 @@ export class DispatchStats {
 
   stats(key: string): OpStats {
     let s = this.ops.get(key);
-    if (!s) this.ops.set(key, (s = { opUs: 0, samples: 0, short: true }));
+    if (!s) {
+      s = { opUs: 0, samples: 0, short: true };
+      this.ops.set(key, s);
+    }
     return s;
   }
 

@@ -75,7 +75,7 @@ export class Signer {
         const mode = conn.options.dispatch;
         const threads = conn.signThreads;
         const stats = this.dispatch.stats(`${entry.id}:${plan.mechanism().mechanism.toString(16)}`);
-        const threadFits = () => threads !== undefined && threads.accepts(session.handle.length, plan.signatureBytes) && entry.priv.length === session.handle.length;
+        const threadFits = () => (threads?.accepts(session.handle.length, plan.signatureBytes) ?? false) && entry.priv.length === session.handle.length;
         const onThread = async (): Promise<Uint8Array> => {
           const t0 = performance.now();
           const result = await mod.track(threads!.sign(session.handle, entry.priv, plan.mechanism(), input, plan.signatureBytes));
