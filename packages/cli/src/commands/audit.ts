@@ -31,12 +31,13 @@ async function checkpointKey(manager: CliManager, audit: CliAudit): Promise<Uint
 
 const WITNESS_PROBLEMS: Record<string, string> = { rollback: 'ROLLBACK', wipe: 'WIPE', fork: 'FORK' };
 
-/** One line per witness consulted: what it answered. */
+/** One line per witness consulted (what it answered), and the checkpoint keys after a rotation. */
 function witnessLines(result: AuditVerifyResult): string[] {
-  return (result.witnesses ?? []).map((w) => {
+  const keys = (result.checkpointKeys ?? []).map((k) => `  checkpoint key ${terminalSafe(k.keyId)} (${k.fingerprint}) from record ${k.fromSeq}`);
+  return keys.concat((result.witnesses ?? []).map((w) => {
     const what = w.status === 'consulted' ? `checkpoint of ${w.size} records at ${w.time}` : w.status === 'write-only' ? 'write-only (receives checkpoints, cannot be asked)' : `${w.status}${w.message ? `: ${w.message}` : ''}`;
     return `  witness ${terminalSafe(w.witness)}: ${terminalSafe(what)}`;
-  });
+  }));
 }
 
 export async function verify(ctx: CliContext): Promise<void> {
