@@ -111,6 +111,8 @@ try {
           p50Ms: median(runs.map((r) => r.p50Ms)),
           p99Ms: median(runs.map((r) => r.p99Ms)),
           loopDelayP99Ms: median(runs.map((r) => r.loopDelayP99Ms)),
+          // olocus only: where its signatures were made (inline / threads) and the dispatch figures, last round
+          ...(runs.at(-1)?.paths ? { paths: runs.at(-1).paths } : {}),
         });
       }
     }
