@@ -49,7 +49,13 @@ async function storeWithKeys(label: string, ids: string[]): Promise<string> {
   return dir;
 }
 
-async function readKeyFile(dir: string, id: string): Promise<any> {
+/** A sealed key file as stored: the parts the tests tamper with. */
+interface KeyFileJson {
+  sealed: { ciphertext: string; tag: string; [field: string]: string };
+  metadata: Record<string, unknown>;
+}
+
+async function readKeyFile(dir: string, id: string): Promise<KeyFileJson> {
   return JSON.parse(await readFile(join(dir, keyFileName(id)), 'utf8'));
 }
 
