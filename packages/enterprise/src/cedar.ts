@@ -185,7 +185,7 @@ export class CedarAuthorizer {
       const parts = c.policySetTextToParts(source.text);
       if (parts.type !== 'success') throw policyError(source, 'Cedar syntax error', parts.errors);
       if (parts.policy_templates.length > 0) throw new HsmError('InvalidConfiguration', `${source.file}: policy templates are not supported; write static policies`, { details: { file: source.file } });
-      parts.policies.forEach((text, i) => (out[`${basename(source.file)}#${i}`] = text));
+      for (const [i, text] of parts.policies.entries()) out[`${basename(source.file)}#${i}`] = text;
     }
     return out;
   }

@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { HsmError, isHsmError, type KeyAlgorithm, type KeySpec } from '@olocus/hsm-core';
 import type { RotationContext } from '@olocus/hsm-rotation';
-import { CedarAuthorizer, type AuthorizationRequest, type CedarDecision, type OperationContext } from './cedar.js';
+import type { CedarAuthorizer, AuthorizationRequest, CedarDecision, OperationContext } from './cedar.js';
 import { durationMs, parseKeyPolicy, selectMembersForPolicy, validatePolicy, type KeyOperation, type KeyPolicy } from './policy.js';
 import { PoolBackend, type GroupGenerator } from './pool-backend.js';
 import type { DriftReport, HsmPool, KeyPlacement } from './pool.js';
@@ -369,7 +369,7 @@ export class EnterpriseKeyManager {
   requestOperation(appId: string, operation: DualControlOperation, options: { requestedBy: string; reason: string; keyId?: string }): ApprovalRequest {
     const app = this.application(appId);
     const dual = app.policy.dualControl;
-    if (!dual || !dual.operations.includes(operation)) {
+    if (!dual?.operations.includes(operation)) {
       throw new HsmError('InvalidArgument', `${operation} of ${appId} is not under dual control in its policy (policy.dualControl.operations); run it directly`, { details: { field: 'operation' } });
     }
     const request: ApprovalRequest = {

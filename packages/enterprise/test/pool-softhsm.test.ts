@@ -36,7 +36,7 @@ async function openPool(): Promise<{ pool: HsmPool; backends: Pkcs11Backend[] }>
     copyFileSync(P11KIT_CLIENT_LIB!, client);
     process.env.P11_KIT_SERVER_ADDRESS = servers[i]!.address;
     const backend = new Pkcs11Backend(
-      { libraryPath: client, tokenLabel: token.label, sessionPool: { minSessions: 2, maxSessions: 12, acquireTimeout: 5_000 } },
+      { libraryPath: client, tokenLabel: token.label, remote: false, sessionPool: { minSessions: 2, maxSessions: 12, acquireTimeout: 5_000 } },
       { pin: token.pin },
     );
     await backend.initialize();

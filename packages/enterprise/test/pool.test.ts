@@ -51,7 +51,7 @@ describe('HsmPool routing', () => {
 
   it('sends concurrent work to the member with the least outstanding work per weight', async () => {
     const { pool, backends } = await groupOf([1, 3], { startHealthChecks: false });
-    backends.forEach((b) => (b.delayMs = 5));
+    for (const b of backends) b.delayMs = 5;
     await Promise.all(Array.from({ length: 16 }, async () => {
       for (let i = 0; i < 20; i++) await pool.sign('k', randomBytes(8));
     }));
