@@ -26,6 +26,14 @@ node "$BIN" --config p11/config.json keys create --id plain --algorithm ECDSA_P2
 node "$BIN" --config p11/config.json keys create --id logical --algorithm ECDSA_P256 >/dev/null 2>&1
 node "$BIN" init --dir sw >/dev/null 2>&1
 node "$BIN" --config sw/config.json keys create --id plain --algorithm ECDSA_P256 --no-rotation >/dev/null 2>&1
+# The same store with sign threads forced on (what a one-shot sign did before it signed inline).
+mkdir -p p11-threads
+node -e '
+const fs = require("fs"); const c = JSON.parse(fs.readFileSync("p11/config.json", "utf8")); const d = process.cwd() + "/p11/";
+c.backend.options = { ...c.backend.options, signThreads: 2, dispatch: "threads" };
+c.audit = { ...(c.audit ?? {}), storage: { kind: "sqlite", path: d + "audit.db" } };
+c.rotation = { ...c.rotation, storage: { kind: "sqlite", path: d + "rotation.db" } };
+fs.writeFileSync("p11-threads/config.json", JSON.stringify(c));'
 echo 'a release artefact' > msg
 for c in p11 sw; do node "$BIN" --config $c/config.json sign --key plain --in msg --out $c.sig 2>/dev/null; done
 node "$BIN" --config p11/config.json sign --key logical --in msg --out logical.sig 2>/dev/null
@@ -33,6 +41,7 @@ hyperfine -N --warmup 2 --runs "$RUNS" --export-json "$OUT/hyperfine.json" --exp
   -n 'node -e 0' 'node -e 0' \
   -n 'pkcs11-tool --sign' "pkcs11-tool --module $MODULE --token-label bench --login --pin env:OLOCUS_HSM_PIN --sign -m ECDSA --id 01 -i msg -o raw.sig" \
   -n 'olocus sign (PKCS#11, plain key)' "node $BIN --config p11/config.json sign --key plain --in msg --out p11.sig" \
+  -n 'olocus sign (PKCS#11, plain key, sign threads forced)' "node $BIN --config p11-threads/config.json sign --key plain --in msg --out p11t.sig" \
   -n 'olocus verify (PKCS#11, plain key)' "node $BIN --config p11/config.json verify --key plain --in msg --signature p11.sig" \
   -n 'olocus sign (PKCS#11, logical key)' "node $BIN --config p11/config.json sign --key logical --in msg --out logical.sig" \
   -n 'olocus verify (PKCS#11, logical key)' "node $BIN --config p11/config.json verify --key logical --in msg --signature logical.sig" \
@@ -40,5 +49,5 @@ hyperfine -N --warmup 2 --runs "$RUNS" --export-json "$OUT/hyperfine.json" --exp
   -n 'olocus verify (software, plain key)' "node $BIN --config sw/config.json verify --key plain --in msg --signature sw.sig"
 node -e '
 const r = require(process.argv[1]).results;
-for (const x of r) console.log(`${x.command.padEnd(40)} median ${(x.median * 1000).toFixed(1).padStart(7)} ms  user ${(x.user * 1000).toFixed(0).padStart(4)} ms  sys ${(x.system * 1000).toFixed(0).padStart(3)} ms`);
+for (const x of r) console.log(`${x.command.padEnd(56)} median ${(x.median * 1000).toFixed(1).padStart(7)} ms  user ${(x.user * 1000).toFixed(0).padStart(4)} ms  sys ${(x.system * 1000).toFixed(0).padStart(3)} ms`);
 ' "$OUT/hyperfine.json"
