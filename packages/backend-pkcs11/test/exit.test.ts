@@ -8,17 +8,18 @@
  * that pkcs11js, zod and @olocus/hsm-core resolve as they do for the package).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SOFTHSM_LIB, createToken } from '@olocus/hsm-test-support';
 import { Pkcs11Backend } from '../src/index.js';
 
 const packageDir = resolve(import.meta.dirname, '..');
 const esbuild = resolve(packageDir, '../../node_modules/.bin/esbuild');
-// one token per lane: SoftHSM 2.6.1 rewrites token.object at every C_Login, and another process
-// reading it at that moment does not see the token at all ("no token labelled ..."); that is a
-// multi-process race of SoftHSM's file store, not what this test is about
+// one token per lane, each in its own token directory: SoftHSM 2.6.1 rewrites token.object at every
+// C_Login and reads every token of its directory at C_Initialize, and a process reading a file
+// another process is writing does not see the token ("no token labelled ...") or fails with
+// CKR_GENERAL_ERROR — a multi-process race of SoftHSM's file store, not what this test is about
 const LANES = 6;
 const tokens = Array.from({ length: LANES }, (_, i) => createToken(`exit-${i}`));
 const build = mkdtempSync(join(packageDir, '.exit-build-'));
@@ -86,8 +87,14 @@ describe('one-shot processes exit cleanly', () => {
       const sigFile = join(build, `sig-${i}.bin`);
       writeFileSync(sigFile, await backend.sign(key, Buffer.from('one-shot message')));
       await backend.close();
+      // the lane's own token directory: a copy of this token alone (made after the key, before any child runs)
+      const laneDir = join(build, `lane-${i}`);
+      mkdirSync(join(laneDir, 'tokens'), { recursive: true });
+      cpSync(token.path, join(laneDir, 'tokens', basename(token.path)), { recursive: true });
+      const conf = join(laneDir, 'softhsm2.conf');
+      writeFileSync(conf, `directories.tokendir = ${join(laneDir, 'tokens')}\nobjectstore.backend = file\nlog.level = ERROR\n`);
       // the PIN goes to the children through the environment, never argv
-      envs.push({ ...process.env, LIB: SOFTHSM_LIB, TOKEN: token.label, TEST_PIN: token.pin, KEY: 'exit-p256', SIG: sigFile });
+      envs.push({ ...process.env, SOFTHSM2_CONF: conf, LIB: SOFTHSM_LIB, TOKEN: token.label, TEST_PIN: token.pin, KEY: 'exit-p256', SIG: sigFile });
     }
   });
 
