@@ -365,7 +365,7 @@ async function check(
   }
   // A logical key: with --signed-at, the version Active then (LC-PROCESS); without, every version
   // never compromised or revoked — a signature that verifies under one was made while it was Active.
-  let result;
+  let result: Awaited<ReturnType<HsmManager['verifyWithLogicalKeyDetailed']>>;
   try {
     result = await manager.verifyWithLogicalKeyDetailed(t.baseKeyId, message, raw, signedAt);
   } catch (error) {
