@@ -271,6 +271,12 @@ export function buildProgram(state: RunState = {}): Command {
     .option('-n, --lines <n>', 'how many records', '20')
     .option('-f, --follow', 'keep printing new records until interrupted')
     .action(run(async () => (await import('./commands/audit.js')).tail, state));
+  audit
+    .command('rotate-checkpoint-key')
+    .description('sign checkpoints with a new key from now on; the change is recorded in the chain and older checkpoints keep verifying with the old key')
+    .option('--new-key-id <id>', 'id of the new checkpoint key (default: <current id>-<UTC stamp>)')
+    .option('--reason <text>', 'recorded with the change')
+    .action(run(async () => (await import('./commands/audit.js')).rotateCheckpointKey, state));
 
   const compliance = program.command('compliance').description('compliance reports (FIPS 140-2/140-3, PCI DSS v4.0.1, SOC 2, FISMA, Common Criteria)').helpCommand(false);
   compliance
