@@ -44,8 +44,8 @@ const OUT_CAP = 1024;
 const HEADER = 64;
 const SLOT_BYTES = HEADER + IN_CAP + OUT_CAP;
 // slot header (Uint32 indices)
-const H_SESSION = 0; // bytes 0..7: session handle
-const H_KEY = 2; // bytes 8..15: key handle
+// Uint32 0..3 hold the session handle (bytes 0..7) and the key handle (bytes 8..15), written as
+// 64-bit values through a BigUint64Array view.
 const H_MECH = 4;
 const H_PSS = 5; // 1 when PSS parameters follow
 const H_HASH = 6;

@@ -101,7 +101,7 @@ export function parsePkcs11Uri(uri: string): Pkcs11Uri {
         break;
       case 'type':
         if (!OBJECT_TYPES.has(text)) fail(`type must be one of ${[...OBJECT_TYPES].join(', ')}`);
-        result.type = text as Pkcs11Uri['type'];
+        result.type = text as NonNullable<Pkcs11Uri['type']>;
         break;
       case 'slot-id':
         if (!/^\d+$/.test(text)) fail('slot-id must be a decimal number');

@@ -140,20 +140,22 @@ export interface Capabilities {
 
 /** Telemetry a backend may expose; monitoring reads it. */
 export interface BackendMetrics {
-  pool?: {
-    size: number;
-    inUse: number;
-    waiting: number;
-    max: number;
-    created?: number;
-    evicted?: number;
-    recycled?: number;
-    timeouts?: number;
-  };
-  circuitOpen?: boolean;
-  circuitOpens?: number;
-  recoveries?: number;
-  loginFailures?: number;
+  pool?:
+    | {
+        size: number;
+        inUse: number;
+        waiting: number;
+        max: number;
+        created?: number | undefined;
+        evicted?: number | undefined;
+        recycled?: number | undefined;
+        timeouts?: number | undefined;
+      }
+    | undefined;
+  circuitOpen?: boolean | undefined;
+  circuitOpens?: number | undefined;
+  recoveries?: number | undefined;
+  loginFailures?: number | undefined;
 }
 
 export interface HealthStatus {
