@@ -68,7 +68,7 @@ export function readUlong(value: Buffer): number {
 
 export function ulongArray(values: number[]): Buffer {
   const out = Buffer.alloc(values.length * 8);
-  values.forEach((v, i) => out.writeBigUInt64LE(BigInt(v), i * 8));
+  for (const [i, v] of values.entries()) out.writeBigUInt64LE(BigInt(v), i * 8);
   return out;
 }
 

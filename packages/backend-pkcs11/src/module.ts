@@ -131,7 +131,10 @@ export class SharedModule {
   /** The lock that serialises object creation/destruction on one token (SoftHSM 2.6.1 bug). */
   tokenLock(tokenKey: string): Mutex {
     let lock = this.tokenLocks.get(tokenKey);
-    if (!lock) this.tokenLocks.set(tokenKey, (lock = new Mutex()));
+    if (!lock) {
+      lock = new Mutex();
+      this.tokenLocks.set(tokenKey, lock);
+    }
     return lock;
   }
 

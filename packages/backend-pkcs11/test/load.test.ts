@@ -40,7 +40,7 @@ describe('load', () => {
         const messages = Array.from({ length: 1000 }, () => randomBytes(64));
         const signatures = await Promise.all(messages.map((m) => backend.sign(key.id, m)));
 
-        messages.forEach((m, i) => expect(independentVerify(algorithm, pem, m, signatures[i]!)).toBe(true));
+        for (const [i, m] of messages.entries()) expect(independentVerify(algorithm, pem, m, signatures[i]!)).toBe(true);
         const after = backend.metrics();
         expect(after.sessionsOpen).toBe(before.sessionsOpen);
         expect(after.sessionsOpen).toBe(5); // 4 pooled + the anchor

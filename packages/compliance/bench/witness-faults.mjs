@@ -34,7 +34,7 @@ const witness = { kind: 'file', path: join(mkdtempSync(join(tmpdir(), 'olocus-wi
 const figures = {};
 try {
   const log = await openAuditLog({ storage: { kind: 'sqlite', path }, logName: 'bench', checkpoint: { signer, everyRecords: EVERY, intervalMs: 0 }, witnesses: [witness] });
-  let t = performance.now();
+  const t = performance.now();
   for (let done = 1; done < N; ) {
     const batch = Math.min(1000, N - done);
     await Promise.all(Array.from({ length: batch }, (_, i) => log.append({ type: 'key.sign', actor: 'bench', outcome: 'success', keyId: 'app', details: { n: done + i } })));

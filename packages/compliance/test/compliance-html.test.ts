@@ -56,6 +56,7 @@ describe('HTML report in headless Chromium', () => {
     expect(await page.locator('#metric-signs').textContent()).toBe(String(report.metrics.totals.signs));
     expect(await page.locator('#violations-count').textContent()).toBe(String(report.violations.length));
     expect(await page.locator('#score-integrity').textContent()).toBe(String(report.scores.integrity.value));
+    // biome-ignore lint/performance/useDomNodeTextContent: Playwright's innerText is the rendered text a reader sees
     const text = (await page.locator('body').innerText()).replace(/\s+/g, ' ');
     expect(text).toContain(`${report.metrics.totals.signs} signatures`);
     expect(text).toContain(`${report.scores.availability.value} availability score`);

@@ -189,7 +189,7 @@ export function resolveComplianceConfig(raw: unknown = {}): ResolvedComplianceCo
 /** Cryptoperiod in days of a key type: per-algorithm override, else the signing default; null when none is defined. */
 export function cryptoperiodDays(config: ResolvedComplianceConfig, algorithm: string): number | null {
   const by = config.policy.cryptoperiod.byAlgorithm;
-  if (Object.prototype.hasOwnProperty.call(by, algorithm)) return by[algorithm] ?? null;
+  if (Object.hasOwn(by, algorithm)) return by[algorithm] ?? null;
   return config.policy.cryptoperiod.signingDays;
 }
 
