@@ -253,18 +253,30 @@ export class HsmManager {
   /** `verifyWithLogicalKey`, saying which version matched. */
   async verifyWithLogicalKeyDetailed(baseKeyId: string, data: MessageInput, signature: Uint8Array, signatureTime?: Date): Promise<LogicalVerification> {
     const resolver = this.requireResolver();
-    if (signatureTime) {
-      const version = await resolver.resolveForVerification(baseKeyId, signatureTime);
-      const valid = await this.verifyWith(version.key, data, signature, { baseKeyId, version: version.version });
-      return valid ? { valid, version } : { valid };
+    let candidates: ResolvedKeyVersion[];
+    if (signatureTime && resolver.versionsForVerificationAt) {
+      candidates = await resolver.versionsForVerificationAt(baseKeyId, signatureTime);
+      if (candidates.length === 0) {
+        throw new HsmError('KeyNotFound', `logical key ${baseKeyId} has no version that was Active at ${signatureTime.toISOString()} and may still verify`, {
+          details: { keyId: baseKeyId, signatureTime: signatureTime.toISOString() },
+        });
+      }
+    } else if (signatureTime) {
+      candidates = [await resolver.resolveForVerification(baseKeyId, signatureTime)];
+    } else {
+      if (!resolver.versionsForVerification) {
+        throw new HsmError('InvalidArgument', `verifying with logical key ${baseKeyId} needs the signature's time: this key registry cannot list its versions`, {
+          details: { field: 'signatureTime' },
+        });
+      }
+      candidates = await resolver.versionsForVerification(baseKeyId);
+      if (candidates.length === 0) throw new HsmError('KeyNotFound', `logical key ${baseKeyId} has no version that may verify`, { details: { keyId: baseKeyId } });
     }
-    if (!resolver.versionsForVerification) {
-      throw new HsmError('InvalidArgument', `verifying with logical key ${baseKeyId} needs the signature's time: this key registry cannot list its versions`, {
-        details: { field: 'signatureTime' },
-      });
-    }
-    const candidates = await resolver.versionsForVerification(baseKeyId);
-    if (candidates.length === 0) throw new HsmError('KeyNotFound', `logical key ${baseKeyId} has no version that may verify`, { details: { keyId: baseKeyId } });
+    return this.verifyAgainst(baseKeyId, candidates, data, signature);
+  }
+
+  /** Tries each version in order; one audit record for the whole verification. */
+  private async verifyAgainst(baseKeyId: string, candidates: ResolvedKeyVersion[], data: MessageInput, signature: Uint8Array): Promise<LogicalVerification> {
     if (candidates.length === 1) {
       const only = candidates[0]!;
       const valid = await this.verifyWith(only.key, data, signature, { baseKeyId, version: only.version });
@@ -281,8 +293,8 @@ export class HsmManager {
       return { valid: false };
     };
     if (!this.auditor) return attempt();
-    const newest = candidates[0]!;
-    return audited(this.auditor, { ...this.eventBase('verify', newest.key, newest.algorithm), data: message, logicalKey: { baseKeyId, version: newest.version } }, attempt, (result) => ({
+    const first = candidates[0]!;
+    return audited(this.auditor, { ...this.eventBase('verify', first.key, first.algorithm), data: message, logicalKey: { baseKeyId, version: first.version } }, attempt, (result) => ({
       valid: result.valid,
       ...(result.version ? { logicalKey: { baseKeyId, version: result.version.version }, keyId: keyIdOf(result.version.key) } : {}),
     }));

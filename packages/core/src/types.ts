@@ -263,6 +263,12 @@ export interface KeyVersionResolver {
    * was necessarily made while it was Active.
    */
   versionsForVerification?(baseKeyId: string): Promise<ResolvedKeyVersion[]>;
+  /**
+   * Versions a signature dated `signatureTime` may come from: the one Active then first, then
+   * those superseded within their overlap before it (a signer that read the registry just before
+   * a rotation committed dates its signature by that read). Empty when none.
+   */
+  versionsForVerificationAt?(baseKeyId: string, signatureTime: Date): Promise<ResolvedKeyVersion[]>;
 }
 
 export interface ResolvedKeyVersion {

@@ -527,6 +527,17 @@ export class KeyRegistry implements KeyVersionResolver {
     return rows.map(toKeyVersion).map((v) => ({ baseKeyId, version: v.version, key: v.keyId, algorithm: v.algorithm }));
   }
 
+  /**
+   * The versions a signature dated `signatureTime` may come from (`getVerificationCandidates`):
+   * a sign that read the registry just before a rotation committed is dated by that read, which
+   * may fall after the old version's recorded end — its overlap still covers it.
+   */
+  async versionsForVerificationAt(baseKeyId: string, signatureTime: Date): Promise<ResolvedKeyVersion[]> {
+    if (!Number.isFinite(signatureTime.getTime())) throw new HsmError('InvalidArgument', 'signatureTime is not a valid date', { details: { field: 'signatureTime' } });
+    const versions = await this.getVerificationCandidates(baseKeyId, signatureTime);
+    return versions.map((v) => ({ baseKeyId, version: v.version, key: v.keyId, algorithm: v.algorithm }));
+  }
+
   recordUsage(version: ResolvedKeyVersion): void {
     this.recordKeyUsage(typeof version.key === 'string' ? version.key : version.key.id);
   }

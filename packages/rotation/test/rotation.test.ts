@@ -152,6 +152,25 @@ describe.each(STORAGE_KINDS)('rotation manager (%s)', (kind) => {
     expect(await hsm.verifyWithLogicalKey('race', data, signedNow.signature, signedNow.signedAt)).toBe(true);
   });
 
+  it('a signature dated by a read made while a rotation was committing verifies by that date (overlap candidates)', async () => {
+    const { manager, hsm, clock, registry } = await setup('commitwindow');
+    await manager.createKey('cw', 'ECDSA_P256', { actor: 'alice' });
+    clock.advance(HOUR);
+    const signedWithV1 = await hsm.sign('cw.v1', data);
+    const rotationAt = clock.now();
+    await manager.rotateKey('cw', who);
+    // the reader's snapshot saw v1 Active, but its clock read came after the rotation's timestamp
+    const datedAfter = new Date(rotationAt.getTime() + 5);
+    clock.advance(10);
+    registry.invalidate('cw');
+    expect((await registry.getKeyForVerification('cw', datedAfter)).version).toBe(2);
+    const result = await hsm.verifyWithLogicalKeyDetailed('cw', data, signedWithV1, datedAfter);
+    expect(result).toMatchObject({ valid: true, version: { version: 1 } });
+    // outside the overlap it does not
+    clock.advance(48 * HOUR);
+    expect((await hsm.verifyWithLogicalKeyDetailed('cw', data, signedWithV1, new Date(clock.now().getTime()))).valid).toBe(false);
+  });
+
   it('creating a key whose version id is taken by a foreign backend key leaves nothing behind', async () => {
     const { manager, hsm, registry } = await setup('taken');
     await hsm.generateKey({ id: 'taken.v1', algorithm: 'Ed25519' });
