@@ -529,13 +529,17 @@ export class RotationManager {
     let previous: KeyVersion | undefined;
     let oldState: KeyState | undefined;
     let overlapUntil: number | undefined;
-    const at = this.nowMs();
+    // The swap's time is taken once its rows are locked: a signer that read the old version as
+    // Active held that row (shared) until its read ended, so it dated its signature before this.
+    let at = 0;
     const current = await this.store.tx(async (trx) => {
       await this.registry.lockLogicalKey(trx, j.base_key_id);
       await this.advanceJournal(trx, j, 'done');
       const newRow = await this.registry.lockVersion(trx, j.key_id);
+      at = this.nowMs();
       if (j.from_version !== null) {
         const oldRow = await this.registry.lockVersion(trx, versionKeyId(j.base_key_id, Number(j.from_version)));
+        at = this.nowMs();
         const from = oldRow.state as KeyState;
         if (from === 'Active' || from === 'Suspended') {
           let target: KeyState = 'Superseded';

@@ -272,12 +272,19 @@ export class KeyRegistry implements KeyVersionResolver {
       this.cache.delete(baseKeyId);
     }
     const generation = this.generation;
-    // Taken before the read: the version was Active from this moment (or from its activation, if
-    // that came later) until at least the read, so a signature dated by it verifies by time.
-    const readStarted = this.nowMs();
-    const row = await this.db.selectFrom('key_versions').selectAll().where('base_key_id', '=', baseKeyId).where('state', '=', 'Active').executeTakeFirst();
+    // The read holds the Active row against a rotation (a shared row lock on PostgreSQL; SQLite's
+    // write lock) while it takes the time: no swap can commit in between, and a swap takes its own
+    // time only once it holds the row, so the version was Active at `confirmed` by the registry's
+    // own record, and a signature dated by it verifies by that date.
+    const { row, confirmed } = await this.store.tx(async (trx) => {
+      let q = trx.selectFrom('key_versions').selectAll().where('base_key_id', '=', baseKeyId).where('state', '=', 'Active');
+      if (this.store.dialect === 'postgres') q = q.forShare();
+      const found = await q.executeTakeFirst();
+      return { row: found, confirmed: this.nowMs() };
+    });
     if (!row) throw await this.noActiveVersion(baseKeyId);
     const version = toKeyVersion(row);
+    const readStarted = confirmed;
     const activatedAt = version.activatedAt?.getTime() ?? readStarted;
     const entry: CacheEntry = {
       version,
