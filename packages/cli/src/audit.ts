@@ -1,4 +1,4 @@
-import { HsmError, isHsmError, type HsmBackend, type OperationAuditor, type OperationEvent } from '@olocus/hsm-core';
+import { HsmError, isHsmError, type HsmBackend, type KeyAlgorithm, type OperationAuditor, type OperationEvent } from '@olocus/hsm-core';
 import type { AuditEventInput, AuditLog, CheckpointSigner } from '@olocus/hsm-compliance';
 import type { RotationEvent, RotationEvents, StateChange } from '@olocus/hsm-rotation';
 import { rememberConnectionString } from './errors.js';
@@ -171,19 +171,22 @@ export async function openCliAudit(ctx: CliContext, section: AuditSection, confi
   };
   const storage = await storageOf(ctx, section, configPath);
   let backend: HsmBackend | undefined;
-  const keyId = section.checkpoint.keyId;
-  const signer: CheckpointSigner = {
+  // withKey: a log whose checkpoint key was rotated (`audit rotate-checkpoint-key`) reopens with
+  // the key its chain names, not the configured one.
+  const signerFor = (keyId: string, algorithm: KeyAlgorithm = 'ECDSA_P256'): CheckpointSigner => ({
     keyId,
-    algorithm: 'ECDSA_P256',
+    algorithm,
     sign: async (data) => {
       if (!backend) throw new Error('the audit checkpoint key is not available before the backend opens');
-      return backend.sign(keyId, data);
+      return backend.sign(keyId, data, { purpose: 'audit-checkpoint' });
     },
     publicKey: async () => {
       if (!backend) throw new Error('the audit checkpoint key is not available before the backend opens');
       return (await backend.getPublicKey(keyId)).spki;
     },
-  };
+    withKey: (other, otherAlgorithm) => signerFor(other, otherAlgorithm),
+  });
+  const signer = signerFor(section.checkpoint.keyId);
   let log: AuditLog;
   try {
     log = await openAuditLog({
@@ -231,6 +234,8 @@ export async function openCliAudit(ctx: CliContext, section: AuditSection, confi
     attach: async (b: HsmBackend) => {
       backend = b;
       // The checkpoint key is the audit's own: created on first use, never an application key.
+      // After a rotation the chain names the key in use (the log's signer), not the configured one.
+      const keyId = log.checkpointSigner?.keyId ?? section.checkpoint.keyId;
       try {
         await b.getKey(keyId);
       } catch (error) {

@@ -190,9 +190,17 @@ export async function openManager(ctx: CliContext, loaded: { path: string; confi
         if (!acceptsNewStore(ctx, 'rotation')) {
           throw lostStoreError('rotation', rotation.path, `the backend holds keys named like versions of logical keys (${evidence.join(', ')}${evidence.length >= 5 ? ', ...' : ''})`, !existsSync(rotation.path));
         }
-        // accepted: the new registry is made now (and the acceptance audited by it), so the override is needed once
-        const { openRotationFor } = await import('./rotation.js');
-        await (await openRotationFor(ctx, loaded as LoadedConfig, manager, { reconcile: false })).close();
+        // accepted: the new registry is made now (so the override is needed once) and the acceptance audited
+        ctx.note(`olocus-hsm: warning: starting a new key registry in ${rotation.path} although the backend holds versions of logical keys (${evidence.join(', ')}) (${ACCEPT_NEW_STORE_ENV}=rotation): they are plain keys from now on; recorded in the audit log`);
+        await ensurePrivateSqliteFile(rotation.path);
+        const { KeyRegistry } = await import('@olocus/hsm-rotation');
+        await (await KeyRegistry.open({ kind: 'sqlite', path: rotation.path })).close();
+        await audit?.append({
+          type: 'admin.action',
+          outcome: 'success',
+          reason: `${ACCEPT_NEW_STORE_ENV}=rotation`,
+          details: { action: 'accepted a new key registry', file: rotation.path, evidence: `version-shaped keys in the backend: ${evidence.join(', ')}` },
+        });
       }
     } catch (error) {
       await manager.close().catch(() => undefined);

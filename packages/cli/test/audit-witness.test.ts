@@ -139,6 +139,26 @@ describe('audit.witnesses config', () => {
 });
 
 describe('audit rotate-checkpoint-key', () => {
+  it('through the binary: later commands reopen the log with the rotated key, and the chain verifies across both keys', async () => {
+    const { dir: d, cleanup: c } = await tempDir('olocus-cli-rotcp-bin-');
+    try {
+      expect((await cli(['init'], { cwd: d })).code).toBe(0);
+      expect((await cli(['keys', 'create', '--id', 'k', '--algorithm', 'Ed25519'], { cwd: d })).code).toBe(0);
+      const rotated = await cli(['audit', 'rotate-checkpoint-key', '--new-key-id', 'olocus-audit-checkpoint-2', '--reason', 'yearly', '--json'], { cwd: d });
+      expect(rotated.code, rotated.stderr).toBe(0);
+      await writeFile(join(d, 'msg'), 'after the rotation');
+      const signed = await cli(['sign', '--key', 'k', '--in', 'msg', '--out', 'msg.sig'], { cwd: d });
+      expect(signed.code, signed.stderr).toBe(0);
+      const verified = await cli(['audit', 'verify', '--json'], { cwd: d });
+      expect(verified.code, verified.stdout + verified.stderr).toBe(0);
+      const destroy = await cli(['keys', 'destroy', '--id', 'olocus-audit-checkpoint-2'], { cwd: d });
+      expect(destroy.code).not.toBe(0);
+      expect(destroy.stderr).toMatch(/PolicyViolation|internal/i);
+    } finally {
+      await c();
+    }
+  });
+
   it('makes a new checkpoint key, records the rotation in the chain and hands signing to it', async () => {
     const { dir: d, cleanup: c } = await tempDir('olocus-cli-rotcp-');
     try {

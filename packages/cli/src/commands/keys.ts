@@ -350,13 +350,16 @@ export async function destroy(ctx: CliContext, opts: { id: string }): Promise<vo
         `"${opts.id}" is ${target.kind === 'logical' ? 'a logical key' : `version ${target.version.version} of logical key "${base}"`}: its versions are not destroyed at once; revoke it (olocus-hsm keys revoke --id ${base} --reason TEXT) and the retention policy schedules destruction (olocus-hsm rotation run)`,
       );
     }
-    const checkpointKey = auditOf(manager)?.section.checkpoint.keyId;
+    const audit = auditOf(manager);
+    const checkpointKey = audit?.section.checkpoint.keyId;
+    // every key that ever signed this log's checkpoints (rotated ones too): older checkpoints verify with them
+    const checkpointKeys = [...(checkpointKey ? [checkpointKey] : []), ...((await audit?.log.checkpointKeys().catch(() => [])) ?? []).map((k) => k.keyId)];
     const handle = await manager.getKey(opts.id).catch(() => undefined);
     for (const id of [opts.id, handle?.id].filter((x): x is string => x !== undefined)) {
-      if (isInternalKeyId(id, checkpointKey ? [checkpointKey] : [])) {
+      if (isInternalKeyId(id, checkpointKeys)) {
         throw new CliError(
           'PolicyViolation',
-          `--id ${id} is an internal key (${id === checkpointKey || id === 'olocus-audit-checkpoint' ? 'it signs the audit log\'s checkpoints and compliance reports: without it the log can no longer be verified' : 'the health canary'}); it is not destroyed by keys destroy`,
+          `--id ${id} is an internal key (${checkpointKeys.includes(id) || id === 'olocus-audit-checkpoint' ? 'it signs the audit log\'s checkpoints and compliance reports: without it the log can no longer be verified' : 'the health canary'}); it is not destroyed by keys destroy`,
         );
       }
     }
