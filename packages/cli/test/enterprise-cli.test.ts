@@ -96,6 +96,7 @@ describe('enterprise commands through the binary', () => {
     expect(deny.stdout).toMatch(/^DENY: no policy permits it \(default deny\)/);
     const denyJson = await run(['policy', 'test', '--principal', 'caller:oscar', '--action', 'sign', '--resource', 'billing', '--context', 'purpose=refund', '--json']);
     expect(JSON.parse(denyJson.stdout)).toMatchObject({ decision: 'deny' });
+    expect(denyJson.code, show(denyJson)).toBe(1);
     const allow = await run(['policy', 'test', '--principal', 'caller:oscar', '--action', 'sign', '--resource', 'billing', '--context', 'purpose=invoice', '--json']);
     expect(allow.code, show(allow)).toBe(0);
     expect(JSON.parse(allow.stdout)).toMatchObject({ decision: 'allow' });

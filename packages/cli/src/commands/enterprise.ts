@@ -259,10 +259,11 @@ export async function policyTest(
     resource: { application, keyId: keyId ?? `${application}.v1`, algorithm: opts.algorithm ?? 'ECDSA_P256', version, tags },
     context: operationContext,
   });
+  // a deny exits 1 in both forms, so a script can test the decision without parsing it
+  if (!decision.allowed) ctx.exitCode = 1;
   if (ctx.json) return ctx.printJson({ decision: decision.allowed ? 'allow' : 'deny', determining: decision.determining, errors: decision.errors, policyVersion: decision.policyVersion });
   const why = decision.determining.length > 0 ? `${decision.allowed ? 'permitted' : 'forbidden'} by ${decision.determining.join(', ')}` : decision.errors.length > 0 ? `request refused: ${decision.errors.join('; ')}` : 'no policy permits it (default deny)';
   ctx.print(`${decision.allowed ? 'ALLOW' : 'DENY'}: ${why} (policy version ${decision.policyVersion})`);
-  if (!decision.allowed) ctx.exitCode = 1;
 }
 
 async function authorizerFromConfig(ctx: CliContext): Promise<CedarAuthorizer> {
