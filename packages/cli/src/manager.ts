@@ -3,7 +3,7 @@ import { stat } from 'node:fs/promises';
 import { BackendRegistry, HsmError, HsmManager, type BackendContext, type HsmBackend, type HsmKeyHandle, type KeyRef, type SignOptions } from '@olocus/hsm-core';
 import { CliError, rememberSecret } from './errors.js';
 import type { CliContext } from './context.js';
-import { inFile, loadConfig, managerConfig, type ConfigFile, type LoadedConfig } from './config.js';
+import { inFile, loadConfig, managerConfig, type ConfigFile } from './config.js';
 import { ACCEPT_NEW_STORE_ENV, acceptsNewStore, auditLogIdentity, hasCheckpointKey, isMissingOrEmpty, lostStoreError, versionShapedKeys } from './store-evidence.js';
 import type { RotationSection } from './rotation-config.js';
 import type { AuditSection } from './audit-config.js';

@@ -255,7 +255,7 @@ describe('rotation on PostgreSQL (connection string from an environment variable
   let cleanup: () => Promise<void>;
   const schema = `cli_rot_${randomBytes(5).toString('hex')}`;
   const env = testEnv({ OLOCUS_HSM_PG_URL: PG_URL });
-  const { run, json } = bind(
+  const { run } = bind(
     () => dir,
     () => env,
   );

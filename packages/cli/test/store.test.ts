@@ -3,7 +3,7 @@ import { existsSync, statSync } from 'node:fs';
 import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, cleanEnv, cli, lines, tempDir, TEST_PASSPHRASE, testEnv, type RunResult } from './helpers.js';
+import { BIN, cleanEnv, cli, lines, tempDir, testEnv, type RunResult } from './helpers.js';
 
 /**
  * The key store's lifecycle through the CLI: only `init` creates a store, with a passphrase the

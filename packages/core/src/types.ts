@@ -168,11 +168,11 @@ export interface HealthStatus {
 
 export interface ListKeysOptions {
   /** Only keys whose id starts with this. */
-  prefix?: string;
+  prefix?: string | undefined;
   /** Maximum keys in one page (default 100, at most 1000). */
-  limit?: number;
+  limit?: number | undefined;
   /** Opaque cursor from a previous page. */
-  cursor?: string;
+  cursor?: string | undefined;
 }
 
 export interface KeyPage {

@@ -1,5 +1,5 @@
 import { isHsmError, type HsmKeyHandle } from '@olocus/hsm-core';
-import { parseConcurrencyList, runSignBenchmark, type BenchProgress } from '../bench.js';
+import { parseConcurrencyList, runSignBenchmark, type BenchProgress, type SignBenchmarkResult } from '../bench.js';
 import { CliError } from '../errors.js';
 import { withManager } from '../manager.js';
 import { parseAlgorithm, table } from './keys.js';
@@ -46,7 +46,7 @@ export async function bench(ctx: CliContext, opts: BenchOptions): Promise<void> 
       if (tty) ctx.stderr.write(`\r\x1b[2K${line}`);
       else ctx.note(line);
     };
-    let result;
+    let result: SignBenchmarkResult;
     try {
       result = await runSignBenchmark({
         sign: (data) => manager.sign(handle, data),

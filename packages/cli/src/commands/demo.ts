@@ -20,8 +20,8 @@ export interface DemoKey {
   algorithm: KeyAlgorithm;
   id: string;
   ref?: string;
-  createMs?: number;
-  signMs?: number;
+  createMs?: number | undefined;
+  signMs?: number | undefined;
   /** The signature as `sign` writes it (DER for ECDSA), base64. */
   signature?: string;
   signatureBytes?: number;

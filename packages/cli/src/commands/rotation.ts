@@ -38,7 +38,7 @@ export async function rotate(ctx: CliContext, opts: ChangeOptions & { emergency?
   const actor = actorOf(ctx, opts.actor);
   await withRotation(ctx, async (scope) => {
     await requireLogicalKey(scope, opts.id);
-    let result;
+    let result: RotationResult;
     try {
       result = emergency ? await scope.rot.manager.emergencyRotateKey(opts.id, { actor, reason }) : await scope.rot.manager.rotateKey(opts.id, { actor, reason });
     } catch (error) {
@@ -59,7 +59,7 @@ export async function rotate(ctx: CliContext, opts: ChangeOptions & { emergency?
 function printRotation(ctx: CliContext, id: string, result: RotationResult, opts: { actor: string; reason: string; emergency?: boolean; recoverCommand?: boolean }): void {
   const { previous, current, recovered } = result;
   if (ctx.json) {
-    return ctx.printJson({
+    ctx.printJson({
       key: id,
       kind: result.kind,
       actor: opts.actor,
@@ -68,6 +68,7 @@ function printRotation(ctx: CliContext, id: string, result: RotationResult, opts
       current: versionJson(current),
       recovered: recovered ? { fromStep: recovered.fromStep, startedAt: recovered.startedAt, previousOwner: recovered.owner } : undefined,
     });
+    return;
   }
   const from = previous ? `v${previous.version} (now ${previous.state})` : '(none)';
   if (recovered) {
