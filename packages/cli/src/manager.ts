@@ -21,7 +21,9 @@ import { HEALTH_CANARY_KEY_ID, isInternalKeyId } from './internal-keys.js';
  */
 class CliRegistry extends BackendRegistry {
   constructor(private readonly ctx: CliContext) {
-    super({ importer: (s) => import(s), env: ctx.env });
+    // a backend package is looked for beside the CLI first, then in the application's folder
+    // (a third-party backend installed there and named by `backend.package` in the config)
+    super({ searchPaths: [ctx.cwd], env: ctx.env });
   }
 
   override context(): BackendContext {
