@@ -4,10 +4,10 @@
  * time, as a CLI run from scripts would. Before the fix about 3 % of such runs died with SIGSEGV in
  * pkcs11.node (a sign thread still loading the addon while the process exited).
  *
- * The children run the current src, bundled with esbuild into a directory inside this package (so
- * that pkcs11js, zod and @olocus/hsm-core resolve as they do for the package).
+ * The children run the package as built (dist), from a directory inside this package.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { pathToFileURL } from 'node:url';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,7 +15,8 @@ import { SOFTHSM_LIB, createToken } from '@olocus/hsm-test-support';
 import { Pkcs11Backend } from '../src/index.js';
 
 const packageDir = resolve(import.meta.dirname, '..');
-const esbuild = resolve(packageDir, '../../node_modules/.bin/esbuild');
+// the children run the package as built (turbo builds before it tests), as an application would
+const distEntry = join(packageDir, 'dist', 'index.js');
 // one token per lane, each in its own token directory: SoftHSM 2.6.1 rewrites token.object at every
 // C_Login and reads every token of its directory at C_Initialize, and a process reading a file
 // another process is writing does not see the token ("no token labelled ...") or fails with
@@ -28,7 +29,7 @@ afterAll(() => rmSync(build, { recursive: true, force: true }));
 const CHILD = `
 import { readFileSync } from 'node:fs';
 const [mode, close, exit] = process.argv.slice(2);
-const { Pkcs11Backend } = await import('./index.mjs');
+const { Pkcs11Backend } = await import(${JSON.stringify(pathToFileURL(distEntry).href)});
 // burst: dispatch 'threads' starts the sign threads with the backend, the case that crashed
 const backend = new Pkcs11Backend({ libraryPath: process.env.LIB, tokenLabel: process.env.TOKEN, dispatch: mode === 'burst' ? 'threads' : 'auto' }, { pin: process.env.TEST_PIN });
 await backend.initialize();
@@ -76,9 +77,7 @@ describe('one-shot processes exit cleanly', () => {
   const envs: NodeJS.ProcessEnv[] = [];
 
   beforeAll(async () => {
-    if (!existsSync(esbuild)) throw new Error(`esbuild not found at ${esbuild}: run pnpm install at the repository root`);
-    const built = spawnSync(esbuild, ['src/index.ts', '--bundle', '--platform=node', '--format=esm', '--target=node20', '--external:pkcs11js', '--external:zod', '--external:@olocus/hsm-core', `--outfile=${join(build, 'index.mjs')}`, '--log-level=error'], { cwd: packageDir, encoding: 'utf8' });
-    if (built.status !== 0) throw new Error(`esbuild failed: ${built.stderr}`);
+    if (!existsSync(distEntry)) throw new Error(`${distEntry} not found: build the package first (pnpm --filter @olocus/hsm-backend-pkcs11 build)`);
     writeFileSync(join(build, 'child.mjs'), CHILD);
     for (const [i, token] of tokens.entries()) {
       const backend = new Pkcs11Backend({ libraryPath: SOFTHSM_LIB, tokenLabel: token.label }, { pin: token.pin });
