@@ -227,7 +227,12 @@ export async function openManager(ctx: CliContext, loaded: { path: string; confi
  * accepted a new log despite the evidence.
  */
 async function checkNewAuditLog(ctx: CliContext, loaded: { path: string; config: ConfigFile }, registry: CliRegistry, file: string, keyId: string, logName: string): Promise<string | undefined> {
-  const probe = new HsmManager(managerConfig(loaded.config), { registry });
+  let probe: HsmManager;
+  try {
+    probe = new HsmManager(managerConfig(loaded.config), { registry });
+  } catch (error) {
+    throw inFile(error, loaded.path);
+  }
   let evidence: boolean;
   try {
     await probe.initialize();

@@ -89,9 +89,9 @@ describe('config errors', () => {
   });
 
   it('a backend whose package is not installed names the package to install', async () => {
-    const path = await writeConfig('aws.json', JSON.stringify({ backend: { type: 'aws-kms', options: { region: 'eu-west-1' } } }));
+    const path = await writeConfig('acme.json', JSON.stringify({ backend: { type: 'acme-kms', package: '@acme/olocus-backend-absent', options: { region: 'eu-west-1' } } }));
     const line = expectOneLineError(await cli(['--config', path, 'keys', 'list'], { cwd: dir, env }), 'BackendNotInstalled');
-    expect(line).toContain('@olocus/hsm-backend-aws');
+    expect(line).toContain('@acme/olocus-backend-absent');
   });
 
   it('an explicit config that does not exist is an error, not a new key store', async () => {
