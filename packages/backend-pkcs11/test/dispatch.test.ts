@@ -28,7 +28,7 @@ async function signAndVerify(backend: Pkcs11Backend, id: string, algorithm: KeyA
 }
 
 describe('adaptive dispatch', () => {
-  it('auto: P-256 (tens of µs) is signed inline and never starts the threads; RSA-2048 and P-384 are measured long and go to the sign threads', async () => {
+  it('auto: P-256 (tens of µs) is signed inline and never starts the threads; RSA-2048 is measured long and goes to the sign threads; P-384 follows its measurement', async () => {
     const backend = backendWith({ dispatch: 'auto' });
     await backend.initialize();
     try {
@@ -55,13 +55,20 @@ describe('adaptive dispatch', () => {
       await signAndVerify(backend, 'd-rsa', 'RSA_2048', 40, true);
       await signAndVerify(backend, 'd-p384', 'ECDSA_P384', 40, true);
       m = backend.metrics();
-      // P-384's first signatures are measured inline (warm-up, at most five), the rest go to the threads
-      expect(m.inlineSigns - inlineBefore).toBeLessThanOrEqual(5);
-      expect(m.threadSigns - threadBefore).toBeGreaterThanOrEqual(75);
       const rsa = Object.entries(m.dispatch.ops).find(([k]) => k.startsWith('d-rsa:'))![1];
       const p384 = Object.entries(m.dispatch.ops).find(([k]) => k.startsWith('d-p384:'))![1];
       expect(rsa.path).toBe('threads');
-      expect(p384.path).toBe('threads');
+      // P-384 goes where its own measurement puts it: on a busy machine it is long (threads), on a
+      // quiet one it may be shorter than the hop (inline) — the rule, not the machine, is tested
+      if (p384.opUs > 1.5 * m.dispatch.thresholdUs) expect(p384.path).toBe('threads');
+      if (p384.opUs < 0.67 * m.dispatch.thresholdUs) expect(p384.path).toBe('inline');
+      // RSA's signatures after warm-up went to the threads; P-384's too when it is long (at most five inline)
+      if (p384.path === 'threads') {
+        expect(m.inlineSigns - inlineBefore).toBeLessThanOrEqual(5);
+        expect(m.threadSigns - threadBefore).toBeGreaterThanOrEqual(75);
+      } else {
+        expect(m.threadSigns - threadBefore).toBeGreaterThanOrEqual(35);
+      }
       // the threshold is the measured hop, not a constant: it exists once threads have run
       expect(m.dispatch.hopUs).toBeGreaterThan(0);
       expect(m.dispatch.thresholdUs).toBe(Math.round(Math.min(Math.max(m.dispatch.hopUs, m.dispatch.budgetUs / 4), m.dispatch.budgetUs)));
