@@ -1,3 +1,6 @@
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { BackendRegistry, HsmError, HsmManager, type BackendContext, type HsmBackend, type HsmKeyHandle, type KeyRef, type SignOptions } from '@olocus/hsm-core';
@@ -23,7 +26,24 @@ class CliRegistry extends BackendRegistry {
   constructor(private readonly ctx: CliContext) {
     // a backend package is looked for beside the CLI first, then in the application's folder
     // (a third-party backend installed there and named by `backend.package` in the config)
-    super({ searchPaths: [ctx.cwd], env: ctx.env });
+    super({
+      importer: async (specifier) => {
+        try {
+          return await import(specifier);
+        } catch (error) {
+          const code = (error as NodeJS.ErrnoException).code;
+          if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') throw error;
+          let resolved: string;
+          try {
+            resolved = createRequire(join(ctx.cwd, 'noop.js')).resolve(specifier);
+          } catch {
+            throw error;
+          }
+          return import(pathToFileURL(resolved).href);
+        }
+      },
+      env: ctx.env,
+    });
   }
 
   override context(): BackendContext {
