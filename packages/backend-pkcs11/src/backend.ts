@@ -85,6 +85,8 @@ export interface Pkcs11Metrics extends BackendMetrics {
   remote: boolean;
   /** Operations answered Timeout past their deadline (their sessions quarantined). */
   timeouts: number;
+  /** Start-ups begun again because the token was briefly missing or failing (another process rewriting it). */
+  startRetries: number;
 }
 
 type State = 'new' | 'ready' | 'closed';

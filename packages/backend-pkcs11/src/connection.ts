@@ -67,6 +67,15 @@ export interface ConnectionCounters {
   threadSigns: number;
   /** Signs made inline, synchronously on the main thread (adaptive dispatch). */
   inlineSigns: number;
+  /** Start-ups begun again because the token was briefly missing or failing (another process rewriting it). */
+  startRetries: number;
+}
+
+/** A start-up failure another attempt may not meet: the token missing, or the device answering an error. */
+function isTransientStartFailure(error: unknown): boolean {
+  if (isHsmError(error, 'TokenLabelMismatch') || isHsmError(error, 'SlotNotFound')) return true;
+  const cls = classifyReturnValue(error);
+  return cls === 'device' || cls === 'ambiguous' || cls === 'session';
 }
 
 export class TokenConnection {
@@ -79,7 +88,7 @@ export class TokenConnection {
   pool: ResourcePool<Pkcs11Session> | undefined;
   signThreads: SignThreads | undefined;
   readonly loginState = new LoginState();
-  readonly counters: ConnectionCounters = { relogins: 0, timeouts: 0, retries: 0, circuitOpens: 0, recoveries: 0, signs: 0, threadSigns: 0, inlineSigns: 0 };
+  readonly counters: ConnectionCounters = { relogins: 0, timeouts: 0, retries: 0, circuitOpens: 0, recoveries: 0, signs: 0, threadSigns: 0, inlineSigns: 0, startRetries: 0 };
   sessionsOpen = 0;
   circuit: { open: boolean; reason: string; since: number } = { open: false, reason: '', since: 0 };
   /** True between a completed open() and close(): the circuit breaker only runs while active. */
@@ -135,46 +144,79 @@ export class TokenConnection {
       throw this.nativeError(error, 'InitializationFailed', 'initialization');
     }
     this.#seenGeneration = this.mod.generation;
-    try {
-      await this.selectToken();
-      const api = this.mod.api;
-      this.identity = await measureIdentity(api, this.token.slot);
-      this.plans = await probeAlgorithms(api, this.token.slot, this.vendor);
-      await this.openAnchor();
-      await this.login();
-      const pool = this.options.sessionPool;
-      const tokenInfo = await api.C_GetTokenInfo(this.token.slot);
-      let max = pool.maxSessions;
-      const tokenMax = tokenInfo.maxSessionCount;
-      if (tokenMax > 0 && !isUnavailable(tokenMax)) max = Math.max(1, Math.min(max, tokenMax - 1));
-      this.pool = new ResourcePool<Pkcs11Session>(
-        {
-          create: async () => this.openSession(),
-          destroy: async (session) => this.closeSession(session),
-          validate: async (session) => this.sessionAlive(session),
-        },
-        {
-          min: Math.min(pool.minSessions, max),
-          max,
-          idleTimeoutMs: pool.idleTimeout,
-          acquireTimeoutMs: pool.acquireTimeout,
-          healthCheckIntervalMs: pool.healthCheckInterval,
-          maxAgeMs: pool.maxSessionAge,
-          maxUses: pool.maxSessionUses,
-          exhaustedCode: 'SessionPoolExhausted',
-          name: `pkcs11 session pool (token '${this.token.label}')`,
-        },
-      );
-      await this.pool.start();
-      const threads = remote ? 0 : (this.options.signThreads ?? Math.min(max, availableParallelism()));
-      if (threads > 0) {
-        this.signThreads = new SignThreads(this.libraryPath, Math.min(threads, max), max, Uint8Array.from(this.anchor!.handle));
-        // otherwise started on demand (signing.ts): a process that verifies, or signs once, never starts them
-        if (this.options.dispatch === 'threads') this.signThreads.start();
+    const delaysMs = [20, 60, 150, 300, 600];
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.startOnToken(remote);
+        return;
+      } catch (error) {
+        const delay = delaysMs[attempt];
+        if (delay === undefined || !isTransientStartFailure(error) || !this.mod) throw this.nativeError(error, 'InitializationFailed', 'initialization');
+        // Another process can hide the token for a moment: SoftHSM rewrites token.object at every
+        // C_Login, truncating it before it takes the lock, and a process reading it then sees no
+        // token (measured: 30 of 40 concurrent pkcs11-tool logins) or gets CKR_GENERAL_ERROR from
+        // C_GetTokenInfo. The module re-reads its token directory only at C_Initialize, so start again from there.
+        this.counters.startRetries++;
+        await this.abandonStart();
+        await new Promise((r) => setTimeout(r, delay * (0.5 + Math.random())));
+        // never under another backend instance's feet: it would lose its sessions for this one's sake
+        if (this.mod.refs === 1) await this.mod.reinitialize(this.mod.generation);
+        this.#seenGeneration = this.mod.generation;
       }
-    } catch (error) {
-      throw this.nativeError(error, 'InitializationFailed', 'initialization');
     }
+  }
+
+  /** Finds the token, probes it, logs in on the anchor and starts the pool. */
+  private async startOnToken(remote: boolean): Promise<void> {
+    const mod = this.mod!;
+    await this.selectToken();
+    const api = mod.api;
+    this.identity = await measureIdentity(api, this.token.slot);
+    this.plans = await probeAlgorithms(api, this.token.slot, this.vendor);
+    await this.openAnchor();
+    await this.login();
+    const pool = this.options.sessionPool;
+    const tokenInfo = await api.C_GetTokenInfo(this.token.slot);
+    let max = pool.maxSessions;
+    const tokenMax = tokenInfo.maxSessionCount;
+    if (tokenMax > 0 && !isUnavailable(tokenMax)) max = Math.max(1, Math.min(max, tokenMax - 1));
+    this.pool = new ResourcePool<Pkcs11Session>(
+      {
+        create: async () => this.openSession(),
+        destroy: async (session) => this.closeSession(session),
+        validate: async (session) => this.sessionAlive(session),
+      },
+      {
+        min: Math.min(pool.minSessions, max),
+        max,
+        idleTimeoutMs: pool.idleTimeout,
+        acquireTimeoutMs: pool.acquireTimeout,
+        healthCheckIntervalMs: pool.healthCheckInterval,
+        maxAgeMs: pool.maxSessionAge,
+        maxUses: pool.maxSessionUses,
+        exhaustedCode: 'SessionPoolExhausted',
+        name: `pkcs11 session pool (token '${this.token.label}')`,
+      },
+    );
+    await this.pool.start();
+    const threads = remote ? 0 : (this.options.signThreads ?? Math.min(max, availableParallelism()));
+    if (threads > 0) {
+      this.signThreads = new SignThreads(this.libraryPath, Math.min(threads, max), max, Uint8Array.from(this.anchor!.handle));
+      // otherwise started on demand (signing.ts): a process that verifies, or signs once, never starts them
+      if (this.options.dispatch === 'threads') this.signThreads.start();
+    }
+  }
+
+  /** Undoes a start-up that failed part way (its sessions die with the re-initialisation that follows). */
+  private async abandonStart(): Promise<void> {
+    const pool = this.pool;
+    this.pool = undefined;
+    if (pool) await pool.close().catch(() => undefined);
+    if (this.anchor) {
+      this.closeSession(this.anchor);
+      this.anchor = undefined;
+    }
+    this.loginState.release();
   }
 
   /** Waits for the pool and sign threads, then releases everything. */
