@@ -23,6 +23,13 @@ export interface KeySpec {
   expiresAt?: Date;
   /** Free, non-secret labels stored beside the key where the backend can. */
   labels?: Record<string, string>;
+  /**
+   * The key may be backed up (see `KeyBackupCapability`). On PKCS#11 the private key is created
+   * CKA_EXTRACTABLE with CKA_WRAP_WITH_TRUSTED: it can leave the token only wrapped under a
+   * CKA_TRUSTED key-encryption key. Without it a key is never extractable. Backends whose keys never
+   * leave the provider accept it: their backup records the reference (`KeyBackupCapability.method`).
+   */
+  backup?: boolean;
 }
 
 /**
@@ -220,6 +227,61 @@ export interface HsmBackend {
   healthCheck(): Promise<HealthStatus>;
   /** Optional telemetry (pool, circuit, recoveries). Must be cheap and never throw. */
   metrics?(): BackendMetrics;
+  /** Optional: how this backend's keys are backed up and restored (issue "Backup and verified restore"). */
+  readonly backup?: KeyBackupCapability;
+}
+
+/**
+ * How a key is kept in a backup, per backend, the honest way:
+ * - `wrapped`: the private key wrapped (never in clear) under a key-encryption key that lives in
+ *   an HSM (PKCS#11 C_WrapKey under a CKA_TRUSTED KEK); restored by C_UnwrapKey on a token that holds the same KEK.
+ * - `sealed-file`: the software backend's sealed key file and its parameters (still sealed by the store's passphrase).
+ * - `provider-blob`: the provider's own protected backup (Azure Key Vault `backupKey`), restorable only where the provider allows.
+ * - `provider-backup`: the provider backs up the whole HSM (AWS CloudHSM cluster backups); the bundle references them.
+ * - `reference-only`: the private key cannot leave the provider (AWS KMS, Google Cloud KMS asymmetric keys); the
+ *   bundle records the reference and the key relies on the provider's durability.
+ */
+export type KeyBackupMethod = 'wrapped' | 'sealed-file' | 'provider-blob' | 'provider-backup' | 'reference-only';
+
+/** One key as a backend exports it for a backup bundle. Never holds key material in clear. */
+export interface ExportedKey {
+  method: KeyBackupMethod;
+  /** The key id the backend knows it by. */
+  id: string;
+  algorithm: KeyAlgorithm;
+  usages: KeyUsage[];
+  /** SubjectPublicKeyInfo, DER: what a restored key is checked against. */
+  publicKeySpki: Uint8Array;
+  /** The wrapped key, sealed file or provider blob; absent for `reference-only` and `provider-backup`. */
+  blob?: Uint8Array;
+  /**
+   * What restore needs besides the blob, never secret: the wrapping mechanism actually used
+   * (`CKM_AES_KEY_WRAP_PAD`), the KEK's label, the provider reference, backup ids, KDF parameters...
+   */
+  parameters: Record<string, string>;
+}
+
+/** Why a key cannot be backed up (listed by `backup create`, never silently skipped). */
+export interface BackupIneligibility {
+  id: string;
+  reason: string;
+}
+
+export interface KeyBackupCapability {
+  /** The method this backend uses for every key it can export. */
+  readonly method: KeyBackupMethod;
+  /**
+   * Exports one key for a backup bundle. A key that cannot be exported (created without `backup`,
+   * non-extractable) is refused with HsmError('KeyUsageNotAllowed') whose message says why.
+   */
+  exportKey(key: KeyRef, options?: { signal?: AbortSignal }): Promise<ExportedKey>;
+  /**
+   * Restores an exported key under `id` (usually `exported.id`). Refuses with KeyAlreadyExists
+   * when the id is taken, and IntegrityError when the restored key's public key is not
+   * `exported.publicKeySpki`. `reference-only` and `provider-backup` keys cannot be imported:
+   * InvalidArgument saying that the provider keeps them.
+   */
+  importKey(exported: ExportedKey, options?: { id?: string; signal?: AbortSignal }): Promise<HsmKeyHandle>;
 }
 
 /** Context the registry passes to a backend factory. */

@@ -14,6 +14,8 @@ export interface NormalizedKeySpec {
   usages: KeyUsage[];
   expiresAt?: Date;
   labels?: Record<string, string>;
+  /** Present (true) only when the caller asked for a backup-eligible key. */
+  backup?: true;
 }
 
 const USAGES: readonly KeyUsage[] = ['sign', 'verify'];
@@ -52,6 +54,10 @@ export function normalizeKeySpec(spec: unknown, now: Date = new Date()): Normali
     result.expiresAt = raw.expiresAt;
   }
   if (raw.labels !== undefined) result.labels = normalizeLabels(raw.labels);
+  if (raw.backup !== undefined) {
+    if (typeof raw.backup !== 'boolean') throw invalid('backup', `must be true or false, not ${describeValue(raw.backup)}`);
+    if (raw.backup) result.backup = true;
+  }
   return result;
 }
 

@@ -343,6 +343,7 @@ export function runConformanceSuite(options: ConformanceOptions): void {
       await expectHsmError(backend.generateKeyPair({ id: `${prefix}-${algorithm}-badlabel`, algorithm, labels: { 'bad key': 'x' } }), 'InvalidArgument');
       await expectHsmError(backend.generateKeyPair({ id: `${prefix}-${algorithm}-ctl`, algorithm, labels: { team: 'a\u001b[31mb' } }), 'InvalidArgument');
       await expectHsmError(backend.generateKeyPair({ id: `${prefix}-${algorithm}-nousage`, algorithm, usages: [] }), 'InvalidArgument');
+      await expectHsmError(backend.generateKeyPair({ id: `${prefix}-${algorithm}-badbackup`, algorithm, backup: 'yes' as never }), 'InvalidArgument');
       await expectHsmError(backend.listKeys({ limit: 0 }), 'InvalidArgument');
       await expectHsmError(backend.listKeys({ limit: 1001 }), 'InvalidArgument');
     }, timeout);
