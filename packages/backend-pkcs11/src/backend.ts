@@ -27,6 +27,7 @@ import {
   type HsmBackend,
   type HsmInfo,
   type HsmKeyHandle,
+  type KeyBackupCapability,
   type KeyPage,
   type KeyRef,
   type KeySpec,
@@ -36,6 +37,7 @@ import {
   type SignOptions,
   type VerifyOptions,
 } from '@olocus/hsm-core';
+import { Pkcs11KeyBackup } from './backup.js';
 import { TokenConnection, closedError, notInitializedError } from './connection.js';
 import { fipsStatusOf, profileMismatch } from './fips.js';
 import { tokenHealth, tokenInfo } from './health.js';
@@ -106,6 +108,12 @@ export class Pkcs11Backend implements HsmBackend {
   private readonly connection: TokenConnection;
   private readonly keyStore: KeyStore;
   private readonly signer: Signer;
+  /**
+   * Backup (method `wrapped`): keys generated with `backup: true` leave the token only as
+   * C_WrapKey output under the backup KEK (`backupKekLabel`, CKA_TRUSTED); restore unwraps them
+   * under the same KEK and proves the pair by signing. See the README, "Backup".
+   */
+  readonly backup: KeyBackupCapability;
   private state: State = 'new';
   private initPromise: Promise<void> | undefined;
   private closePromise: Promise<void> | undefined;
@@ -119,6 +127,13 @@ export class Pkcs11Backend implements HsmBackend {
     const usable = () => this.assertUsable();
     this.keyStore = new KeyStore(this.connection, { type: this.type, instanceId: () => this.instanceId, assertUsable: usable });
     this.signer = new Signer(this.connection, this.keyStore, usable);
+    this.backup = new Pkcs11KeyBackup(this.connection, this.keyStore, {
+      type: this.type,
+      instanceId: () => this.instanceId,
+      assertUsable: usable,
+      readOnly: this.options.readOnly,
+      kekLabel: this.options.backupKekLabel,
+    });
   }
 
   /**

@@ -7,3 +7,6 @@ export { vendorProfiles, getVendorProfile, VENDOR_NAMES, type VendorName, type V
 export { parsePkcs11Uri, formatPkcs11Uri, type Pkcs11Uri } from './uri.js';
 export { classifyReturnValue, classificationTable, returnValueName, type FailureClass } from './classify.js';
 export { ckaIdFor } from './keys.js';
+export { PKCS11_BACKUP_FORMAT } from './backup.js';
+export { BACKUP_WRAP_MECHANISM, DEFAULT_BACKUP_KEK_LABEL } from './kek.js';
+export { createBackupKek, enrollBackupKek, type BackupKekResult, type CreateBackupKekOptions, type EnrollBackupKekOptions, type EnrollBackupKekResult, type SoToken } from './ceremony.js';

@@ -165,6 +165,13 @@ export class KeyStore {
     return this.loadKey(session, p11, found[0]!);
   }
 
+  /** Reads a key this process has just put on the token (a restored backup) and caches it. */
+  async adopt(session: Pkcs11Session, p11: AsyncPkcs11, priv: Buffer, pub: Buffer): Promise<KeyEntry> {
+    const entry = await this.loadKey(session, p11, priv, pub);
+    this.remember(entry);
+    return entry;
+  }
+
   /** Reads a private key's attributes (and finds its public half) into a cache entry. */
   private async loadKey(session: Pkcs11Session, p11: AsyncPkcs11, priv: Buffer, pubHint?: Buffer): Promise<KeyEntry> {
     const h = session.handle;
@@ -263,7 +270,7 @@ export class KeyStore {
     const ckaId = ckaIdFor(spec.id);
     const createdAt = new Date();
     const { label: tokenLabel, serial, slotNumber } = this.conn.token;
-    const { mechanism, publicTemplate, privateTemplate } = keyPairTemplates(this.conn.vendor, { algorithm, id: spec.id, ckaId, usages, createdAt, expiresAt: spec.expiresAt });
+    const { mechanism, publicTemplate, privateTemplate } = keyPairTemplates(this.conn.vendor, { algorithm, id: spec.id, ckaId, usages, createdAt, expiresAt: spec.expiresAt, backup: spec.backup === true });
     const mod = this.conn.mod!;
     const entry = await mod.tokenLock(`${slotNumber}:${serial}`).run(() =>
       this.withSession('KeyGenerationFailed', `generating key ${spec.id}`, 'generate', async (session, p11) => {

@@ -50,6 +50,10 @@ export interface AsyncPkcs11 {
   C_CreateObject(session: Buffer, template: Attribute[]): Promise<Buffer>;
   C_DestroyObject(session: Buffer, object: Buffer): Promise<void>;
   C_GenerateKeyPair(session: Buffer, mechanism: Mechanism, publicTemplate: Attribute[], privateTemplate: Attribute[]): Promise<KeyPair>;
+  /** Backup: the wrapped key (the module writes at most `capacity` bytes). */
+  C_WrapKey(session: Buffer, mechanism: Mechanism, wrappingKey: Buffer, key: Buffer, capacity: number): Promise<Buffer>;
+  C_UnwrapKey(session: Buffer, mechanism: Mechanism, unwrappingKey: Buffer, wrappedKey: Buffer, template: Attribute[]): Promise<Buffer>;
+  C_CopyObject(session: Buffer, object: Buffer, template: Attribute[]): Promise<Buffer>;
   /** C_FindObjectsInit + C_FindObjects(max) + C_FindObjectsFinal in one round trip; max 0 = all, in batches. */
   find(session: Buffer, template: Attribute[], max: number): Promise<Buffer[]>;
   /** C_SignInit + C_Sign in one round trip. */
@@ -110,6 +114,9 @@ export function localApi(p11: PKCS11, track: <R>(p: Promise<R>) => Promise<R>): 
     C_DestroyObject: wrap((session: Buffer, object: Buffer) => p11.C_DestroyObject(session, object)),
     // key generation takes long (RSA: up to seconds): the libuv pool, counted so C_Finalize waits for it
     C_GenerateKeyPair: (session, mechanism, pub, priv) => track(p11.C_GenerateKeyPairAsync(session, mechanism, pub, priv)),
+    C_WrapKey: wrap((session: Buffer, mechanism: Mechanism, wrapping: Buffer, key: Buffer, capacity: number) => p11.C_WrapKey(session, mechanism, wrapping, key, Buffer.alloc(capacity))),
+    C_UnwrapKey: wrap((session: Buffer, mechanism: Mechanism, unwrapping: Buffer, wrapped: Buffer, template: Attribute[]) => p11.C_UnwrapKey(session, mechanism, unwrapping, wrapped, template)),
+    C_CopyObject: wrap((session: Buffer, object: Buffer, template: Attribute[]) => p11.C_CopyObject(session, object, template)),
     find: wrap((session: Buffer, template: Attribute[], max: number) => findSync(p11, session, template, max)),
     sign: wrap((session: Buffer, mechanism: Mechanism, key: Buffer, input: Buffer, bytes: number) => {
       p11.C_SignInit(session, mechanism, key);
@@ -136,6 +143,9 @@ const KIND: Record<string, DeadlineKind> = {
   C_CreateObject: 'generate',
   C_DestroyObject: 'generate',
   C_GenerateKeyPair: 'generate',
+  C_WrapKey: 'generate',
+  C_UnwrapKey: 'generate',
+  C_CopyObject: 'generate',
   find: 'find',
   sign: 'sign',
 };
@@ -173,6 +183,7 @@ function run(method, args) {
   if (loadError) throw loadError;
   if (method === 'find') return findSync(p11, args[0], args[1], args[2]);
   if (method === 'sign') { p11.C_SignInit(args[0], args[1], args[2]); return p11.C_Sign(args[0], args[3], Buffer.allocUnsafe(args[4])); }
+  if (method === 'C_WrapKey') return p11.C_WrapKey(args[0], args[1], args[2], args[3], Buffer.alloc(args[4]));
   return p11[method](...args);
 }
 parentPort.on('message', (m) => {
@@ -360,6 +371,15 @@ export class ModuleThread implements AsyncPkcs11 {
   }
   C_GenerateKeyPair(session: Buffer, mechanism: Mechanism, publicTemplate: Attribute[], privateTemplate: Attribute[]): Promise<KeyPair> {
     return this.call('C_GenerateKeyPair', [session, mechanism, publicTemplate, privateTemplate]);
+  }
+  C_WrapKey(session: Buffer, mechanism: Mechanism, wrappingKey: Buffer, key: Buffer, capacity: number): Promise<Buffer> {
+    return this.call('C_WrapKey', [session, mechanism, wrappingKey, key, capacity]);
+  }
+  C_UnwrapKey(session: Buffer, mechanism: Mechanism, unwrappingKey: Buffer, wrappedKey: Buffer, template: Attribute[]): Promise<Buffer> {
+    return this.call('C_UnwrapKey', [session, mechanism, unwrappingKey, wrappedKey, template]);
+  }
+  C_CopyObject(session: Buffer, object: Buffer, template: Attribute[]): Promise<Buffer> {
+    return this.call('C_CopyObject', [session, object, template]);
   }
   find(session: Buffer, template: Attribute[], max: number): Promise<Buffer[]> {
     return this.call('find', [session, template, max]);

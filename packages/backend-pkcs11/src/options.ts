@@ -98,6 +98,12 @@ export const pkcs11OptionsSchema = z
     dispatch: z.enum(['auto', 'inline', 'threads']).default('auto'),
     /** Inline signing allowed per event-loop turn (ms) before the rest waits for the next turn or goes to a thread. */
     inlineBudgetMs: z.number().min(0.05).max(100).default(1),
+    /**
+     * CKA_LABEL of the backup key-encryption key on this token (a CKA_TRUSTED AES key put there by
+     * the security officer with createBackupKek / enrollBackupKek): exportKey wraps under it,
+     * importKey unwraps under it.
+     */
+    backupKekLabel: z.string().min(1).max(64).default('olocus-backup-kek'),
     /** The operator's FIPS 140 statement, reported as 'attested' (see attestationSchema). */
     attestation: attestationSchema.optional(),
   })

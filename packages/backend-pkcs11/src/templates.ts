@@ -25,6 +25,7 @@ import {
   CKA_VERIFY,
   CKA_VERIFY_RECOVER,
   CKA_WRAP,
+  CKA_WRAP_WITH_TRUSTED,
   CKK_EC,
   CKK_EC_EDWARDS,
   CKK_RSA,
@@ -51,10 +52,15 @@ export interface KeyPairTemplates {
  * because token defaults differ (SoftHSM defaults CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE,
  * CKA_SIGN_RECOVER, CKA_ENCRYPT, CKA_WRAP, CKA_VERIFY_RECOVER and CKA_MODIFIABLE to true), and
  * neither half can be modified afterwards (so CKA_END_DATE cannot be moved).
+ *
+ * `backup`: the private key is CKA_EXTRACTABLE, but only together with CKA_WRAP_WITH_TRUSTED, so
+ * the token lets it out only wrapped under a CKA_TRUSTED key (which only the SO can mark). Without
+ * it the key is never extractable, and PKCS#11 cannot make it extractable later (CKA_EXTRACTABLE
+ * may only go from true to false): backup is decided at generation.
  */
 export function keyPairTemplates(
   vendor: VendorProfile,
-  spec: { algorithm: KeyAlgorithm; id: string; ckaId: Buffer; usages: readonly KeyUsage[]; createdAt: Date; expiresAt: Date | undefined },
+  spec: { algorithm: KeyAlgorithm; id: string; ckaId: Buffer; usages: readonly KeyUsage[]; createdAt: Date; expiresAt: Date | undefined; backup?: boolean | undefined },
 ): KeyPairTemplates {
   const info = algorithmInfo(spec.algorithm);
   const common: Attribute[] = [
@@ -84,7 +90,12 @@ export function keyPairTemplates(
     ...common,
     { type: CKA_PRIVATE, value: true },
     { type: CKA_SENSITIVE, value: true },
-    { type: CKA_EXTRACTABLE, value: false },
+    ...(spec.backup
+      ? [
+          { type: CKA_EXTRACTABLE, value: true },
+          { type: CKA_WRAP_WITH_TRUSTED, value: true },
+        ]
+      : [{ type: CKA_EXTRACTABLE, value: false }]),
     { type: CKA_SIGN, value: spec.usages.includes('sign') },
     { type: CKA_DECRYPT, value: false },
     { type: CKA_UNWRAP, value: false },
