@@ -1,4 +1,4 @@
-// The benchmark's delay process: a TCP proxy in front of local-kms that holds every answer back
+// The cloud benchmarks' delay process: a TCP proxy in front of an emulator that holds every answer back
 // a fixed time, in its own process so its work never shares the measured event loop.
 // Prints one JSON line with its port; exits when stdin closes.
 import { connect, createServer } from 'node:net';

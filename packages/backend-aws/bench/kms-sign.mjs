@@ -70,7 +70,7 @@ async function startLocalKms() {
 }
 
 async function startDelayProxy(target) {
-  const child = spawn(process.execPath, [join(here, 'delay-proxy.mjs'), String(target), String(DELAY_MS)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [join(here, '..', '..', '..', 'bench', 'delay-proxy.mjs'), String(target), String(DELAY_MS)], { stdio: ['pipe', 'pipe', 'inherit'] });
   const line = await new Promise((ok, fail) => {
     createInterface({ input: child.stdout }).once('line', ok);
     child.once('exit', (code) => fail(new Error(`the delay proxy exited (${code})`)));
