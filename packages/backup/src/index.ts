@@ -18,6 +18,7 @@ export {
   type Row,
 } from './format.js';
 export { writeFileAtomic } from './atomic.js';
+export { withBackupByDefault } from './eligible.js';
 export { createBundle, ensureSigner, type BackupProgress, type CreateBundleOptions, type CreateBundleResult, type CreatedKey } from './create.js';
 export { verifyBundle, verifyBundleText, type VerifiedBundle, type VerifyBundleOptions } from './verify.js';
 export {
