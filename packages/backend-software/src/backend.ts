@@ -36,12 +36,14 @@ import {
   verifyLocally,
   type BackendContext,
   type Capabilities,
+  type ExportedKey,
   type FipsStatus,
   type HealthStatus,
   type HsmBackend,
   type HsmInfo,
   type HsmKeyHandle,
   type KeyAlgorithm,
+  type KeyBackupCapability,
   type KeyPage,
   type KeyRef,
   type KeySpec,
@@ -59,6 +61,8 @@ import {
   SALT_BYTES,
   STORE_FILE,
   STORE_FORMAT,
+  kdfSchema,
+  sealedSchema,
   VERIFIER_PLAINTEXT,
   keyAad,
   keyFileName,
@@ -182,6 +186,18 @@ export class SoftwareBackend implements HsmBackend {
   readonly #loading = new Map<string, Promise<KeyRecord | undefined>>();
   /** Key files found corrupted by this instance (file name → reason); reported by healthCheck. */
   readonly #corrupt = new Map<string, string>();
+
+  /**
+   * Backup (method `sealed-file`): exportKey gives the key's sealed file as it is on disk (still
+   * sealed by the store's passphrase) with the store's non-secret KDF parameters and verifier;
+   * importKey opens it in memory only, checks it against the exported public key, re-seals it under
+   * this store's key and writes it atomically. See the README, "Backup".
+   */
+  readonly backup: KeyBackupCapability = {
+    method: 'sealed-file',
+    exportKey: (key, options) => this.#exportKey(key, options),
+    importKey: (exported, options) => this.#importKey(exported, options),
+  };
 
   constructor(options: SoftwareBackendOptionsInput | SoftwareBackendOptions, init: SoftwareBackendInit = {}) {
     this.options = parseSoftwareOptions(options);
@@ -656,6 +672,176 @@ export class SoftwareBackend implements HsmBackend {
       throw ioError(cause, 'remove', path);
     }
     await syncDirectory(this.directory);
+  }
+
+  // ---------------------------------------------------------------- backup
+
+  async #exportKey(key: KeyRef, options: { signal?: AbortSignal } = {}): Promise<ExportedKey> {
+    this.#ready();
+    throwIfAborted(options.signal);
+    const record = await this.#resolve(key);
+    const storeKey = this.#storeKey();
+    const kdf = this.#kdf!;
+    const header = await this.#readHeader();
+    if (!header) throw corrupted(STORE_FILE, 'it is missing', this.directory);
+    const path = join(this.directory, record.fileName);
+    let bytes: Buffer;
+    try {
+      bytes = Buffer.from(await readText(path), 'utf8');
+    } catch (cause) {
+      if (errnoOf(cause) === 'ENOENT') throw notFound(record.id);
+      throw ioError(cause, 'read', path);
+    }
+    // the bytes handed out are the ones just read: authenticated here, not the cached record's
+    let json: unknown;
+    try {
+      json = JSON.parse(bytes.toString('utf8'));
+    } catch (cause) {
+      throw corrupted(record.fileName, 'it is not valid JSON (changed while being exported?)', this.directory, cause, record.id);
+    }
+    const parsed = keyFileSchema.safeParse(json);
+    if (!parsed.success || parsed.data.metadata.id !== record.id) throw corrupted(record.fileName, 'it changed while being exported', this.directory, undefined, record.id);
+    try {
+      unseal(storeKey, parsed.data.sealed, keyAad(parsed.data.metadata)).fill(0);
+    } catch (cause) {
+      throw corrupted(record.fileName, 'authentication failed: the metadata or the sealed key was altered', this.directory, cause, record.id);
+    }
+    const metadata = parsed.data.metadata;
+    const parameters: Record<string, string> = {
+      format: KEY_FORMAT,
+      formatVersion: String(FORMAT_VERSION),
+      cipher: CIPHER,
+      kdf: kdf.name,
+      kdfN: String(kdf.N),
+      kdfR: String(kdf.r),
+      kdfP: String(kdf.p),
+      kdfSalt: kdf.salt,
+      kdfKeyLength: String(kdf.keyLength),
+      // the store's verifier (a known plaintext sealed by the store key, as in store.json): lets a
+      // restore tell a wrong passphrase from an altered file
+      storeVerifier: JSON.stringify(header.verifier),
+      fileName: record.fileName,
+    };
+    return {
+      method: 'sealed-file',
+      id: record.id,
+      algorithm: metadata.algorithm,
+      usages: [...metadata.usages],
+      publicKeySpki: new Uint8Array(Buffer.from(metadata.publicKey, 'base64')),
+      blob: new Uint8Array(bytes),
+      parameters,
+    };
+  }
+
+  async #importKey(exported: ExportedKey, options: { id?: string; signal?: AbortSignal } = {}): Promise<HsmKeyHandle> {
+    this.#ready();
+    throwIfAborted(options.signal);
+    if (!exported || typeof exported !== 'object') throw new HsmError('InvalidArgument', 'exported must be an ExportedKey', { details: { field: 'exported' } });
+    if (exported.method !== 'sealed-file') {
+      throw new HsmError('InvalidArgument', `a '${String(exported.method)}' export cannot be restored into the software store; it restores 'sealed-file' exports`, { details: { field: 'exported.method' } });
+    }
+    if (!(exported.blob instanceof Uint8Array) || exported.blob.length === 0) throw new HsmError('InvalidArgument', 'a sealed-file export needs its blob', { details: { field: 'exported.blob' } });
+    const id = options.id ?? exported.id;
+    assertValidKeyId(id, 'id');
+    if (id.startsWith(REF_PREFIX)) throw new HsmError('InvalidArgument', `id may not start with "${REF_PREFIX}"`, { details: { field: 'id' } });
+    const p = exported.parameters ?? {};
+    if (p.format !== KEY_FORMAT || p.formatVersion !== String(FORMAT_VERSION)) {
+      throw new HsmError('InvalidArgument', `parameters.format/formatVersion must be ${KEY_FORMAT} ${FORMAT_VERSION}`, { details: { field: 'parameters.format' } });
+    }
+    const kdfParsed = kdfSchema.safeParse({ name: p.kdf, N: Number(p.kdfN), r: Number(p.kdfR), p: Number(p.kdfP), salt: p.kdfSalt, keyLength: Number(p.kdfKeyLength) });
+    if (!kdfParsed.success) throw new HsmError('InvalidArgument', `parameters.kdf*: ${describeIssue(kdfParsed.error)}`, { details: { field: 'parameters.kdf' } });
+    const kdf = kdfParsed.data;
+    let verifierJson: unknown;
+    try {
+      verifierJson = JSON.parse(p.storeVerifier ?? '');
+    } catch {
+      verifierJson = undefined;
+    }
+    const verifier = sealedSchema.safeParse(verifierJson);
+    if (!verifier.success) throw new HsmError('InvalidArgument', 'parameters.storeVerifier is not a sealed verifier', { details: { field: 'parameters.storeVerifier' } });
+
+    const tampered = (reason: string, cause?: unknown) =>
+      new HsmError('IntegrityError', `the sealed key file for ${id} cannot be restored: ${reason}`, { cause, details: { keyId: id } });
+    let fileJson: unknown;
+    try {
+      fileJson = JSON.parse(Buffer.from(exported.blob).toString('utf8'));
+    } catch (cause) {
+      throw tampered('the blob is not a sealed key file (not JSON)', cause);
+    }
+    const file = keyFileSchema.safeParse(fileJson);
+    if (!file.success) throw tampered(`the blob is not a sealed key file (${describeIssue(file.error)})`);
+    const source = file.data.metadata;
+    if (source.algorithm !== exported.algorithm) throw tampered(`the file holds a ${source.algorithm} key, the export says ${exported.algorithm}`);
+    const spki = Buffer.from(exported.publicKeySpki ?? []);
+    if (!Buffer.from(source.publicKey, 'base64').equals(spki)) throw tampered("the file's public key is not publicKeySpki");
+
+    const fileName = keyFileName(id);
+    if (await this.#exists(fileName)) throw alreadyExists(id);
+    const storeKey = this.#storeKey();
+    const ownKdf = this.#kdf!;
+    const sameStore = kdf.salt === ownKdf.salt && kdf.N === ownKdf.N && kdf.r === ownKdf.r && kdf.p === ownKdf.p;
+    let sourceKey = storeKey;
+    if (!sameStore) {
+      // sealed by another store: its key is derived from this store's passphrase (read again from its source) and the file's salt
+      let passphrase: string;
+      try {
+        passphrase = await this.#readPassphrase();
+      } catch (cause) {
+        throw new HsmError('InvalidConfiguration', `restoring ${id}, sealed by another store, needs this store's passphrase again, read from backend.options.passphrase (a passphrase given to the constructor is dropped by initialize()): ${(cause as Error).message}`, {
+          cause,
+          details: { field: 'backend.options.passphrase', keyId: id },
+        });
+      }
+      sourceKey = await deriveKey(passphrase, kdf);
+      try {
+        const plain = unseal(sourceKey, verifier.data, storeAad(kdf));
+        if (!timingSafeEqualStrings(plain.toString('utf8'), VERIFIER_PLAINTEXT)) throw new Error('verifier mismatch');
+      } catch {
+        throw new HsmError('WrongPassphrase', `the sealed key file for ${id} was sealed by a store with another passphrase (its verifier does not open with this store's passphrase)`, {
+          details: { keyId: id, directory: this.directory },
+        });
+      }
+    }
+    let pkcs8: Buffer;
+    try {
+      pkcs8 = unseal(sourceKey, file.data.sealed, keyAad(source));
+    } catch (cause) {
+      throw tampered('authentication failed: the file was altered', cause);
+    }
+    let sealed: Sealed;
+    let publicKey: KeyObject;
+    const metadata = metadataFor({
+      id,
+      algorithm: source.algorithm,
+      usages: [...source.usages],
+      createdAt: new Date(source.createdAt),
+      expiresAt: source.expiresAt === undefined ? undefined : new Date(source.expiresAt),
+      labels: source.labels,
+      spki,
+    });
+    try {
+      let privateKey: KeyObject;
+      try {
+        privateKey = createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' });
+        publicKey = createPublicKey({ key: spki, format: 'der', type: 'spki' });
+        assertKeyMatches(source.algorithm, publicKey);
+      } catch (cause) {
+        throw tampered('the sealed private key or the public key is not valid', cause);
+      }
+      if (!createPublicKey(privateKey).export({ format: 'der', type: 'spki' }).equals(spki)) throw tampered('the private key does not match publicKeySpki');
+      sealed = seal(storeKey, pkcs8, keyAad(metadata));
+    } finally {
+      pkcs8.fill(0);
+    }
+    this.#ready(); // closed meanwhile: do not write
+    const keyFile: KeyFile = { format: KEY_FORMAT, version: FORMAT_VERSION, metadata, sealed };
+    const outcome = await writeFileExclusive(this.directory, fileName, `${JSON.stringify(keyFile, null, 2)}\n`);
+    if (outcome === 'exists') throw alreadyExists(id);
+    const stamp = await this.#stamp(fileName);
+    const record = recordFrom(id, fileName, metadata, sealed, publicKey, spki, stamp ?? { ino: -1, size: -1, mtimeMs: -1, ctimeMs: -1 });
+    this.#cache.set(id, record);
+    this.#corrupt.delete(fileName);
+    return handleOf(record, this.#instanceId);
   }
 
   // ---------------------------------------------------------------- internals
