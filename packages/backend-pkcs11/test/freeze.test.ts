@@ -87,7 +87,9 @@ describe('frozen network HSM (SIGSTOP of the p11-kit server process group)', () 
       expect(String((settled[0]!.error as Error).message)).not.toContain(token.pin);
       // stay frozen for 5 s in all, still watching the loop
       while (performance.now() - frozenAt < 5_000) await sleep(50);
-      expect(lag.worst, `timer lateness during the freeze: ${lag.worst.toFixed(1)} ms`).toBeLessThan(100);
+      // a loop blocked by a frozen call would be late by a whole deadline (≥ 1,000 ms); 400 ms leaves
+      // room for a loaded 2-core CI machine starving this process (100 ms was exceeded there)
+      expect(lag.worst, `timer lateness during the freeze: ${lag.worst.toFixed(1)} ms`).toBeLessThan(400);
       expect(backend.metrics().timeouts).toBeGreaterThanOrEqual(8);
 
       server.thaw();
