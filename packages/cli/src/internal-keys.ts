@@ -5,8 +5,10 @@
  */
 export const AUDIT_CHECKPOINT_KEY_ID = 'olocus-audit-checkpoint';
 export const HEALTH_CANARY_KEY_ID = 'olocus-health-canary';
+/** Signs backup bundle manifests (@olocus/hsm-backup's default signer id). */
+export const BACKUP_SIGNER_KEY_ID = 'olocus.backup-signer';
 
-const INTERNAL_KEY_IDS: ReadonlySet<string> = new Set([AUDIT_CHECKPOINT_KEY_ID, HEALTH_CANARY_KEY_ID]);
+const INTERNAL_KEY_IDS: ReadonlySet<string> = new Set([AUDIT_CHECKPOINT_KEY_ID, HEALTH_CANARY_KEY_ID, BACKUP_SIGNER_KEY_ID]);
 
 /**
  * True for an internal key id. `extra` adds ids a config chose instead of the defaults

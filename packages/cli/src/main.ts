@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { ENCODINGS, INIT_BACKENDS, PKCS11_VENDORS, PUBLIC_KEY_FORMATS, SIGNATURE_FORMATS } from './constants.js';
 import { createContext, type CliContext, type GlobalOptions } from './context.js';
+import { registerBackupCommands } from './backup-commands.js';
 import { CliError, EXIT_ERROR, EXIT_OK, redact, rememberSecret, summarize } from './errors.js';
 import { CLOUD_INIT_BACKENDS, mergedCloudInitFlags } from './init-flags.js';
 import { echo, installPipeGuards, isClosedPipeError, stdoutClosed, terminalSafe, terminalSafeLine } from './io.js';
@@ -350,6 +351,8 @@ export function buildProgram(state: RunState = {}): Command {
     .argument('<request>', 'the request id')
     .option('--execute', 'run the operation if the approvals now suffice')
     .action(withArgument('request', run(async () => (await enterprise()).approve, state)));
+
+  registerBackupCommands(program, (load) => run(load, state));
 
   program
     .command('bench')
