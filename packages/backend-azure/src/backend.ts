@@ -1,4 +1,4 @@
-import { createHash, createPublicKey } from 'node:crypto';
+import { createHash, createPublicKey, randomBytes } from 'node:crypto';
 import { ClientSecretCredential, DefaultAzureCredential, type TokenCredential } from '@azure/identity';
 import {
   CryptographyClient,
@@ -27,12 +27,14 @@ import {
   type BackendContext,
   type BackendMetrics,
   type Capabilities,
+  type ExportedKey,
   type FipsStatus,
   type HealthStatus,
   type HsmBackend,
   type HsmInfo,
   type HsmKeyHandle,
   type KeyAlgorithm,
+  type KeyBackupCapability,
   type KeyPage,
   type KeyRef,
   type KeySpec,
@@ -189,6 +191,12 @@ function expiryOf(properties: KeyProperties): Date | undefined {
  * the vault; messages are hashed here and the digest signed there. Verification is local with
  * the public key. A handle's `ref` is the versioned key id, so it keeps naming one key version.
  */
+/** `ExportedKey.parameters.format` of an Azure Key Vault backup. */
+export const AZURE_BACKUP_FORMAT = 'azure-keyvault-backup/v1';
+/** Where an Azure backup blob can be restored (Microsoft's rule for Key Vault key backups). */
+export const AZURE_RESTORE_SCOPE =
+  'restorable only into a Key Vault (or, for Managed HSM blobs, a Managed HSM) in the same Azure geography and the same subscription as the vault it came from; the blob is encrypted by the service and cannot be read or used outside Azure';
+
 export class AzureKeyVaultBackend implements HsmBackend {
   readonly type = AZURE_BACKEND_TYPE;
   readonly instanceId: string;
@@ -207,6 +215,17 @@ export class AzureKeyVaultBackend implements HsmBackend {
   /** One CryptographyClient per key version, made once. */
   private readonly cryptoClients = new Map<string, { name: string; client: CryptographyClient }>();
   private timeouts = 0;
+
+  /**
+   * Backup (method `provider-blob`): the vault's own protected backup of the key (`backupKey`), which
+   * only a vault of the same Azure geography and subscription can restore (`restoreKeyBackup`).
+   * See the README, "Backup".
+   */
+  readonly backup: KeyBackupCapability = {
+    method: 'provider-blob',
+    exportKey: (key, options) => this.exportForBackup(key, options),
+    importKey: (exported, options) => this.importFromBackup(exported, options),
+  };
 
   constructor(options: AzureBackendOptionsInput | AzureBackendOptions, init: AzureBackendInit = {}) {
     this.options = parseAzureOptions(options);
@@ -660,6 +679,76 @@ export class AzureKeyVaultBackend implements HsmBackend {
     const blob = await this.call(`back up key ${resolved.handle.id}`, resolved.handle.id, undefined, (abortSignal) => client.backupKey(resolved.key.name, { abortSignal }));
     if (!blob || blob.length === 0) throw new HsmError('Internal', `back up key ${resolved.handle.id}: the vault returned no backup`, { details: { keyId: resolved.handle.id } });
     return blob;
+  }
+
+  private async exportForBackup(key: KeyRef, options: { signal?: AbortSignal } = {}): Promise<ExportedKey> {
+    throwIfAborted(options.signal);
+    const resolved = await this.resolve(key, options.signal);
+    const blob = await this.backupKey(resolved.handle.ref);
+    const { handle } = resolved;
+    return {
+      method: 'provider-blob',
+      id: handle.id,
+      algorithm: handle.algorithm,
+      usages: [...handle.usages],
+      publicKeySpki: new Uint8Array(resolved.spki),
+      blob,
+      parameters: {
+        format: AZURE_BACKUP_FORMAT,
+        provider: 'azure-keyvault',
+        vaultUrl: this.vaultUrl,
+        name: resolved.key.name,
+        keyId: handle.ref,
+        version: handle.metadata.version ?? '',
+        keyType: handle.metadata.keyType ?? '',
+        protection: handle.metadata.protection ?? '',
+        // all versions of the key are in the blob, not only the one exported
+        contents: 'every version of the key, its tags and attributes, encrypted by the service',
+        restoreScope: AZURE_RESTORE_SCOPE,
+      },
+    };
+  }
+
+  private async importFromBackup(exported: ExportedKey, options: { id?: string; signal?: AbortSignal } = {}): Promise<HsmKeyHandle> {
+    this.ready();
+    throwIfAborted(options.signal);
+    if (!exported || typeof exported !== 'object') throw new HsmError('InvalidArgument', 'exported must be an ExportedKey', { details: { field: 'exported' } });
+    if (exported.method !== 'provider-blob' || exported.parameters?.provider !== 'azure-keyvault') {
+      throw new HsmError('InvalidArgument', `a '${String(exported.method)}' export${exported.parameters?.provider ? ` of ${exported.parameters.provider}` : ''} cannot be restored into Azure Key Vault; it restores its own backupKey blobs (method 'provider-blob', provider 'azure-keyvault')`, {
+        details: { field: 'exported.method' },
+      });
+    }
+    if (!(exported.blob instanceof Uint8Array) || exported.blob.length === 0) throw new HsmError('InvalidArgument', 'a provider-blob export needs its blob', { details: { field: 'exported.blob' } });
+    if (options.id !== undefined && options.id !== exported.id) {
+      throw new HsmError('InvalidArgument', `Azure restores a key under the name inside its backup blob (${exported.id}); it cannot restore it as ${options.id}`, { details: { field: 'id' } });
+    }
+    let restored: HsmKeyHandle;
+    try {
+      restored = await this.restoreKey(exported.blob);
+    } catch (error) {
+      if (isHsmError(error, 'InvalidArgument')) {
+        throw new HsmError('IntegrityError', `the vault refused the backup blob of ${exported.id}: it is altered, or was made in another Azure geography or subscription (${AZURE_RESTORE_SCOPE}) — ${error.message}`, {
+          cause: error,
+          details: { keyId: exported.id, vaultUrl: this.vaultUrl },
+        });
+      }
+      throw error;
+    }
+    const spki = Buffer.from((await this.getPublicKey(restored.ref)).spki);
+    let proved = restored.id === exported.id && restored.algorithm === exported.algorithm && spki.equals(Buffer.from(exported.publicKeySpki ?? []));
+    if (proved) {
+      // the vault signs a fresh challenge with the restored key; the exported public key must verify it
+      const challenge = randomBytes(32);
+      proved = verifyLocally(exported.algorithm, exported.publicKeySpki, challenge, await this.sign(restored.ref, challenge));
+    }
+    if (!proved) {
+      // the restored key is not the exported one (a swapped blob): it must not stay under that name
+      await this.destroyKey(restored.ref).catch(() => undefined);
+      throw new HsmError('IntegrityError', `the key restored from the blob of ${exported.id} is ${restored.id} with another public key than the export names; it was deleted again`, {
+        details: { keyId: exported.id, restored: restored.id },
+      });
+    }
+    return restored;
   }
 
   /** Restores a backup made by `backupKey`; the name must be free (purged) in this vault. */

@@ -159,10 +159,27 @@ async function readBody(req: IncomingMessage): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-/** Backups by blob, shared by every test vault of the process (one "geography"). */
-const backups = new Map<string, StoredKey>();
+/**
+ * Backups by blob, shared by every test vault of the process, with the geography of the vault that
+ * made them: the service restores a key backup only in the same geography and subscription, which
+ * is what `geography` stands for here (one fake vault = one subscription in one geography).
+ */
+const backups = new Map<string, StoredKey & { geography: string }>();
 
-export async function startFakeKeyVault(): Promise<FakeKeyVault> {
+/**
+ * Tokens issued by any test vault's identity endpoint, accepted by every test vault of the process:
+ * one Entra tenant whose identity reaches several vaults (DefaultAzureCredential reads the
+ * managed-identity endpoint from process-wide variables, so one process has one identity).
+ */
+const tokens = new Set<string>();
+
+export interface FakeKeyVaultOptions {
+  /** The vault's Azure geography and subscription, as one opaque name (default 'test-geography'). */
+  geography?: string;
+}
+
+export async function startFakeKeyVault(options: FakeKeyVaultOptions = {}): Promise<FakeKeyVault> {
+  const geography = options.geography ?? 'test-geography';
   const keyPath = process.env.OLOCUS_TEST_AZURE_TLS_KEY;
   const certPath = process.env.OLOCUS_TEST_AZURE_TLS_CERT;
   const trusted = process.env.NODE_EXTRA_CA_CERTS;
@@ -171,7 +188,6 @@ export async function startFakeKeyVault(): Promise<FakeKeyVault> {
   }
   const keys = new Map<string, StoredKey>();
   const deleted = new Map<string, Deleted>();
-  const tokens = new Set<string>();
   const identityHeader = randomUUID();
   const counts = new Map<string, number>();
 
@@ -265,6 +281,8 @@ export async function startFakeKeyVault(): Promise<FakeKeyVault> {
     if (collection === 'keys' && rawName === 'restore' && req.method === 'POST') {
       const stored = backups.get(String(input.value ?? ''));
       if (!stored) return vaultError(res, 400, 'BadParameter', 'Backup blob contains invalid or corrupt version.');
+      // the service's wording for a blob from elsewhere is not published; the status and code are those of any refused blob
+      if (stored.geography !== geography) return vaultError(res, 400, 'BadParameter', 'Backup blob was created in a different geography or subscription and cannot be restored in this vault.');
       const lower = stored.name.toLowerCase();
       if (keys.has(lower) || deleted.has(lower)) return vaultError(res, 409, 'Conflict', `Key ${stored.name} already exists or is deleted and not purged.`);
       const copy = { name: stored.name, versions: stored.versions.map((v) => ({ ...v, attributes: { ...v.attributes } })) };
@@ -276,7 +294,7 @@ export async function startFakeKeyVault(): Promise<FakeKeyVault> {
       if (second === 'backup' && req.method === 'POST') {
         if (!key) return vaultError(res, 404, 'KeyNotFound', `A key with (name/id) ${rawName} was not found in this key vault.`);
         const blob = b64u(Buffer.concat([Buffer.from('olocus-test-vault-backup:'), randomBytes(48)]));
-        backups.set(blob, { name: key.name, versions: key.versions.map((v) => ({ ...v, attributes: { ...v.attributes } })) });
+        backups.set(blob, { name: key.name, geography, versions: key.versions.map((v) => ({ ...v, attributes: { ...v.attributes } })) });
         return json(res, 200, { value: blob });
       }
       if (second === 'create' && req.method === 'POST') {
