@@ -1,6 +1,9 @@
 import { closeSync, openSync } from 'node:fs';
 import BetterSqlite3 from 'better-sqlite3';
-import pg from 'pg';
+import type pg from 'pg';
+
+/** pg is loaded only when a PostgreSQL store is opened: a SQLite-only process (a one-shot CLI command) never pays for it. */
+const loadPg = async (): Promise<typeof pg> => (await import('pg')).default;
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, type Migration } from 'kysely';
 import { HsmError, isHsmError } from '@olocus/hsm-core';
 import { storageFaultError } from './faults.js';
@@ -506,12 +509,13 @@ function openSqlite(storage: Extract<ResolvedAuditLogOptions['storage'], { kind:
 }
 
 async function openPostgres(storage: Extract<ResolvedAuditLogOptions['storage'], { kind: 'postgres' }>): Promise<AuditStore> {
+  const pgLib = await loadPg();
   const target = describeTarget(storage.connectionString);
   const types = {
-    getTypeParser: ((oid: number, format?: 'text' | 'binary') => (oid === 20 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text'))) as typeof pg.types.getTypeParser,
+    getTypeParser: ((oid: number, format?: 'text' | 'binary') => (oid === 20 ? (v: string) => Number(v) : pgLib.types.getTypeParser(oid, format as 'text'))) as typeof pg.types.getTypeParser,
   };
   if (storage.schema) {
-    const client = new pg.Client({ connectionString: storage.connectionString, types });
+    const client = new pgLib.Client({ connectionString: storage.connectionString, types });
     try {
       await client.connect();
       await client.query(`create schema if not exists "${storage.schema}"`).catch(async (error: unknown) => {
@@ -524,7 +528,7 @@ async function openPostgres(storage: Extract<ResolvedAuditLogOptions['storage'],
       await client.end().catch(() => undefined);
     }
   }
-  const pool = new pg.Pool({ connectionString: storage.connectionString, max: storage.maxConnections, types, ...(storage.schema ? { options: `-c search_path=${storage.schema}` } : {}) });
+  const pool = new pgLib.Pool({ connectionString: storage.connectionString, max: storage.maxConnections, types, ...(storage.schema ? { options: `-c search_path=${storage.schema}` } : {}) });
   pool.on('error', () => undefined);
   let schema: string;
   try {

@@ -6,7 +6,10 @@ import { dirname } from 'node:path';
 import { createReadStream } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
-import pg from 'pg';
+import type pg from 'pg';
+
+/** pg is loaded only when a PostgreSQL store is opened: a SQLite-only process (a one-shot CLI command) never pays for it. */
+const loadPg = async (): Promise<typeof pg> => (await import('pg')).default;
 import { z } from 'zod';
 import { HsmError, parseWithSchema } from '@olocus/hsm-core';
 import { checkpointBody } from './jcs.js';
@@ -182,7 +185,8 @@ function pgWitness(config: Extract<WitnessConfig, { kind: 'postgres' }>): AuditW
   const name = `postgres ${host} table ${config.table ?? 'olocus_audit_witness'}`;
   let ready = false;
   const withClient = async <T>(action: string, fn: (c: pg.Client) => Promise<T>): Promise<T> => {
-    const client = new pg.Client({ connectionString: config.connectionString, connectionTimeoutMillis: 10_000 });
+    const pgLib = await loadPg();
+    const client = new pgLib.Client({ connectionString: config.connectionString, connectionTimeoutMillis: 10_000 });
     client.on('error', () => undefined);
     try {
       await client.connect();

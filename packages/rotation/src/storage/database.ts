@@ -1,5 +1,8 @@
 import BetterSqlite3 from 'better-sqlite3';
-import pg from 'pg';
+import type pg from 'pg';
+
+/** pg is loaded only when a PostgreSQL store is opened: a SQLite-only process (a one-shot CLI command) never pays for it. */
+const loadPg = async (): Promise<typeof pg> => (await import('pg')).default;
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql } from 'kysely';
 import { HsmError } from '@olocus/hsm-core';
 import type { StorageConfig } from '../config.js';
@@ -81,14 +84,15 @@ function openSqlite(config: Extract<StorageConfig, { kind: 'sqlite' }>): Store {
 }
 
 async function openPostgres(config: Extract<StorageConfig, { kind: 'postgres' }>): Promise<Store> {
+  const pgLib = await loadPg();
   const target = describeTarget(config.connectionString);
   // BIGINT (oid 20) holds millisecond timestamps and counters: read them as numbers.
   const types = {
     getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-      oid === 20 ? (value: string) => Number(value) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+      oid === 20 ? (value: string) => Number(value) : pgLib.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
   };
   if (config.schema) {
-    const client = new pg.Client({ connectionString: config.connectionString, types });
+    const client = new pgLib.Client({ connectionString: config.connectionString, types });
     try {
       await client.connect();
       await client.query(`create schema if not exists "${config.schema}"`).catch(async (error: unknown) => {
@@ -102,7 +106,7 @@ async function openPostgres(config: Extract<StorageConfig, { kind: 'postgres' }>
       await client.end().catch(() => undefined);
     }
   }
-  const pool = new pg.Pool({
+  const pool = new pgLib.Pool({
     connectionString: config.connectionString,
     max: config.maxConnections,
     types,
