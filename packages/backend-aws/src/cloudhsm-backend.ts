@@ -7,12 +7,14 @@ import {
   type BackendContext,
   type BackendMetrics,
   type Capabilities,
+  type ExportedKey,
   type FipsStatus,
   type HealthStatus,
   type HsmBackend,
   type HsmErrorCode,
   type HsmInfo,
   type HsmKeyHandle,
+  type KeyBackupCapability,
   type KeyPage,
   type KeyRef,
   type KeySpec,
@@ -65,6 +67,24 @@ export class AwsCloudHsmBackend implements HsmBackend {
   private readonly settings: CallSettings;
   private state: 'new' | 'ready' | 'closed' = 'new';
   private lastView: ClusterView | undefined;
+
+  /**
+   * Backup (method `provider-backup`): CloudHSM backs up the whole cluster (DescribeBackups), and a
+   * key is restored by restoring a cluster backup, not by this library. exportKey records which READY
+   * backups hold the key (taken after the key was created) beside its reference and public key;
+   * importKey refuses. See the README, "Backup".
+   */
+  readonly backup: KeyBackupCapability = {
+    method: 'provider-backup',
+    exportKey: (key, options) => this.exportBackupReference(key, options),
+    importKey: async (exported) => {
+      throw new HsmError(
+        'InvalidArgument',
+        `AWS CloudHSM keeps key ${String(exported?.id)} in its cluster backups (${String(exported?.parameters?.backupIds ?? 'see DescribeBackups')}); it is restored by restoring a cluster backup (CreateCluster with SourceBackupId, or RestoreBackup), which the library does not re-implement`,
+        { details: { field: 'exported.method', provider: 'aws-cloudhsm' } },
+      );
+    },
+  };
 
   constructor(
     readonly options: AwsCloudHsmOptions,
@@ -177,6 +197,43 @@ export class AwsCloudHsmBackend implements HsmBackend {
       token = page.NextToken;
     } while (token);
     return out;
+  }
+
+  private async exportBackupReference(key: KeyRef, options: { signal?: AbortSignal } = {}): Promise<ExportedKey> {
+    this.ready();
+    if (options.signal?.aborted) throw new HsmError('Timeout', 'the operation was aborted by its caller', { cause: options.signal.reason, retryable: true });
+    const handle = await this.getKey(key);
+    const { spki } = await this.getPublicKey(handle);
+    const ready = (await this.listBackups()).filter((b) => b.state === 'READY');
+    // a backup taken before the key existed does not hold it; without a creation time every READY backup is listed
+    const holding = handle.createdAt ? ready.filter((b) => b.createdAt !== undefined && b.createdAt.getTime() >= handle.createdAt!.getTime()) : ready;
+    if (holding.length === 0) {
+      throw new HsmError(
+        'KeyUsageNotAllowed',
+        `key ${handle.id} is in no READY backup of cluster ${this.options.clusterId} yet${handle.createdAt ? ` (created ${handle.createdAt.toISOString()}, after the newest backup)` : ''}: CloudHSM backs up a cluster at least once a day, or on demand; back up again after the next cluster backup`,
+        { details: { keyId: handle.id, clusterId: this.options.clusterId, reason: 'no-cluster-backup-yet' } },
+      );
+    }
+    return {
+      method: 'provider-backup',
+      id: handle.id,
+      algorithm: handle.algorithm,
+      usages: [...handle.usages],
+      publicKeySpki: new Uint8Array(spki),
+      parameters: {
+        provider: 'aws-cloudhsm',
+        region: this.options.region,
+        clusterId: this.options.clusterId,
+        keyRef: handle.ref,
+        ...(handle.metadata.ckaId ? { ckaId: handle.metadata.ckaId } : {}),
+        ...(handle.metadata.label ? { label: handle.metadata.label } : {}),
+        // newest first, comma-separated: the cluster backups that hold the key
+        backupIds: holding.map((b) => b.backupId).join(','),
+        latestBackupId: holding[0]!.backupId,
+        ...(holding[0]!.createdAt ? { latestBackupAt: holding[0]!.createdAt.toISOString() } : {}),
+        restore: 'restore a listed cluster backup (CreateCluster with SourceBackupId); the key comes back with the cluster, under the same CKA_ID and label',
+      },
+    };
   }
 
   // --- handles: ours outside, the PKCS#11 backend's inside ------------------------------------

@@ -40,6 +40,7 @@ import {
   verifyLocally,
   type BackendMetrics,
   type Capabilities,
+  type ExportedKey,
   type FipsStatus,
   type HealthStatus,
   type HsmBackend,
@@ -47,6 +48,7 @@ import {
   type HsmInfo,
   type HsmKeyHandle,
   type KeyAlgorithm,
+  type KeyBackupCapability,
   type KeyPage,
   type KeyRef,
   type KeySpec,
@@ -150,6 +152,10 @@ export interface AwsKmsBackendInit {
  * tagged with the Olocus id and algorithm. Signing hashes locally and sends the digest
  * (ECDSA, RSA) or the raw message (Ed25519); verification is local with the public key.
  */
+/** What a reference-only backup of a KMS key relies on (recorded in `ExportedKey.parameters.durability`). */
+export const KMS_DURABILITY =
+  "the private key exists only inside AWS KMS (asymmetric KMS keys cannot be exported): the backup holds its reference and public key, and the key relies on the provider's durability; it is lost if the key is deleted (after its deletion waiting period) or its account or region becomes unavailable";
+
 export class AwsKmsBackend implements HsmBackend {
   readonly type = 'aws-kms';
   private identity: string;
@@ -167,6 +173,23 @@ export class AwsKmsBackend implements HsmBackend {
   private state: 'new' | 'ready' | 'closed' = 'new';
   private account: string | undefined;
   private signatures = 0;
+
+  /**
+   * Backup (method `reference-only`): an asymmetric KMS private key never leaves AWS, so a backup
+   * records where the key is and its public key, and the key relies on KMS's own durability.
+   * importKey refuses: there is nothing to put back (see the README, "Backup").
+   */
+  readonly backup: KeyBackupCapability = {
+    method: 'reference-only',
+    exportKey: (key, options) => this.exportReference(key, options),
+    importKey: async (exported) => {
+      throw new HsmError(
+        'InvalidArgument',
+        `AWS KMS keeps the private key of ${String(exported?.id)}: asymmetric KMS keys cannot be exported or imported back, so there is nothing to restore; the backup records its reference (${String(exported?.parameters?.keyArn ?? 'keyArn')}), usable while the key exists in KMS`,
+        { details: { field: 'exported.method', provider: 'aws-kms' } },
+      );
+    },
+  };
 
   constructor(
     readonly options: AwsKmsOptions,
@@ -421,6 +444,30 @@ export class AwsKmsBackend implements HsmBackend {
     const resolved = await this.resolve(key, { fresh: true });
     if (resolved.handle.state === 'pending-deletion' || resolved.handle.state === 'destroyed') assertUsable(resolved.handle, 'verify');
     return { algorithm: resolved.handle.algorithm, spki: await this.spkiOf(resolved) };
+  }
+
+  private async exportReference(key: KeyRef, options: { signal?: AbortSignal } = {}): Promise<ExportedKey> {
+    throwIfAborted(options.signal);
+    const resolved = await this.resolve(key, { fresh: true });
+    const { handle } = resolved;
+    return {
+      method: 'reference-only',
+      id: handle.id,
+      algorithm: handle.algorithm,
+      usages: [...handle.usages],
+      publicKeySpki: new Uint8Array(await this.spkiOf(resolved)),
+      parameters: {
+        provider: 'aws-kms',
+        region: this.options.region,
+        ...(this.account ? { account: this.account } : {}),
+        keyArn: resolved.arn,
+        keyId: handle.metadata.keyId ?? '',
+        keySpec: handle.metadata.keySpec ?? '',
+        keyState: handle.metadata.keyState ?? '',
+        ...(handle.metadata.deletionDate ? { deletionDate: handle.metadata.deletionDate } : {}),
+        durability: KMS_DURABILITY,
+      },
+    };
   }
 
   /** The public key of an ARN never changes: fetched once. */

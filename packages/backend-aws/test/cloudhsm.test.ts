@@ -30,6 +30,8 @@ let proxy: HttpFaultProxy;
 let activeCluster: string;
 let bareCluster: string;
 let degradedCluster: string;
+/** When set, DescribeBackups answers say the cluster's backups were taken at this time (ms, whole seconds on the wire). */
+let nextBackupAt: number | undefined;
 beforeAll(async () => {
   moto = await startMoto();
   const sdk = new CloudHSMV2Client({ region: REGION, endpoint: moto.endpoint });
@@ -40,6 +42,12 @@ beforeAll(async () => {
   sdk.destroy();
   proxy = await new HttpFaultProxy(moto.port).start();
   proxy.rewrite = (target, body) => {
+    if (target.endsWith('.DescribeBackups') && nextBackupAt !== undefined) {
+      // the cluster's next automatic backup, taken after a key was made (moto backs a cluster up once, at creation)
+      const answer = JSON.parse(body) as { Backups?: Array<{ CreateTimestamp?: number }> };
+      for (const backup of answer.Backups ?? []) backup.CreateTimestamp = nextBackupAt / 1000;
+      return JSON.stringify(answer);
+    }
     if (!target.endsWith('.DescribeClusters')) return body;
     const answer = JSON.parse(body) as { Clusters?: Array<{ ClusterId: string; State: string; Hsms: unknown[] }> };
     for (const cluster of answer.Clusters ?? []) {
@@ -70,6 +78,38 @@ runConformanceSuite({
   name: 'aws-cloudhsm on moto cloudhsmv2 + SoftHSM (cloudhsm profile)',
   createBackend: () => backendFor(() => activeCluster, () => proxy.endpoint),
   concurrency: 64,
+});
+
+describe('aws-cloudhsm backup (provider-backup): the cluster backups are referenced, not re-implemented', () => {
+  it('exportKey names the READY cluster backups taken after the key was made, refuses while there is none, and importKey refuses', async () => {
+    const backend = backendFor(() => activeCluster, () => proxy.endpoint);
+    await backend.initialize();
+    try {
+      expect(backend.backup.method).toBe('provider-backup');
+      // the cluster's backup was taken before the key existed (moto's own timestamp is not in the API's
+      // epoch-seconds form, so the SDK cannot read it: the proxy gives the backup a time the API would)
+      nextBackupAt = Math.floor(Date.now() / 1000) * 1000 - 60_000;
+      const key = await backend.generateKeyPair({ id: 'cloudhsm-backup', algorithm: 'ECDSA_P256', backup: true });
+      expect((await backend.listBackups())[0]!.createdAt?.getTime()).toBe(nextBackupAt);
+      const early = await expectHsmError(backend.backup.exportKey(key), 'KeyUsageNotAllowed');
+      expect(early.details.reason).toBe('no-cluster-backup-yet');
+      expect(early.message).toContain('in no READY backup');
+      nextBackupAt = Math.floor(Date.now() / 1000) * 1000 + 60_000;
+      const out = await backend.backup.exportKey(key);
+      const [backup] = await backend.listBackups();
+      expect(out).toMatchObject({ method: 'provider-backup', id: 'cloudhsm-backup', algorithm: 'ECDSA_P256' });
+      expect(out.blob).toBeUndefined();
+      expect(Buffer.from(out.publicKeySpki).equals(Buffer.from((await backend.getPublicKey(key)).spki))).toBe(true);
+      expect(out.parameters).toMatchObject({ provider: 'aws-cloudhsm', region: REGION, clusterId: activeCluster, keyRef: key.ref, backupIds: backup!.backupId, latestBackupId: backup!.backupId });
+      expect(out.parameters.latestBackupAt).toBe(new Date(nextBackupAt).toISOString());
+      const refused = await expectHsmError(backend.backup.importKey(out), 'InvalidArgument');
+      expect(refused.message).toContain('restoring a cluster backup');
+      await backend.destroyKey(key);
+    } finally {
+      nextBackupAt = undefined;
+      await backend.close();
+    }
+  });
 });
 
 describe('aws-cloudhsm cluster checks', () => {

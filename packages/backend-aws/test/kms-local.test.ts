@@ -202,3 +202,26 @@ async function keysTagged(id: string): Promise<Array<{ arn: string; state: strin
   }
   return out;
 }
+
+describe('backup (reference-only): the private key stays in KMS', () => {
+  it('exportKey records the ARN, key spec and public key, no blob, and says what the key relies on; importKey refuses', async () => {
+    const backend = backendAt(kms.endpoint);
+    await backend.initialize();
+    try {
+      expect(backend.backup.method).toBe('reference-only');
+      const key = await backend.generateKeyPair({ id: 'backup.ref', algorithm: 'ECDSA_P256', backup: true });
+      const out = await backend.backup.exportKey(key);
+      expect(out).toMatchObject({ method: 'reference-only', id: 'backup.ref', algorithm: 'ECDSA_P256', usages: ['sign', 'verify'] });
+      expect(out.blob).toBeUndefined();
+      expect(Buffer.from(out.publicKeySpki).equals(Buffer.from((await backend.getPublicKey(key)).spki))).toBe(true);
+      expect(out.parameters).toMatchObject({ provider: 'aws-kms', region: REGION, account: ACCOUNT_ID, keyArn: key.ref, keySpec: 'ECC_NIST_P256', keyState: 'Enabled' });
+      expect(out.parameters.durability).toContain("relies on the provider's durability");
+      const refused = await expectHsmError(backend.backup.importKey(out), 'InvalidArgument');
+      expect(refused.message).toContain('AWS KMS keeps the private key');
+      expect(refused.message).toContain(key.ref);
+    } finally {
+      await backend.close();
+    }
+  });
+});
+
