@@ -22,6 +22,7 @@ import {
   verifyLocally,
   type BackendMetrics,
   type Capabilities,
+  type ExportedKey,
   type FipsStatus,
   type HealthStatus,
   type HsmBackend,
@@ -29,6 +30,7 @@ import {
   type HsmInfo,
   type HsmKeyHandle,
   type KeyAlgorithm,
+  type KeyBackupCapability,
   type KeyPage,
   type KeyRef,
   type KeySpec,
@@ -110,6 +112,10 @@ export interface GcpKmsBackendInit {
  * `ref` is the CryptoKeyVersion resource name. Every sign request and response is checked with
  * CRC32C end to end, and the public key's PEM too; verification is local.
  */
+/** What a reference-only backup of a Cloud KMS key relies on (recorded in `ExportedKey.parameters.durability`). */
+export const GCP_DURABILITY =
+  "the private key exists only inside Google Cloud KMS (asymmetric Cloud KMS keys cannot be exported): the backup holds the CryptoKeyVersion name and public key, and the key relies on the provider's durability; it is lost once the version is destroyed (after its scheduled-destruction period) or the project or key ring becomes unavailable";
+
 export class GcpKmsBackend implements HsmBackend {
   readonly type = GCP_BACKEND_TYPE;
   readonly instanceId: string;
@@ -125,6 +131,23 @@ export class GcpKmsBackend implements HsmBackend {
   private readonly publicKeys = new Map<string, Uint8Array>();
   private retries = 0;
   private integrityFailures = 0;
+
+  /**
+   * Backup (method `reference-only`): Cloud KMS never exports an asymmetric private key, so a backup
+   * records the CryptoKeyVersion and its public key, and the key relies on Google's durability.
+   * importKey refuses: there is nothing to put back (see the README, "Backup").
+   */
+  readonly backup: KeyBackupCapability = {
+    method: 'reference-only',
+    exportKey: (key, options) => this.exportReference(key, options),
+    importKey: async (exported) => {
+      throw new HsmError(
+        'InvalidArgument',
+        `Google Cloud KMS keeps the private key of ${String(exported?.id)}: asymmetric Cloud KMS keys cannot be exported or imported back, so there is nothing to restore; the backup records its reference (${String(exported?.parameters?.cryptoKeyVersion ?? 'cryptoKeyVersion')}), usable while the version exists`,
+        { details: { field: 'exported.method', provider: 'gcp-kms' } },
+      );
+    },
+  };
 
   constructor(options: GcpKmsBackendOptions | GcpKmsBackendOptionsInput, init: GcpKmsBackendInit = {}) {
     this.options = parseGcpOptions(options);
@@ -562,6 +585,29 @@ export class GcpKmsBackend implements HsmBackend {
     const handle = await this.resolve(key);
     assertNotGone(handle);
     return { algorithm: handle.algorithm, spki: await this.publicKeyOf(handle) };
+  }
+
+  private async exportReference(key: KeyRef, options: { signal?: AbortSignal } = {}): Promise<ExportedKey> {
+    throwIfAborted(options.signal);
+    const handle = await this.resolve(key, options.signal);
+    assertNotGone(handle);
+    return {
+      method: 'reference-only',
+      id: handle.id,
+      algorithm: handle.algorithm,
+      usages: [...handle.usages],
+      publicKeySpki: new Uint8Array(await this.publicKeyOf(handle, options.signal)),
+      parameters: {
+        provider: 'gcp-kms',
+        keyRing: this.keyRingName,
+        cryptoKey: handle.metadata.cryptoKey ?? '',
+        cryptoKeyVersion: handle.ref,
+        gcpAlgorithm: handle.metadata.gcpAlgorithm ?? '',
+        protectionLevel: handle.metadata.protectionLevel ?? '',
+        versionState: handle.metadata.versionState ?? '',
+        durability: GCP_DURABILITY,
+      },
+    };
   }
 
   /** The version's public key, checked with `pemCrc32c` and `name`, cached for good (a version's key never changes). */

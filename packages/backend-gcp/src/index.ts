@@ -1,4 +1,4 @@
-export { GcpKmsBackend, GCP_BACKEND_TYPE, LABELS, checkSignResponse, checkPublicKey, type GcpKmsBackendInit } from './backend.js';
+export { GcpKmsBackend, GCP_BACKEND_TYPE, GCP_DURABILITY, LABELS, checkSignResponse, checkPublicKey, type GcpKmsBackendInit } from './backend.js';
 export { backendFactories, gcpKmsBackendFactory } from './factory.js';
 export {
   gcpOptionsSchema,

@@ -191,3 +191,20 @@ describe('faults', () => {
     }
   });
 });
+
+describe('backup (reference-only) on gcp-kms-emulator: the private key stays in Cloud KMS', () => {
+  it('exportKey records the CryptoKeyVersion and public key, no blob, and what the key relies on; importKey refuses', async () => {
+    const key = await backend.generateKeyPair({ id: 'backup-ref', algorithm: 'ECDSA_P256', backup: true });
+    expect(backend.backup.method).toBe('reference-only');
+    const out = await backend.backup.exportKey(key);
+    expect(out).toMatchObject({ method: 'reference-only', id: 'backup-ref', algorithm: 'ECDSA_P256', usages: ['sign', 'verify'] });
+    expect(out.blob).toBeUndefined();
+    expect(Buffer.from(out.publicKeySpki).equals(Buffer.from((await backend.getPublicKey(key)).spki))).toBe(true);
+    expect(out.parameters).toMatchObject({ provider: 'gcp-kms', keyRing: keyRingName, cryptoKeyVersion: key.ref, gcpAlgorithm: 'EC_SIGN_P256_SHA256' });
+    expect(out.parameters.cryptoKey).toBe(key.ref.replace(/\/cryptoKeyVersions\/\d+$/, ''));
+    expect(out.parameters.durability).toContain("relies on the provider's durability");
+    const refused = await expectHsmError(backend.backup.importKey(out), 'InvalidArgument');
+    expect(refused.message).toContain('Google Cloud KMS keeps the private key');
+    expect(refused.message).toContain(key.ref);
+  });
+});
