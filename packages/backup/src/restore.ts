@@ -31,7 +31,7 @@ export interface RestoreResult {
   keys: RestoreKeyRow[];
   registry: RestoreRegistryRow[];
   ineligible: Array<{ id: string; reason: string }>;
-  bundle: { sha256: string; createdAt: string; signer: string; audit?: { seq: number; hash: string } };
+  bundle: { sha256: string; createdAt: string; signer: string; signerKeyId: string; audit?: { seq: number; hash: string } };
 }
 
 export interface RestoreProgress {
@@ -171,6 +171,7 @@ export async function restoreVerified(verified: VerifiedBundle, options: Restore
       sha256: verified.sha256,
       createdAt: verified.manifest.createdAt,
       signer: verified.manifest.signer.fingerprint,
+      signerKeyId: verified.manifest.signer.keyId,
       ...(verified.audit ? { audit: verified.audit.head } : {}),
     },
   };

@@ -297,6 +297,8 @@ export async function restore(ctx: CliContext, opts: { file: string; into: strin
       },
     });
     rot.registry.invalidate();
+    // the restored installation trusts the signer of the bundle it was restored from (older bundles verify there too)
+    if (!result.dryRun) await pinSigner(loaded.path, { fingerprint: result.bundle.signer, keyId: result.bundle.signerKeyId });
     if (ctx.json) return ctx.printJson(result);
     ctx.print(`${result.dryRun ? 'dry run: would restore' : 'restored'} ${file} into ${loaded.path}`);
     ctx.print(
