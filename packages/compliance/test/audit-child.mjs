@@ -1,14 +1,18 @@
 /**
  * A second process for audit-multiprocess.test.ts: opens the log named in AUDIT_CHILD (JSON:
- * storage, logName, origin, count, startAt), appends `count` records in concurrent bursts,
- * closes, and prints what it appended. It runs the built package (dist), as an application would.
+ * storage, logName, origin, count), says `ready` on stderr, waits for a line on stdin (the parent
+ * releases both processes together), appends `count` records in concurrent bursts, closes, and
+ * prints what it appended. It runs the built package (dist), as an application would.
  */
 import { openAuditLog } from '../dist/index.js';
 
 const cfg = JSON.parse(process.env['AUDIT_CHILD'] ?? '{}');
 const log = await openAuditLog({ storage: cfg.storage, logName: cfg.logName, origin: cfg.origin, checkpoint: { everyRecords: 97, intervalMs: 0 } });
-// both processes start appending at the same moment (process start-up times differ)
-await new Promise((r) => setTimeout(r, Math.max(0, cfg.startAt - Date.now())));
+// both processes start appending at the same moment, however long each took to start (a loaded
+// machine once made one finish before the other began, when a fixed start time was used)
+process.stderr.write('ready\n');
+await new Promise((r) => process.stdin.once('data', r));
+process.stdin.pause();
 const seqs = [];
 for (let i = 0; i < cfg.count; i += 25) {
   const burst = await Promise.all(

@@ -14,26 +14,35 @@ beforeAll(() => {
   if (!existsSync(join(here, '../dist/index.js'))) throw new Error('this test runs its child process on the built package: run pnpm build (or pnpm --filter @olocus/hsm-compliance build) first');
 });
 
-function child(env: object): Promise<{ seqs: number[]; transactions: number }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [CHILD], { env: { ...process.env, AUDIT_CHILD: JSON.stringify(env) }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (err += d));
+/** Starts a child; `started` resolves when it has opened the log, `go()` lets it append. */
+function child(env: object): { started: Promise<void>; go: () => void; done: Promise<{ seqs: number[]; transactions: number }> } {
+  const p = spawn(process.execPath, [CHILD], { env: { ...process.env, AUDIT_CHILD: JSON.stringify(env) }, stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  let ready: () => void = () => undefined;
+  const started = new Promise<void>((resolve) => (ready = resolve));
+  p.stdout.on('data', (d) => (out += d));
+  p.stdin.on('error', () => undefined); // a child that already died: its exit says why
+  p.stderr.on('data', (d) => {
+    err += d;
+    if (err.includes('ready\n')) ready();
+  });
+  const done = new Promise<{ seqs: number[]; transactions: number }>((resolve, reject) => {
     p.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`child exited ${code}: ${err}`))));
   });
+  // a child that dies before it is ready fails the test instead of hanging it
+  done.catch(() => ready());
+  return { started, go: () => p.stdin.end('go\n'), done };
 }
 
 describe.each(['sqlite', 'sqlite-thread', 'postgres'] as const)('two processes appending to one log on %s', (kind) => {
   it('produce one chain, seqs 1..N, no fork', async () => {
     const { storage } = await storageFor(kind, 'mp');
     const count = 1000;
-    const startAt = Date.now() + 2000;
-    const [a, b] = await Promise.all([
-      child({ storage, logName: 'shared', origin: 'proc-a', count, startAt }),
-      child({ storage, logName: 'shared', origin: 'proc-b', count, startAt }),
-    ]);
+    const children = [child({ storage, logName: 'shared', origin: 'proc-a', count }), child({ storage, logName: 'shared', origin: 'proc-b', count })];
+    await Promise.all(children.map((c) => c.started));
+    for (const c of children) c.go();
+    const [a, b] = await Promise.all(children.map((c) => c.done));
     expect(a.seqs).toHaveLength(count);
     expect(b.seqs).toHaveLength(count);
     const mine = new Set([...a.seqs, ...b.seqs]);
