@@ -32,3 +32,19 @@ export {
   type RestoreResult,
 } from './restore.js';
 export { drillBundle, type DrillOptions, type DrillResult, type DrillRow } from './drill.js';
+export {
+  BACKUP_STALE_ALERT,
+  BUNDLE_PREFIX,
+  BUNDLE_SUFFIX,
+  applyRetention,
+  checkBackupFreshness,
+  listBundles,
+  runScheduledBackup,
+  scheduledBundleName,
+  type BackupAlertTarget,
+  type BundleListing,
+  type FreshnessReport,
+  type RetentionResult,
+  type ScheduledBackupOptions,
+  type ScheduledBackupResult,
+} from './schedule.js';

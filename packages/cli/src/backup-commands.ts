@@ -27,6 +27,16 @@ export function registerBackupCommands(program: Command, run: Runner): void {
     .option('--actor <name>', 'who takes the backup (audit log)')
     .action(run(async () => (await load()).create));
   backup
+    .command('schedule')
+    .description('one scheduled run (from cron or a systemd timer): back up into DIR when the newest restorable bundle is older than --every, keep the newest --keep, alert (exit 1) when the newest restorable one is older than --max-age')
+    .requiredOption('--dir <dir>', 'the folder of scheduled bundles')
+    .option('--every <duration>', 'back up when the newest restorable bundle is this old', '24h')
+    .option('--keep <n>', 'restorable bundles kept', '7')
+    .option('--max-age <duration>', 'alert when the newest restorable bundle is older (default: 1.5 x --every)')
+    .option('--keys <ids>', 'comma-separated logical key ids or key ids (default: --all)')
+    .option('--actor <name>', 'who runs the schedule (audit log)')
+    .action(run(async () => (await load()).schedule));
+  backup
     .command('verify')
     .description('check a bundle without its keys: manifest signature and signer, every part\'s hash and fingerprint, internal consistency (exit 1 when it fails)')
     .argument('<file>', 'the bundle')

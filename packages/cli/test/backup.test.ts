@@ -248,6 +248,24 @@ describe('restore', () => {
   });
 });
 
+describe('backup schedule', () => {
+  it('the restored installation backs up again on schedule: written when due, skipped when fresh, exit 1 and a backup.stale alert on stderr when too old', async () => {
+    const inst = at(join(dir, 'new'));
+    await run('mkdir', ['-p', join(dir, 'scheduled')], { cwd: dir });
+    const first = await inst.json<{ created?: { file: string; keys: unknown[] }; freshness: { ok: boolean } }>(['backup', 'schedule', '--dir', join(dir, 'scheduled')]);
+    expect(first.created?.keys).toHaveLength(5);
+    expect(first.freshness.ok).toBe(true);
+    const second = await inst.json<{ created?: unknown; skipped?: string }>(['backup', 'schedule', '--dir', join(dir, 'scheduled')]);
+    expect(second.created).toBeUndefined();
+    expect(second.skipped).toContain('younger than the interval');
+    const stale = await inst.run(['backup', 'schedule', '--dir', join(dir, 'scheduled'), '--max-age', '1ms']);
+    expect(stale.code, stale.stderr).toBe(1);
+    expect(stale.stdout).toMatch(/^STALE: /m);
+    expect(stale.stderr).toContain('"rule":"backup.stale"');
+    expect(oneLineError(await inst.run(['backup', 'schedule', '--dir', join(dir, 'scheduled'), '--every', 'soon']), 'InvalidArgument')).toContain('--every');
+  });
+});
+
 function spawnBin(args: string[], cwd: string) {
   return spawn(process.execPath, [BIN, ...args], { cwd, env, stdio: 'ignore' });
 }

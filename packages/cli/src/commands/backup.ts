@@ -9,6 +9,7 @@ import {
   drillBundle,
   fingerprintOf,
   restoreBundle,
+  runScheduledBackup,
   verifyBundle,
   writeFileAtomic,
   type CreateBundleResult,
@@ -371,5 +372,70 @@ export async function drill(ctx: CliContext, opts: { file: string; scratchConfig
         ? `drill passed: ${passed} key(s) restored, signed and verified with their original public keys${other ? `; ${other} not restorable from this bundle (listed above)` : ''}`
         : `drill FAILED: ${failed} key(s) did not restore to the original key; ${passed} passed`,
     );
+  });
+}
+
+function durationOf(flag: string, value: string, parse: (v: string) => number | undefined): number {
+  const ms = parse(value);
+  if (ms === undefined || !Number.isFinite(ms) || ms <= 0) throw new CliError('InvalidArgument', `${flag}: expected a duration such as 24h, 7d, 90m, got "${terminalSafe(value.slice(0, 40))}"`);
+  return ms;
+}
+
+/** `backup schedule`: one run of the scheduled backup (see @olocus/hsm-backup runScheduledBackup). */
+export async function schedule(ctx: CliContext, opts: { dir: string; every: string; keep: string; maxAge?: string; keys?: string; actor?: string }): Promise<void> {
+  const { parseDuration } = await import('@olocus/hsm-rotation');
+  const everyMs = durationOf('--every', opts.every, parseDuration);
+  const maxAgeMs = opts.maxAge !== undefined ? durationOf('--max-age', opts.maxAge, parseDuration) : Math.round(everyMs * 1.5);
+  if (!/^[1-9]\d{0,3}$/.test(opts.keep)) throw new CliError('InvalidArgument', `--keep: a number of bundles from 1 to 9999, got "${terminalSafe(opts.keep.slice(0, 40))}"`);
+  const keys = opts.keys !== undefined ? parseKeys({ keys: opts.keys }) : 'all';
+  const dir = resolve(ctx.cwd, opts.dir);
+  const { stat } = await import('node:fs/promises');
+  const info = await stat(dir).catch(() => undefined);
+  if (!info?.isDirectory()) throw new CliError('FileNotFound', `--dir: ${dir} is not an existing folder; create it first`);
+  const actor = actorOf(ctx, opts.actor);
+  const { AlertManager, logSink } = await import('@olocus/hsm-monitoring');
+  const log = (line: string): void => ctx.note(`olocus-hsm: ${line}`);
+  const alerts = new AlertManager({ sinks: [logSink({ warn: log, info: log })], onSinkError: (error) => ctx.note(`olocus-hsm: alert sink failed: ${(error as Error)?.message ?? String(error)}`) });
+  await withRotation(ctx, async ({ loaded, manager, rot }) => {
+    const audit = auditOf(manager);
+    const backend = rawBackend(manager);
+    const trusted = await trustedSigners(undefined, [loaded.path], backend).catch(() => [] as string[]);
+    const checkpointKey = loaded.audit.enabled ? loaded.audit.checkpoint.keyId : undefined;
+    const result = await runScheduledBackup({
+      dir,
+      everyMs,
+      keep: Number(opts.keep),
+      maxAgeMs,
+      alerts,
+      trustedSigners: trusted,
+      backend,
+      registry: rot.registry,
+      ...(audit ? { audit: audit.log } : {}),
+      keys,
+      exclude: [AUDIT_CHECKPOINT_KEY_ID, HEALTH_CANARY_KEY_ID, ...(checkpointKey ? [checkpointKey] : [])],
+      actor,
+    });
+    if (result.created) await pinSigner(loaded.path, result.created.signer);
+    await alerts.flush();
+    await audit?.append({
+      type: 'admin.action',
+      outcome: result.freshness.ok ? 'success' : 'failure',
+      actor,
+      details: {
+        action: 'backup.schedule',
+        dir,
+        created: result.created?.file ?? null,
+        sha256: result.created?.sha256 ?? null,
+        removed: result.retention.removed.length,
+        fresh: result.freshness.ok,
+      },
+    });
+    if (!result.freshness.ok) ctx.exitCode = EXIT_NEGATIVE;
+    if (ctx.json) return ctx.printJson(result);
+    ctx.print(result.created ? `backup written: ${result.created.file} (${result.created.keys.length} key(s), ${result.created.bytes} bytes)` : `no backup needed: ${result.skipped}`);
+    for (const i of result.created?.ineligible ?? []) ctx.print(`  cannot back up ${i.id}: ${i.reason}`);
+    for (const f of result.retention.removed) ctx.print(`removed (retention): ${f}`);
+    for (const f of result.retention.invalid) ctx.print(`does not verify (kept as evidence, not counted): ${f}`);
+    ctx.print(`${result.freshness.ok ? 'fresh' : 'STALE'}: ${result.freshness.summary}`);
   });
 }
