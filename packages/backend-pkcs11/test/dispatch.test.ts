@@ -28,7 +28,7 @@ async function signAndVerify(backend: Pkcs11Backend, id: string, algorithm: KeyA
 }
 
 describe('adaptive dispatch', () => {
-  it('auto: P-256 (tens of µs) is signed inline and never starts the threads; RSA-2048 is measured long and goes to the sign threads; P-384 follows its measurement', async () => {
+  it('auto: P-256 (tens of µs) is signed inline and never starts the threads; RSA-2048 and P-384 go where their measurement against the measured hop puts them', async () => {
     const backend = backendWith({ dispatch: 'auto' });
     await backend.initialize();
     try {
@@ -57,18 +57,18 @@ describe('adaptive dispatch', () => {
       m = backend.metrics();
       const rsa = Object.entries(m.dispatch.ops).find(([k]) => k.startsWith('d-rsa:'))![1];
       const p384 = Object.entries(m.dispatch.ops).find(([k]) => k.startsWith('d-p384:'))![1];
-      expect(rsa.path).toBe('threads');
-      // P-384 goes where its own measurement puts it: on a busy machine it is long (threads), on a
-      // quiet one it may be shorter than the hop (inline) — the rule, not the machine, is tested
-      if (p384.opUs > 1.5 * m.dispatch.thresholdUs) expect(p384.path).toBe('threads');
-      if (p384.opUs < 0.67 * m.dispatch.thresholdUs) expect(p384.path).toBe('inline');
-      // RSA's signatures after warm-up went to the threads; P-384's too when it is long (at most five inline)
-      if (p384.path === 'threads') {
-        expect(m.inlineSigns - inlineBefore).toBeLessThanOrEqual(5);
-        expect(m.threadSigns - threadBefore).toBeGreaterThanOrEqual(75);
-      } else {
-        expect(m.threadSigns - threadBefore).toBeGreaterThanOrEqual(35);
+      // Each goes where its own measurement puts it against the measured threshold: on a quiet
+      // machine RSA-2048 (~0.7 ms) is long against a ~0.1 ms hop (threads) and P-384 may be short;
+      // on a loaded one the hop itself grows to the 1 ms cap and RSA may run inline (CI saw it).
+      // The rule, not the machine, is tested; the threads path is forced in the next test.
+      for (const op of [rsa, p384]) {
+        if (op.opUs > 1.5 * m.dispatch.thresholdUs) expect(op.path).toBe('threads');
+        if (op.opUs < 0.67 * m.dispatch.thresholdUs) expect(op.path).toBe('inline');
       }
+      // the 80 signatures went where their paths say (a key measured long signs at most five inline first)
+      const threaded = [rsa, p384].filter((op) => op.path === 'threads').length;
+      expect(m.threadSigns - threadBefore).toBeGreaterThanOrEqual(threaded * 35);
+      expect(m.inlineSigns - inlineBefore + m.threadSigns - threadBefore).toBe(80);
       // the threshold is the measured hop, not a constant: it exists once threads have run
       expect(m.dispatch.hopUs).toBeGreaterThan(0);
       expect(m.dispatch.thresholdUs).toBe(Math.round(Math.min(Math.max(m.dispatch.hopUs, m.dispatch.budgetUs / 4), m.dispatch.budgetUs)));
