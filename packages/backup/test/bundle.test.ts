@@ -1,9 +1,9 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { encodeSignature, exportPublicKey, type HsmBackend } from '@olocus/hsm-core';
+import { HsmError, encodeSignature, exportPublicKey, type HsmBackend } from '@olocus/hsm-core';
 import { checkpointSignerFromBackend, openAuditLog, type AuditLog } from '@olocus/hsm-compliance';
 import { openRotation, type RotationContext } from '@olocus/hsm-rotation';
 import { BUNDLE_FORMAT, bundleErrorPart, createBundle, drillBundle, restoreBundle, verifyBundle, type BundleFile, type BundleManifest } from '../src/index.js';
@@ -136,6 +136,23 @@ describe('create and verify', () => {
     expect(verified.trusted).toBe(true);
     expect(verified.audit?.head.seq).toBe(await src.audit.head().then((h) => h.seq));
     expect(verified.keys.find((k) => k.id === 'ACME.sign.v2')?.fingerprint).toBe(fingerprintOf((await src.backend.getPublicKey('ACME.sign.v2')).spki));
+  });
+
+  it('an authorize hook (dual control) that refuses one key stops the whole backup: no file is written', async () => {
+    const out = join(tempDir(), 'refused.olb');
+    const asked: string[] = [];
+    const error = await createBundle(out, {
+      backend: src.backend,
+      registry: src.rot.registry,
+      keys: ['ACME.sign', 'ACME.rsa'],
+      authorize: async (key) => {
+        asked.push(key.id);
+        if (key.id === 'ACME.sign.v2') throw new HsmError('PermissionDenied', 'backup of ACME.sign needs 2 distinct approvers; it has 0');
+      },
+    }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'PermissionDenied' });
+    expect(asked).toEqual(['ACME.rsa.v1', 'ACME.sign.v1', 'ACME.sign.v2']);
+    expect(existsSync(out)).toBe(false);
   });
 
   it('refuses a bundle whose signer is not the installation\'s', async () => {
