@@ -16,7 +16,7 @@ import { expectHsmError } from '@olocus/hsm-core/testing';
 import { Pkcs11Backend, createBackupKek, enrollBackupKek } from '../src/index.js';
 import { CKA_CLASS, CKA_EXTRACTABLE, CKA_ID, CKA_MODIFIABLE, CKA_NEVER_EXTRACTABLE, CKA_SENSITIVE, CKA_TRUSTED, CKA_WRAP_WITH_TRUSTED, CKF_SERIAL_SESSION, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY, CKA_LABEL } from '../src/constants.js';
 import { acquireModule, releaseModule } from '../src/module.js';
-import { SOFTHSM_LIB, createToken, runTool, type TestToken } from '@olocus/hsm-test-support';
+import { P11KIT_CLIENT_LIB, P11KitServer, SOFTHSM_LIB, createToken, runTool, type TestToken } from '@olocus/hsm-test-support';
 
 const PIN_VAR = 'OLOCUS_TEST_PIN';
 const work = mkdtempSync(join(tmpdir(), 'olocus-backup-'));
@@ -322,6 +322,55 @@ describe('backup and verified restore (SoftHSM, KEK ceremony)', () => {
       expect(objectsWithId(lone, 'bk-RSA_3072')).toBe(0);
     } finally {
       await backend.close();
+    }
+  });
+});
+
+describe('backup through a module thread', () => {
+  it('SoftHSM loaded as a remote module (remote: true): C_WrapKey, C_UnwrapKey and C_CopyObject cross the module thread', async () => {
+    const token = createToken('bk-thread');
+    await createBackupKek({ libraryPath: SOFTHSM_LIB, ...so(token) });
+    const backend = new Pkcs11Backend({ libraryPath: SOFTHSM_LIB, tokenLabel: token.label, remote: true }, { pin: token.pin });
+    try {
+      await backend.initialize();
+      expect(backend.metrics().remote).toBe(true);
+      const key = await backend.generateKeyPair({ id: 'thread-backup', algorithm: 'RSA_2048', backup: true });
+      const spki = (await backend.getPublicKey(key)).spki;
+      const out = await backend.backup.exportKey(key);
+      expect(blobParsesAsKey(out.blob!)).toBe(false);
+      await backend.destroyKey(key);
+      await backend.backup.importKey(out);
+      const message = randomBytes(40);
+      expect(verifyLocally('RSA_2048', spki, message, await backend.sign('thread-backup', message))).toBe(true);
+      const flipped = Buffer.from(out.blob!);
+      flipped[5]! ^= 0x01;
+      await expectHsmError(backend.backup.importKey({ ...out, blob: flipped }, { id: 'thread-tampered' }), 'IntegrityError');
+    } finally {
+      await backend.close();
+    }
+  });
+
+  it('behind p11-kit server (p11-kit-client.so) the RPC does not carry CKM_AES_KEY_WRAP_PAD: export and import refuse, naming the mechanism', async () => {
+    const net = createToken('bk-net');
+    await createBackupKek({ libraryPath: SOFTHSM_LIB, ...so(net) });
+    const server = new P11KitServer(join(work, 'p11kit.sock'), net.label);
+    await server.start();
+    process.env.P11_KIT_SERVER_ADDRESS = server.address; // read by p11-kit-client.so at C_Initialize
+    const backend = new Pkcs11Backend({ libraryPath: P11KIT_CLIENT_LIB, tokenLabel: net.label }, { pin: net.pin });
+    try {
+      await backend.initialize();
+      expect(backend.metrics().remote).toBe(true);
+      await backend.generateKeyPair({ id: 'net-backup', algorithm: 'ECDSA_P256', backup: true });
+      const error = await expectHsmError(backend.backup.exportKey('net-backup'), 'UnsupportedAlgorithm');
+      expect(error.message).toContain('does not list CKM_AES_KEY_WRAP_PAD');
+      expect(error.details.mechanism).toBe('CKM_AES_KEY_WRAP_PAD');
+      const spki = (await backend.getPublicKey('net-backup')).spki;
+      const blob = randomBytes(40); // never reaches the token: the mechanism check comes first
+      const wrapped: ExportedKey = { method: 'wrapped', id: 'net-import', algorithm: 'ECDSA_P256', usages: ['sign', 'verify'], publicKeySpki: spki, blob, parameters: { mechanism: 'CKM_AES_KEY_WRAP_PAD' } };
+      await expectHsmError(backend.backup.importKey(wrapped), 'UnsupportedAlgorithm');
+    } finally {
+      await backend.close();
+      server.kill();
     }
   });
 });
