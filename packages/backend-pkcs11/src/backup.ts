@@ -37,13 +37,16 @@ import {
   CKA_MODIFIABLE,
   CKA_MODULUS,
   CKA_MODULUS_BITS,
+  CKA_PRIVATE,
   CKA_PUBLIC_EXPONENT,
   CKA_TOKEN,
+  CKA_UNWRAP,
   CKA_WRAP_WITH_TRUSTED,
   CKF_UNWRAP,
   CKF_WRAP,
   CKM_AES_KEY_WRAP_PAD,
   CKO_PRIVATE_KEY,
+  CKO_SECRET_KEY,
   CKR,
 } from './constants.js';
 import { BACKUP_WRAP_MECHANISM, findKek, kekCheckValue, type KekCalls } from './kek.js';
@@ -219,6 +222,35 @@ export class Pkcs11KeyBackup implements KeyBackupCapability {
     return value;
   }
 
+  /**
+   * What unwraps a backup: the KEK's private half (CKA_PRIVATE, unwrap-only, usable only after
+   * C_Login), else a trusted half that may unwrap (enrolled without a user PIN: anyone who can open a
+   * session on the token could use it, see the README). Looked up once per generation.
+   */
+  private async unwrapKey(p11: AsyncPkcs11, session: Pkcs11Session, label: string, trusted: Buffer): Promise<Buffer> {
+    const cacheKey = `unwrap:${label}`;
+    const known = this.keks.get(cacheKey);
+    if (known && known.generation === session.generation && (await this.objectExists(p11, session, known.handle))) return known.handle;
+    const [privateHalf] = await find(p11, session, [
+      { type: CKA_CLASS, value: CKO_SECRET_KEY },
+      { type: CKA_LABEL, value: label },
+      { type: CKA_PRIVATE, value: true },
+      { type: CKA_UNWRAP, value: true },
+    ], 1);
+    let handle = privateHalf;
+    if (!handle) {
+      const [mayUnwrap] = await p11.C_GetAttributeValue(session.handle, trusted, [{ type: CKA_UNWRAP }]);
+      if (readBool(mayUnwrap!.value)) handle = trusted;
+    }
+    if (!handle) {
+      throw new HsmError('KeyNotFound', `token '${this.conn.token.label}' holds the trusted half of the backup KEK '${label}' but nothing that may unwrap with it: enroll the KEK onto this token with its user PIN (enrollBackupKek, to.userPin), which adds the private unwrap-only half`, {
+        details: { kekLabel: label, tokenLabel: this.conn.token.label },
+      });
+    }
+    this.keks.set(cacheKey, { generation: session.generation, handle });
+    return handle;
+  }
+
   private async objectExists(p11: AsyncPkcs11, session: Pkcs11Session, object: Buffer): Promise<boolean> {
     try {
       await p11.C_GetAttributeValue(session.handle, object, [{ type: CKA_CLASS }]);
@@ -373,9 +405,10 @@ export class Pkcs11KeyBackup implements KeyBackupCapability {
               });
             }
           }
+          const unwrapKey = await this.unwrapKey(p11, session, kekLabel, kek);
           const created: Buffer[] = [];
           try {
-            created.push(await this.unwrap(p11, session, kek, blob, privateTemplate, id, kekLabel));
+            created.push(await this.unwrap(p11, session, unwrapKey, blob, privateTemplate, id, kekLabel));
             const priv = created[0]!;
             created.push(await p11.C_CreateObject(h, publicObject));
             const pub = created[1]!;

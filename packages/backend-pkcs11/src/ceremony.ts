@@ -36,6 +36,7 @@ import {
   CKA_TOKEN,
   CKA_TRUSTED,
   CKA_UNWRAP,
+  CKA_VALUE,
   CKA_VALUE_LEN,
   CKA_VERIFY,
   CKA_VERIFY_RECOVER,
@@ -58,6 +59,7 @@ import {
   CKO_SECRET_KEY,
   CKR,
   CKU_SO,
+  CKU_USER,
   CKZ_DATA_SPECIFIED,
   CK_PARAMS_RSA_OAEP,
 } from './constants.js';
@@ -70,6 +72,12 @@ import { findSync } from './module-thread.js';
 export interface SoToken {
   tokenLabel: string;
   soPin: string;
+  /**
+   * The token's user PIN, for `enrollBackupKek`'s target: with it the target also gets the KEK's
+   * private, unwrap-only half, and its public trusted half cannot unwrap. Without it (deprecated)
+   * the trusted half may unwrap, and anyone who can open a session on the token can use it.
+   */
+  userPin?: string;
   /** The token's PKCS#11 module, when it is not the ceremony's `libraryPath`. */
   libraryPath?: string;
 }
@@ -101,6 +109,11 @@ export interface EnrollBackupKekOptions {
 
 export interface EnrollBackupKekResult extends BackupKekResult {
   from: string;
+  /**
+   * `private-half`: the target got the KEK's private unwrap-only half (user PIN given, checked to be
+   * the same key); `trusted-half`: the public trusted half may unwrap (no user PIN: weaker, see SoToken.userPin).
+   */
+  unwrapWith: 'private-half' | 'trusted-half';
   /** How the KEK travelled. */
   transport: {
     mechanism: 'CKM_RSA_PKCS_OAEP';
@@ -129,8 +142,14 @@ function step<R>(what: string, tokenLabel: string, fn: () => R): R {
   }
 }
 
-/** The KEK's attributes; `value` says how its bytes come (generated with a length, or unwrapped). */
-function kekAttributes(label: string): Attribute[] {
+/**
+ * The KEK's trusted half (what C_WrapKey of a backup uses). `unwrap` is false unless enrolled
+ * without a user PIN: the SO can only make public objects, and a public key that may unwrap lets
+ * anyone who opens a session on the token, without any PIN, unwrap a stolen blob into a
+ * non-sensitive session object and read the private key (shown on SoftHSM 2.6.1). Unwrapping is the
+ * job of the private half (privateUnwrapAttributes), which only a logged-in user can use.
+ */
+function kekAttributes(label: string, unwrap = false): Attribute[] {
   return [
     { type: CKA_CLASS, value: CKO_SECRET_KEY },
     { type: CKA_KEY_TYPE, value: CKK_AES },
@@ -145,6 +164,28 @@ function kekAttributes(label: string): Attribute[] {
     { type: CKA_EXTRACTABLE, value: true },
     { type: CKA_WRAP_WITH_TRUSTED, value: true },
     { type: CKA_WRAP, value: true },
+    { type: CKA_UNWRAP, value: unwrap },
+    { type: CKA_ENCRYPT, value: false },
+    { type: CKA_DECRYPT, value: false },
+    { type: CKA_SIGN, value: false },
+    { type: CKA_VERIFY, value: false },
+    { type: CKA_DERIVE, value: false },
+    { type: CKA_MODIFIABLE, value: false },
+  ];
+}
+
+/** The KEK's private half: the same key, usable only to unwrap, only by a logged-in user, never extractable. */
+function privateUnwrapAttributes(label: string): Attribute[] {
+  return [
+    { type: CKA_CLASS, value: CKO_SECRET_KEY },
+    { type: CKA_KEY_TYPE, value: CKK_AES },
+    { type: CKA_TOKEN, value: true },
+    { type: CKA_PRIVATE, value: true },
+    { type: CKA_LABEL, value: label },
+    { type: CKA_ID, value: Buffer.from(label, 'utf8') },
+    { type: CKA_SENSITIVE, value: true },
+    { type: CKA_EXTRACTABLE, value: false },
+    { type: CKA_WRAP, value: false },
     { type: CKA_UNWRAP, value: true },
     { type: CKA_ENCRYPT, value: false },
     { type: CKA_DECRYPT, value: false },
@@ -270,6 +311,82 @@ function unwrapUnmodifiable(p11: PKCS11, session: Buffer, mechanism: ReturnType<
 }
 
 /**
+ * The KEK's private unwrap-only half on the target, from the same transport blob: the SO logs out
+ * (the transport key pair, public session objects of this application, stays usable), the user
+ * logs in on a second session and unwraps the blob as a private, non-extractable key. The halves
+ * are then shown to be one key: a fixed zero AES key wrapped by the trusted half and unwrapped by the
+ * private one comes back as zeros. The target's SO is logged out afterwards (withSo's logout is a no-op).
+ */
+function addPrivateHalf(target: SoSession, userPin: string, label: string, mechanism: ReturnType<typeof oaep>, transportKey: Buffer, wrapped: Buffer, trusted: Buffer): void {
+  const p11 = target.p11;
+  const existing = findSync(p11, target.session, [
+    { type: CKA_CLASS, value: CKO_SECRET_KEY },
+    { type: CKA_LABEL, value: label },
+    { type: CKA_PRIVATE, value: true },
+  ], 1);
+  p11.C_Logout(target.session);
+  const user = step('C_OpenSession (user)', target.tokenLabel, () => p11.C_OpenSession(target.slot, CKF_SERIAL_SESSION | CKF_RW_SESSION));
+  try {
+    try {
+      p11.C_Login(user, CKU_USER, userPin);
+    } catch (error) {
+      const rv = returnValueOf(error);
+      throw new HsmError('LoginFailed', `backup KEK ceremony: user login on token '${target.tokenLabel}' failed (${rv === undefined ? 'error' : returnValueName(rv)})`, {
+        details: { tokenLabel: target.tokenLabel, rv: rv === undefined ? undefined : returnValueName(rv) },
+      });
+    }
+    try {
+      const found = findSync(p11, user, [
+        { type: CKA_CLASS, value: CKO_SECRET_KEY },
+        { type: CKA_LABEL, value: label },
+        { type: CKA_PRIVATE, value: true },
+      ], 1);
+      if (existing.length > 0 || found.length > 0) {
+        throw new HsmError('KeyAlreadyExists', `token '${target.tokenLabel}' already holds a private secret key labelled '${label}'`, { details: { tokenLabel: target.tokenLabel, kekLabel: label } });
+      }
+      const half = step('unwrapping the private half of the KEK (C_UnwrapKey, user)', target.tokenLabel, () => unwrapUnmodifiable(p11, user, mechanism, transportKey, wrapped, privateUnwrapAttributes(label)));
+      const probe = p11.C_CreateObject(user, [
+        { type: CKA_CLASS, value: CKO_SECRET_KEY },
+        { type: CKA_KEY_TYPE, value: CKK_AES },
+        { type: CKA_TOKEN, value: false },
+        { type: CKA_SENSITIVE, value: false },
+        { type: CKA_EXTRACTABLE, value: true },
+        { type: CKA_VALUE, value: Buffer.alloc(32) },
+      ]);
+      let same = false;
+      try {
+        const wrappedProbe = p11.C_WrapKey(user, { mechanism: CKM_AES_KEY_WRAP_PAD }, trusted, probe, Buffer.alloc(64));
+        const back = p11.C_UnwrapKey(user, { mechanism: CKM_AES_KEY_WRAP_PAD }, half, wrappedProbe, [
+          { type: CKA_CLASS, value: CKO_SECRET_KEY },
+          { type: CKA_KEY_TYPE, value: CKK_AES },
+          { type: CKA_TOKEN, value: false },
+          { type: CKA_SENSITIVE, value: false },
+          { type: CKA_EXTRACTABLE, value: true },
+        ]);
+        same = p11.C_GetAttributeValue(user, back, [{ type: CKA_VALUE }])[0]!.value.equals(Buffer.alloc(32));
+        p11.C_DestroyObject(user, back);
+      } catch {
+        same = false;
+      } finally {
+        p11.C_DestroyObject(user, probe);
+      }
+      if (!same) {
+        p11.C_DestroyObject(user, half);
+        throw new HsmError('IntegrityError', `backup KEK ceremony: the private half on '${target.tokenLabel}' is not the same key as the trusted half; it was destroyed`, { details: { tokenLabel: target.tokenLabel } });
+      }
+    } finally {
+      try {
+        p11.C_Logout(user);
+      } catch {
+        // the login failed
+      }
+    }
+  } finally {
+    p11.C_CloseSession(user);
+  }
+}
+
+/**
  * Copies the backup KEK from `from` onto `to` through an RSA-3072 transport key made on `to`, so
  * it is never in clear outside a token. Both SOs log in (in this process, one after the other
  * inside the target's session). Refuses when `to` already holds a secret key under the label.
@@ -369,7 +486,8 @@ export async function enrollBackupKek(options: EnrollBackupKekOptions): Promise<
             }
           }
         });
-        const kek = step('unwrapping the KEK (C_UnwrapKey)', target.tokenLabel, () => unwrapUnmodifiable(p11t, target.session, oaep(hash), pair.privateKey, wrapped!, kekAttributes(label)));
+        const userPin = options.to.userPin;
+        const kek = step('unwrapping the KEK (C_UnwrapKey)', target.tokenLabel, () => unwrapUnmodifiable(p11t, target.session, oaep(hash), pair.privateKey, wrapped!, kekAttributes(label, userPin === undefined)));
         const checkValue = await kekCheckValue(target.calls, kek);
         if (checkValue !== sourceCheck) {
           p11t.C_DestroyObject(target.session, kek);
@@ -377,9 +495,10 @@ export async function enrollBackupKek(options: EnrollBackupKekOptions): Promise<
             details: { tokenLabel: target.tokenLabel },
           });
         }
+        if (userPin !== undefined) addPrivateHalf(target, userPin, label, oaep(hash), pair.privateKey, wrapped!, kek);
         const transport: EnrollBackupKekResult['transport'] = { mechanism: 'CKM_RSA_PKCS_OAEP', hash, modulusBits: TRANSPORT_BITS };
         if (sha256Refused !== undefined) transport.sha256Refused = sha256Refused;
-        return { label, tokenLabel: target.tokenLabel, tokenSerial: target.serial, checkValue, from: options.from.tokenLabel, transport };
+        return { label, tokenLabel: target.tokenLabel, tokenSerial: target.serial, checkValue, from: options.from.tokenLabel, unwrapWith: userPin === undefined ? 'trusted-half' : 'private-half', transport };
       } finally {
         wrapped?.fill(0);
         for (const object of [pair.privateKey, pair.publicKey]) {

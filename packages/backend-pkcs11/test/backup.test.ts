@@ -14,7 +14,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ecdsaRawToDer, type ExportedKey, type KeyAlgorithm, verifyLocally } from '@olocus/hsm-core';
 import { expectHsmError } from '@olocus/hsm-core/testing';
 import { Pkcs11Backend, createBackupKek, enrollBackupKek } from '../src/index.js';
-import { CKA_CLASS, CKA_EXTRACTABLE, CKA_ID, CKA_MODIFIABLE, CKA_NEVER_EXTRACTABLE, CKA_SENSITIVE, CKA_TRUSTED, CKA_WRAP_WITH_TRUSTED, CKF_SERIAL_SESSION, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY, CKA_LABEL } from '../src/constants.js';
+import { CKA_CLASS, CKA_EXTRACTABLE, CKA_ID, CKA_MODIFIABLE, CKA_PRIVATE, CKA_UNWRAP, CKA_WRAP, CKA_KEY_TYPE, CKK_EC, CKA_NEVER_EXTRACTABLE, CKA_SENSITIVE, CKA_TRUSTED, CKA_WRAP_WITH_TRUSTED, CKF_SERIAL_SESSION, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY, CKA_LABEL } from '../src/constants.js';
 import { acquireModule, releaseModule } from '../src/module.js';
 import { P11KIT_CLIENT_LIB, P11KitServer, SOFTHSM_LIB, createToken, runTool, type TestToken } from '@olocus/hsm-test-support';
 
@@ -148,8 +148,9 @@ describe('backup and verified restore (SoftHSM, KEK ceremony)', () => {
     const refused = await expectHsmError(createBackupKek({ libraryPath: SOFTHSM_LIB, tokenLabel: production.label, soPin: wrongPin }), 'LoginFailed');
     expect(JSON.stringify(refused.toJSON())).not.toContain(wrongPin);
 
-    const enrolled = await enrollBackupKek({ libraryPath: SOFTHSM_LIB, from: so(backupToken), to: so(production) });
+    const enrolled = await enrollBackupKek({ libraryPath: SOFTHSM_LIB, from: so(backupToken), to: { ...so(production), userPin: production.pin } });
     expect(enrolled.checkValue).toBe(created.checkValue);
+    expect(enrolled.unwrapWith).toBe('private-half');
     // SoftHSM 2.6.1 refuses OAEP with SHA-256 (CKR_ARGUMENTS_BAD): the ceremony says it used SHA-1
     expect(enrolled.transport).toEqual({ mechanism: 'CKM_RSA_PKCS_OAEP', hash: 'SHA-1', modulusBits: 3072, sha256Refused: 'CKR_ARGUMENTS_BAD' });
     await expectHsmError(enrollBackupKek({ libraryPath: SOFTHSM_LIB, from: so(backupToken), to: so(production) }), 'KeyAlreadyExists');
@@ -175,8 +176,9 @@ describe('backup and verified restore (SoftHSM, KEK ceremony)', () => {
       ]);
       const [kek] = p11.C_FindObjects(session, 2);
       p11.C_FindObjectsFinal(session);
-      const attrs = p11.C_GetAttributeValue(session, kek!, [{ type: CKA_TRUSTED }, { type: CKA_SENSITIVE }, { type: CKA_EXTRACTABLE }, { type: CKA_WRAP_WITH_TRUSTED }, { type: CKA_MODIFIABLE }]);
-      expect(attrs.map((a) => a.value[0])).toEqual([1, 1, 1, 1, 0]);
+      // the trusted half may wrap but not unwrap: it is a public object (the SO makes no others)
+      const attrs = p11.C_GetAttributeValue(session, kek!, [{ type: CKA_TRUSTED }, { type: CKA_SENSITIVE }, { type: CKA_EXTRACTABLE }, { type: CKA_WRAP_WITH_TRUSTED }, { type: CKA_MODIFIABLE }, { type: CKA_WRAP }, { type: CKA_UNWRAP }, { type: CKA_PRIVATE }]);
+      expect(attrs.map((a) => a.value[0])).toEqual([1, 1, 1, 1, 0, 1, 0, 0]);
       expect(() => p11.C_GetAttributeValue(session, kek!, [{ type: 0x11 /* CKA_VALUE */ }])).toThrow(/CKR_ATTRIBUTE_SENSITIVE/);
       p11.C_CloseSession(session);
     } finally {
@@ -234,8 +236,8 @@ describe('backup and verified restore (SoftHSM, KEK ceremony)', () => {
     rmSync(production.path, { recursive: true, force: true });
     expect(existsSync(production.path)).toBe(false);
     const fresh = createToken('bk-fresh');
-    const enrolled = await enrollBackupKek({ libraryPath: SOFTHSM_LIB, from: so(backupToken), to: so(fresh) });
-    expect(enrolled.tokenLabel).toBe('bk-fresh');
+    const enrolled = await enrollBackupKek({ libraryPath: SOFTHSM_LIB, from: so(backupToken), to: { ...so(fresh), userPin: fresh.pin } });
+    expect(enrolled).toMatchObject({ tokenLabel: 'bk-fresh', unwrapWith: 'private-half' });
 
     const backend = backendOn(fresh);
     await backend.initialize();
@@ -258,6 +260,25 @@ describe('backup and verified restore (SoftHSM, KEK ceremony)', () => {
         }
         expect(opensslVerifies(algorithm, spkiBefore.get(id)!, message, signature, id), `${algorithm} openssl`).toBe(true);
         expect(privateAttributes(fresh, id)).toMatchObject({ extractable: true, wrapWithTrusted: true, sensitive: true, modifiable: false });
+      }
+      // the KEK's private half, visible to the logged-in user only: unwrap-only, never extractable, not trusted
+      const mod = acquireModule(SOFTHSM_LIB);
+      try {
+        const p11 = mod.p11;
+        const slot = p11.C_GetSlotList(true).find((s) => p11.C_GetTokenInfo(s).label.replace(/[\0 ]+$/, '') === fresh.label)!;
+        const session = p11.C_OpenSession(slot, CKF_SERIAL_SESSION);
+        p11.C_FindObjectsInit(session, [
+          { type: CKA_CLASS, value: CKO_SECRET_KEY },
+          { type: CKA_LABEL, value: 'olocus-backup-kek' },
+          { type: CKA_PRIVATE, value: true },
+        ]);
+        const [half] = p11.C_FindObjects(session, 2);
+        p11.C_FindObjectsFinal(session);
+        const attrs = p11.C_GetAttributeValue(session, half!, [{ type: CKA_UNWRAP }, { type: CKA_WRAP }, { type: CKA_EXTRACTABLE }, { type: CKA_SENSITIVE }, { type: CKA_TRUSTED }, { type: CKA_MODIFIABLE }]);
+        expect(attrs.map((a) => a.value[0])).toEqual([1, 0, 0, 1, 0, 0]);
+        p11.C_CloseSession(session);
+      } finally {
+        await releaseModule(mod);
       }
       const access = accessByLabel(pkcs11Tool(fresh, ['--list-objects']));
       for (const id of exported.keys()) expect(access.get(id)).toMatch(/(^|, )extractable/);
@@ -294,6 +315,33 @@ describe('backup and verified restore (SoftHSM, KEK ceremony)', () => {
     } finally {
       await backend.close();
     }
+    // without a PIN, a session on the token sees only the trusted half, and it may not unwrap: a
+    // stolen blob cannot be turned into a readable key by whoever can open a session on the token
+    const mod = acquireModule(SOFTHSM_LIB);
+    try {
+      const p11 = mod.p11;
+      const slot = p11.C_GetSlotList(true).find((s) => p11.C_GetTokenInfo(s).label.replace(/[\0 ]+$/, '') === fresh.label)!;
+      const session = p11.C_OpenSession(slot, CKF_SERIAL_SESSION);
+      p11.C_FindObjectsInit(session, [
+        { type: CKA_CLASS, value: CKO_SECRET_KEY },
+        { type: CKA_LABEL, value: 'olocus-backup-kek' },
+      ]);
+      const visible = p11.C_FindObjects(session, 5);
+      p11.C_FindObjectsFinal(session);
+      expect(visible).toHaveLength(1);
+      const stolen = Buffer.from(exported.get('bk-ECDSA_P256')!.blob!);
+      expect(() =>
+        p11.C_UnwrapKey(session, { mechanism: 0x210a }, visible[0]!, stolen, [
+          { type: CKA_CLASS, value: CKO_PRIVATE_KEY },
+          { type: CKA_KEY_TYPE, value: CKK_EC },
+          { type: CKA_PRIVATE, value: false },
+          { type: CKA_SENSITIVE, value: false },
+        ]),
+      ).toThrow(/CKR_KEY_FUNCTION_NOT_PERMITTED/);
+      p11.C_CloseSession(session);
+    } finally {
+      await releaseModule(mod);
+    }
     console.log(
       `backup timings on SoftHSM (${timings.unwrapMs.length} keys): exportKey (C_WrapKey + lookups) median ${median(timings.wrapMs).toFixed(2)} ms, importKey (C_UnwrapKey + public object + sign proof + metadata) median ${median(timings.unwrapMs).toFixed(2)} ms`,
     );
@@ -329,7 +377,9 @@ describe('backup and verified restore (SoftHSM, KEK ceremony)', () => {
 describe('backup through a module thread', () => {
   it('SoftHSM loaded as a remote module (remote: true): C_WrapKey, C_UnwrapKey and C_CopyObject cross the module thread', async () => {
     const token = createToken('bk-thread');
-    await createBackupKek({ libraryPath: SOFTHSM_LIB, ...so(token) });
+    const vault = createToken('bk-thread-kek');
+    await createBackupKek({ libraryPath: SOFTHSM_LIB, ...so(vault) });
+    await enrollBackupKek({ libraryPath: SOFTHSM_LIB, from: so(vault), to: { ...so(token), userPin: token.pin } });
     const backend = new Pkcs11Backend({ libraryPath: SOFTHSM_LIB, tokenLabel: token.label, remote: true }, { pin: token.pin });
     try {
       await backend.initialize();
