@@ -78,6 +78,12 @@ export interface SoToken {
    * the trusted half may unwrap, and anyone who can open a session on the token can use it.
    */
   userPin?: string;
+  /**
+   * For `enrollBackupKek`'s target: false gives it no key that may unwrap at all (a token that only
+   * exports, the safest production setup: nobody, not even with its user PIN, can turn a blob back
+   * into a key there); enrol again with `userPin` on the token that restores. Default true.
+   */
+  unwrap?: boolean;
   /** The token's PKCS#11 module, when it is not the ceremony's `libraryPath`. */
   libraryPath?: string;
 }
@@ -111,9 +117,10 @@ export interface EnrollBackupKekResult extends BackupKekResult {
   from: string;
   /**
    * `private-half`: the target got the KEK's private unwrap-only half (user PIN given, checked to be
-   * the same key); `trusted-half`: the public trusted half may unwrap (no user PIN: weaker, see SoToken.userPin).
+   * the same key); `trusted-half`: the public trusted half may unwrap (no user PIN: weaker, see
+   * SoToken.userPin); `none`: nothing on the target may unwrap (`to.unwrap: false`).
    */
-  unwrapWith: 'private-half' | 'trusted-half';
+  unwrapWith: 'private-half' | 'trusted-half' | 'none';
   /** How the KEK travelled. */
   transport: {
     mechanism: 'CKM_RSA_PKCS_OAEP';
@@ -486,8 +493,10 @@ export async function enrollBackupKek(options: EnrollBackupKekOptions): Promise<
             }
           }
         });
-        const userPin = options.to.userPin;
-        const kek = step('unwrapping the KEK (C_UnwrapKey)', target.tokenLabel, () => unwrapUnmodifiable(p11t, target.session, oaep(hash), pair.privateKey, wrapped!, kekAttributes(label, userPin === undefined)));
+        const wantsUnwrap = options.to.unwrap !== false;
+        const userPin = wantsUnwrap ? options.to.userPin : undefined;
+        const unwrapWith = !wantsUnwrap ? 'none' : userPin === undefined ? 'trusted-half' : 'private-half';
+        const kek = step('unwrapping the KEK (C_UnwrapKey)', target.tokenLabel, () => unwrapUnmodifiable(p11t, target.session, oaep(hash), pair.privateKey, wrapped!, kekAttributes(label, unwrapWith === 'trusted-half')));
         const checkValue = await kekCheckValue(target.calls, kek);
         if (checkValue !== sourceCheck) {
           p11t.C_DestroyObject(target.session, kek);
@@ -498,7 +507,7 @@ export async function enrollBackupKek(options: EnrollBackupKekOptions): Promise<
         if (userPin !== undefined) addPrivateHalf(target, userPin, label, oaep(hash), pair.privateKey, wrapped!, kek);
         const transport: EnrollBackupKekResult['transport'] = { mechanism: 'CKM_RSA_PKCS_OAEP', hash, modulusBits: TRANSPORT_BITS };
         if (sha256Refused !== undefined) transport.sha256Refused = sha256Refused;
-        return { label, tokenLabel: target.tokenLabel, tokenSerial: target.serial, checkValue, from: options.from.tokenLabel, unwrapWith: userPin === undefined ? 'trusted-half' : 'private-half', transport };
+        return { label, tokenLabel: target.tokenLabel, tokenSerial: target.serial, checkValue, from: options.from.tokenLabel, unwrapWith, transport };
       } finally {
         wrapped?.fill(0);
         for (const object of [pair.privateKey, pair.publicKey]) {

@@ -148,9 +148,10 @@ describe('backup and verified restore (SoftHSM, KEK ceremony)', () => {
     const refused = await expectHsmError(createBackupKek({ libraryPath: SOFTHSM_LIB, tokenLabel: production.label, soPin: wrongPin }), 'LoginFailed');
     expect(JSON.stringify(refused.toJSON())).not.toContain(wrongPin);
 
-    const enrolled = await enrollBackupKek({ libraryPath: SOFTHSM_LIB, from: so(backupToken), to: { ...so(production), userPin: production.pin } });
+    // the production token only exports: it gets nothing that may unwrap
+    const enrolled = await enrollBackupKek({ libraryPath: SOFTHSM_LIB, from: so(backupToken), to: { ...so(production), unwrap: false } });
     expect(enrolled.checkValue).toBe(created.checkValue);
-    expect(enrolled.unwrapWith).toBe('private-half');
+    expect(enrolled.unwrapWith).toBe('none');
     // SoftHSM 2.6.1 refuses OAEP with SHA-256 (CKR_ARGUMENTS_BAD): the ceremony says it used SHA-1
     expect(enrolled.transport).toEqual({ mechanism: 'CKM_RSA_PKCS_OAEP', hash: 'SHA-1', modulusBits: 3072, sha256Refused: 'CKR_ARGUMENTS_BAD' });
     await expectHsmError(enrollBackupKek({ libraryPath: SOFTHSM_LIB, from: so(backupToken), to: so(production) }), 'KeyAlreadyExists');
@@ -216,6 +217,19 @@ describe('backup and verified restore (SoftHSM, KEK ceremony)', () => {
         expect(out.blob!.length).toBeGreaterThan(16);
         expect(blobParsesAsKey(out.blob!), `${algorithm} blob parsed as a key`).toBe(false);
         exported.set(id, out);
+      }
+      // even the user-PIN holder (this process is logged in) finds nothing on the production token that may unwrap
+      const mod = acquireModule(SOFTHSM_LIB);
+      try {
+        const p11 = mod.p11;
+        const slot = p11.C_GetSlotList(true).find((s) => p11.C_GetTokenInfo(s).label.replace(/[\0 ]+$/, '') === production.label)!;
+        const session = p11.C_OpenSession(slot, CKF_SERIAL_SESSION);
+        p11.C_FindObjectsInit(session, [{ type: CKA_UNWRAP, value: true }]);
+        expect(p11.C_FindObjects(session, 10)).toHaveLength(0);
+        p11.C_FindObjectsFinal(session);
+        p11.C_CloseSession(session);
+      } finally {
+        await releaseModule(mod);
       }
       await backend.generateKeyPair({ id: 'no-backup', algorithm: 'ECDSA_P256' });
       expect(privateAttributes(production, 'no-backup')).toMatchObject({ extractable: false, neverExtractable: true, sensitive: true });
