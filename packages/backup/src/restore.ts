@@ -129,6 +129,9 @@ export async function restoreVerified(verified: VerifiedBundle, options: Restore
   for (const r of verified.registry) for (const v of r.versions) stateOf.set(String(v['key_id']), String(v['state']));
   const rows: RestoreKeyRow[] = [];
   const toImport: KeyPart[] = [];
+  // One listing instead of a look-up per key: on a token a look-up is a C_FindObjects over every
+  // object, so per-key look-ups made a restore quadratic in the number of keys.
+  const inTarget = verified.keys.length > 0 ? await listAll(backend) : new Map<string, HsmKeyHandle>();
   const refs = new Map<string, { ref: string; backend: string }>();
   for (const k of verified.keys) {
     const part = keyPartName(k);
@@ -145,7 +148,7 @@ export async function restoreVerified(verified: VerifiedBundle, options: Restore
       rows.push({ ...base, action: 'kept-by-provider', note: `kept by the provider (${k.method}): not imported; the registry keeps its reference` });
       continue;
     }
-    const present = await findKey(backend, k.id);
+    const present = inTarget.get(k.id);
     if (present) {
       const spki = (await backend.getPublicKey(k.id)).spki;
       if (fingerprintOf(spki) !== k.fingerprint) {
@@ -203,11 +206,13 @@ export async function restoreVerified(verified: VerifiedBundle, options: Restore
   return result;
 }
 
-async function findKey(backend: HsmBackend, id: string): Promise<HsmKeyHandle | undefined> {
-  try {
-    return await backend.getKey(id);
-  } catch (error) {
-    if (isHsmError(error, 'KeyNotFound')) return undefined;
-    throw error;
-  }
+async function listAll(backend: HsmBackend): Promise<Map<string, HsmKeyHandle>> {
+  const out = new Map<string, HsmKeyHandle>();
+  let cursor: string | undefined;
+  do {
+    const page = await backend.listKeys({ limit: 1000, cursor });
+    for (const k of page.keys) out.set(k.id, k);
+    cursor = page.nextCursor;
+  } while (cursor);
+  return out;
 }
