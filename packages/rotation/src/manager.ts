@@ -49,6 +49,11 @@ export interface CreateKeyOptions extends Partial<ChangeContext> {
   usages?: KeyUsage[];
   /** Per-key rotation interval (ms or "90d"); null = never scheduled; default: the policy's. */
   rotationInterval?: number | string | null;
+  /**
+   * Every version of this key, now and after each rotation, is generated backup-eligible
+   * (`KeySpec.backup`): a key policy that requires backup must say so at creation.
+   */
+  backup?: boolean;
 }
 
 export interface RotateOptions extends ChangeContext {
@@ -179,6 +184,9 @@ export class RotationManager {
         throw new HsmError('InvalidArgument', 'rotationInterval must be a duration of at least 1s (ms or "90d")', { details: { field: 'rotationInterval' } });
       }
     }
+    if (options.backup !== undefined && typeof options.backup !== 'boolean') {
+      throw new HsmError('InvalidArgument', `backup must be true or false, not ${JSON.stringify(options.backup)}`, { details: { field: 'backup' } });
+    }
     const at = this.nowMs();
     const journal = await this.store.tx(async (trx) => {
       try {
@@ -190,6 +198,7 @@ export class RotationManager {
             usages: JSON.stringify(usages),
             backend: this.backend.type,
             rotation_interval_ms: interval,
+            backup: options.backup ? 1 : 0,
             last_version: 1,
             created_at: at,
             created_by: ctx.actor,
@@ -415,7 +424,7 @@ export class RotationManager {
     if (extra.key_ref !== undefined) j.key_ref = extra.key_ref;
   }
 
-  private async generateOrAdopt(j: JournalRow, algorithm: KeyAlgorithm, usages: KeyUsage[], adopt: boolean): Promise<{ handle: HsmKeyHandle; adopted: boolean }> {
+  private async generateOrAdopt(j: JournalRow, algorithm: KeyAlgorithm, usages: KeyUsage[], adopt: boolean, backup: boolean): Promise<{ handle: HsmKeyHandle; adopted: boolean }> {
     const check = (handle: HsmKeyHandle) => {
       if (handle.algorithm !== algorithm) {
         throw new HsmError('KeyAlreadyExists', `backend key ${j.key_id} exists with algorithm ${handle.algorithm}, not ${algorithm}: not adopted`, { details: { keyId: j.key_id } });
@@ -430,7 +439,7 @@ export class RotationManager {
       }
     }
     try {
-      const handle = await this.backend.generateKeyPair({ id: j.key_id, algorithm, usages });
+      const handle = await this.backend.generateKeyPair({ id: j.key_id, algorithm, usages, ...(backup ? { backup: true } : {}) });
       return { handle, adopted: false };
     } catch (error) {
       if (adopt && isHsmError(error, 'KeyAlreadyExists')) return check(await this.backend.getKey(j.key_id));
@@ -455,7 +464,7 @@ export class RotationManager {
     if (j.step === 'intent') {
       let handle: HsmKeyHandle;
       try {
-        const r = await this.generateOrAdopt(j, lk.algorithm, lk.usages, adopt);
+        const r = await this.generateOrAdopt(j, lk.algorithm, lk.usages, adopt, lk.backup === true);
         handle = r.handle;
         adopted = r.adopted;
       } catch (error) {

@@ -145,6 +145,7 @@ export function toLogicalKey(row: Selectable<LogicalKeyTable>): LogicalKey {
     createdBy: row.created_by,
   };
   if (row.rotation_interval_ms !== null) k.rotationIntervalMs = Number(row.rotation_interval_ms);
+  if (Number(row.backup) === 1) k.backup = true;
   return k;
 }
 

@@ -41,6 +41,8 @@ export interface LogicalKey {
   backend: string;
   /** Per-key rotation interval; undefined = rotate on demand only. */
   rotationIntervalMs?: number;
+  /** Every version is generated backup-eligible (`KeySpec.backup`); absent = not. */
+  backup?: true;
   /** Highest version number allocated so far. */
   lastVersion: number;
   createdAt: Date;

@@ -7,7 +7,8 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Pkcs11Backend } from '@olocus/hsm-backend-pkcs11';
+import { createBackupKek, Pkcs11Backend } from '@olocus/hsm-backend-pkcs11';
+import { isHsmError } from '@olocus/hsm-core';
 import pkcs11js from 'pkcs11js';
 import { openRotation, type RotationContext } from '../src/index.js';
 import { cleanupStorage, DAY, FakeClock, freshStorage, HOUR, tempDir } from './helpers.js';
@@ -31,7 +32,10 @@ describe('rotation on a PKCS#11 token (SoftHSM)', () => {
     process.env['SOFTHSM2_CONF'] = join(dir, 'softhsm2.conf');
     // a throwaway token in a temporary directory: random PINs, removed with the directory
     const pin = randomBytes(8).toString('hex');
-    initToken('rotation', randomBytes(8).toString('hex'), pin);
+    const soPin = randomBytes(8).toString('hex');
+    initToken('rotation', soPin, pin);
+    // the backup KEK, so that backup-eligible versions can be exported (the SO's ceremony runs before any user login)
+    await createBackupKek({ libraryPath: SOFTHSM_LIB, tokenLabel: 'rotation', soPin });
     backend = new Pkcs11Backend({ libraryPath: SOFTHSM_LIB, tokenLabel: 'rotation', sessionPool: { minSessions: 1, maxSessions: 2 } }, { pin });
     await backend.initialize();
     ctx = await openRotation({ storage: await freshStorage('sqlite', 'p11'), backend, now: clock.now, policy: { allowEmergencyRotation: true, retentionVersions: 1, overlapPeriod: '1h', archiveRetention: 0 } });
@@ -39,6 +43,26 @@ describe('rotation on a PKCS#11 token (SoftHSM)', () => {
   afterAll(async () => {
     await ctx?.close();
     await backend?.close();
+  });
+
+  it('a logical key created with backup: every version, after rotations too, is generated backup-eligible; others never are', async () => {
+    const { manager, registry } = ctx;
+    await manager.createKey('kept', 'ECDSA_P256', { actor: 'alice', backup: true });
+    await manager.createKey('plain', 'ECDSA_P256', { actor: 'alice' });
+    expect((await registry.getLogicalKey('kept')).backup).toBe(true);
+    expect((await registry.getLogicalKey('plain')).backup).toBeUndefined();
+    clock.advance(HOUR);
+    await manager.rotateKey('kept', { actor: 'alice', reason: 'a version made by rotation must be exportable too' });
+    for (const keyId of ['kept.v1', 'kept.v2']) {
+      const exported = await backend.backup!.exportKey(keyId);
+      expect(exported).toMatchObject({ method: 'wrapped', id: keyId, parameters: { mechanism: 'CKM_AES_KEY_WRAP_PAD' } });
+    }
+    const refused = await backend.backup!.exportKey('plain.v1').then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(isHsmError(refused, 'KeyUsageNotAllowed'), String(refused)).toBe(true);
+    await expect(manager.createKey('bad', 'ECDSA_P256', { actor: 'alice', backup: 'yes' as never })).rejects.toMatchObject({ code: 'InvalidArgument', details: { field: 'backup' } });
   });
 
   it('creates, rotates, signs with the Active version, reconciles and destroys on the token', async () => {

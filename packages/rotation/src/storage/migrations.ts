@@ -115,6 +115,16 @@ export function migrations(dialect: DialectName): Record<string, Migration> {
         for (const t of ['tasks', 'rotations', 'key_state_history', 'key_versions', 'logical_keys']) await db.schema.dropTable(t).ifExists().execute();
       },
     },
+    // A logical key whose versions must be exportable for backup: every version is generated with
+    // KeySpec.backup (a PKCS#11 key made non-extractable can never become extractable later).
+    '0002_logical_key_backup': {
+      async up(db: Kysely<unknown>) {
+        await db.schema.alterTable('logical_keys').addColumn('backup', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+      },
+      async down(db: Kysely<unknown>) {
+        await db.schema.alterTable('logical_keys').dropColumn('backup').execute();
+      },
+    },
   };
 }
 

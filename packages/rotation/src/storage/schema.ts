@@ -8,6 +8,8 @@ export interface LogicalKeyTable {
   usages: string;
   backend: string;
   rotation_interval_ms: number | null;
+  /** 1: every version is generated backup-eligible (KeySpec.backup). */
+  backup: Generated<number>;
   /** Highest version number ever allocated (never reused, even for failed rotations). */
   last_version: number;
   created_at: number;
