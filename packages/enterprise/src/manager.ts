@@ -185,6 +185,8 @@ export class EnterpriseKeyManager {
         actor: options.actor,
         reason: `application key for ${appId} under its key policy`,
         rotationInterval: policy.rotationInterval ? durationMs(policy.rotationInterval) : null,
+        // decided at generation: a key made non-extractable can never be backed up later
+        ...(policy.backupRequired ? { backup: true } : {}),
       });
       await this.audit.append({
         type: 'key.generate',
@@ -199,8 +201,8 @@ export class EnterpriseKeyManager {
           minFipsLevel: policy.minFipsLevel,
           hardwareRequired: policy.hardwareRequired,
           backupRequired: policy.backupRequired,
-          // backup lands with its own issue: say so rather than pretend
-          backupMade: false,
+          // every version is generated backup-eligible; the bundle itself is written by `olocus-hsm backup`
+          backupEligible: policy.backupRequired,
         },
       });
     } catch (error) {

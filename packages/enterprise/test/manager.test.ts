@@ -57,6 +57,17 @@ async function setup() {
 const paymentsApp = { type: 'Application', id: 'payments' } as const;
 
 describe('EnterpriseKeyManager', () => {
+  it('a policy that requires backup makes the logical key backup-eligible: every version is generated with KeySpec.backup', async () => {
+    const { manager, rotation, records } = await setup();
+    await manager.generateApplicationKey('payments', { algorithm: 'ECDSA_P256', backupRequired: true, allowedOperations: ['sign', 'verify', 'backup'] }, { actor: 'alice' });
+    await manager.generateApplicationKey('hr', { algorithm: 'ECDSA_P256' }, { actor: 'alice' });
+    expect((await rotation.registry.getLogicalKey('payments')).backup).toBe(true);
+    expect((await rotation.registry.getLogicalKey('hr')).backup).toBeUndefined();
+    const generated = (await records()).filter((r) => r.type === 'key.generate');
+    expect(generated.find((r) => r.baseKeyId === 'payments')?.details).toMatchObject({ backupRequired: true, backupEligible: true });
+    expect(generated.find((r) => r.baseKeyId === 'hr')?.details).toMatchObject({ backupRequired: false, backupEligible: false });
+  });
+
   it('generates an application key on members that satisfy its policy, replicated, registered with rotation', async () => {
     const { manager, pool, rotation, backends, records } = await setup();
     const app = await manager.generateApplicationKey('payments', { algorithm: 'ECDSA_P256', replicas: 2, zones: ['z1', 'z2'], rotationInterval: '90d' }, { actor: 'alice' });
