@@ -28,7 +28,7 @@ import {
   CKO_PUBLIC_KEY,
 } from './constants.js';
 import { algorithmFromAttributes, ckaIdFor, keyIdFromAttributes, publicKeyFromAttributes, readBool, readUlong, readUlongArray, spkiOf } from './keys.js';
-import { metadataTemplate, readKeyDates, readMetadata, writeMetadata } from './metadata.js';
+import { indexMetadata, metadataTemplate, readKeyDates, readMetadata, writeMetadata, type MetadataIndex } from './metadata.js';
 import { find, findAll, optionalAttribute, type Pkcs11Session } from './objects.js';
 import { keyPairTemplates } from './templates.js';
 import { formatPkcs11Uri, parsePkcs11Uri } from './uri.js';
@@ -173,7 +173,7 @@ export class KeyStore {
   }
 
   /** Reads a private key's attributes (and finds its public half) into a cache entry. */
-  private async loadKey(session: Pkcs11Session, p11: AsyncPkcs11, priv: Buffer, pubHint?: Buffer): Promise<KeyEntry> {
+  private async loadKey(session: Pkcs11Session, p11: AsyncPkcs11, priv: Buffer, pubHint?: Buffer, index?: ListingIndex): Promise<KeyEntry> {
     const h = session.handle;
     const [typeAttr, idAttr, labelAttr, signAttr] = await p11.C_GetAttributeValue(h, priv, [{ type: CKA_KEY_TYPE }, { type: CKA_ID }, { type: CKA_LABEL }, { type: CKA_SIGN }]);
     const keyType = readUlong(typeAttr!.value);
@@ -196,8 +196,8 @@ export class KeyStore {
         details: { key: uri },
       });
     }
-    let pub = pubHint;
-    if (!pub) {
+    let pub = pubHint ?? index?.publicKeys.get(publicKeyIndexKey(ckaId, label));
+    if (!pub && !index) {
       const template: Attribute[] = [{ type: CKA_CLASS, value: CKO_PUBLIC_KEY }];
       template.push(ckaId.length > 0 ? { type: CKA_ID, value: ckaId } : { type: CKA_LABEL, value: label });
       pub = (await find(p11, session, template, 1))[0];
@@ -222,7 +222,7 @@ export class KeyStore {
     // the public half's dates are readable everywhere (see metadata.ts); the private half's are a fallback
     const dates = pub ? await readKeyDates(p11, h, pub) : {};
     if (!dates.end) Object.assign(dates, { ...(await readKeyDates(p11, h, priv)), ...dates });
-    const meta = await readMetadata(p11, session, ckaId, spki, dates, this.conn.vendor.keyDates);
+    const meta = await readMetadata(p11, session, ckaId, spki, dates, this.conn.vendor.keyDates, index?.metadata);
     const usages: KeyUsage[] = [];
     if (readBool(signAttr!.value)) usages.push('sign');
     if (verify) usages.push('verify');
@@ -313,6 +313,12 @@ export class KeyStore {
         { type: CKA_CLASS, value: CKO_PRIVATE_KEY },
         { type: CKA_TOKEN, value: true },
       ]);
+      // public halves and metadata objects read once for the whole page, not one find per key
+      let index: ListingIndex | undefined;
+      const indexed = async (): Promise<ListingIndex> => {
+        index ??= { publicKeys: await indexPublicKeys(p11, session), metadata: await indexMetadata(p11, session) };
+        return index;
+      };
       const rows: Array<{ handle: Buffer; id: string }> = [];
       for (const handle of handles) {
         const [idAttr, labelAttr] = await p11.C_GetAttributeValue(session.handle, handle, [{ type: CKA_ID }, { type: CKA_LABEL }]);
@@ -333,7 +339,7 @@ export class KeyStore {
         }
         let entry: KeyEntry;
         try {
-          entry = await this.loadKey(session, p11, row.handle);
+          entry = await this.loadKey(session, p11, row.handle, undefined, await indexed());
         } catch (error) {
           if (isHsmError(error, 'UnsupportedAlgorithm')) continue; // not a contract key: not listed
           throw error;
@@ -368,4 +374,26 @@ export class KeyStore {
     );
     this.forget(entry);
   }
+}
+
+/** What a listing reads once instead of once per key (see `indexMetadata`). */
+interface ListingIndex {
+  publicKeys: Map<string, Buffer>;
+  metadata: MetadataIndex;
+}
+
+/** How a private key finds its public half: by CKA_ID, or by label when it has no CKA_ID (as a find would). */
+function publicKeyIndexKey(ckaId: Buffer, label: string): string {
+  return ckaId.length > 0 ? `id:${ckaId.toString('hex')}` : `label:${label}`;
+}
+
+async function indexPublicKeys(p11: AsyncPkcs11, session: Pkcs11Session): Promise<Map<string, Buffer>> {
+  const index = new Map<string, Buffer>();
+  for (const pub of await findAll(p11, session, [{ type: CKA_CLASS, value: CKO_PUBLIC_KEY }])) {
+    const [idAttr, labelAttr] = await p11.C_GetAttributeValue(session.handle, pub, [{ type: CKA_ID }, { type: CKA_LABEL }]);
+    // the first one found wins, as C_FindObjects(max 1) did; an id-less public key is found by label
+    const key = publicKeyIndexKey(Buffer.from(idAttr!.value), labelAttr!.value.toString('utf8'));
+    if (!index.has(key)) index.set(key, pub);
+  }
+  return index;
 }

@@ -3,7 +3,7 @@ import { isHsmError } from '@olocus/hsm-core';
 import type { Attribute } from 'pkcs11js';
 import type { AsyncPkcs11 } from './module-thread.js';
 import { CKA_APPLICATION, CKA_CLASS, CKA_END_DATE, CKA_LABEL, CKA_MODIFIABLE, CKA_PRIVATE, CKA_START_DATE, CKA_TOKEN, CKA_VALUE, CKO_DATA } from './constants.js';
-import { find, optionalAttribute, type Pkcs11Session } from './objects.js';
+import { find, findAll, optionalAttribute, type Pkcs11Session } from './objects.js';
 
 /**
  * Key metadata (exact creation time and expiry, free labels).
@@ -106,8 +106,27 @@ export async function writeMetadata(p11: AsyncPkcs11, session: Pkcs11Session, ck
  * - a CKA_END_DATE → the metadata's exact expiry when it falls on that day, else the end of that day;
  * - createdAt only from metadata bound to this key (absent = unknown, e.g. keys made by other tools).
  */
-export async function readMetadata(p11: AsyncPkcs11, session: Pkcs11Session, ckaId: Buffer, spki: Uint8Array | undefined, dates: KeyDates, keyDates: boolean): Promise<KeyMetadata> {
-  const bound = ckaId.length > 0 && spki ? await boundMetadata(p11, session, ckaId, spki) : undefined;
+/**
+ * Metadata objects by CKA_APPLICATION, read once for a whole listing: a C_FindObjects per key walks
+ * every object of the token (SoftHSM), so listing N keys one find at a time costs N² (measured: 72 ms
+ * per find on a token of 3,000 objects).
+ */
+export type MetadataIndex = Map<string, Buffer[]>;
+
+export async function indexMetadata(p11: AsyncPkcs11, session: Pkcs11Session): Promise<MetadataIndex> {
+  const index: MetadataIndex = new Map();
+  for (const object of await findAll(p11, session, [{ type: CKA_CLASS, value: CKO_DATA }])) {
+    const application = await optionalAttribute(p11, session.handle, object, CKA_APPLICATION, (v) => v.toString('utf8'));
+    if (!application?.startsWith(METADATA_APPLICATION)) continue;
+    const list = index.get(application);
+    if (list) list.push(object);
+    else index.set(application, [object]);
+  }
+  return index;
+}
+
+export async function readMetadata(p11: AsyncPkcs11, session: Pkcs11Session, ckaId: Buffer, spki: Uint8Array | undefined, dates: KeyDates, keyDates: boolean, index?: MetadataIndex): Promise<KeyMetadata> {
+  const bound = ckaId.length > 0 && spki ? await boundMetadata(p11, session, ckaId, spki, index) : undefined;
   const out: KeyMetadata = {};
   if (bound?.createdAt && (!dates.start || sameDay(bound.createdAt, dates.start))) out.createdAt = bound.createdAt;
   if (bound?.labels) out.labels = bound.labels;
@@ -123,10 +142,11 @@ function sameDay(a: Date, day: Date): boolean {
   return ckDate(a).equals(ckDate(day));
 }
 
-async function boundMetadata(p11: AsyncPkcs11, session: Pkcs11Session, ckaId: Buffer, spki: Uint8Array): Promise<KeyMetadata | undefined> {
+async function boundMetadata(p11: AsyncPkcs11, session: Pkcs11Session, ckaId: Buffer, spki: Uint8Array, index?: MetadataIndex): Promise<KeyMetadata | undefined> {
   const fingerprint = fingerprintOf(spki);
   const candidates: KeyMetadata[] = [];
-  for (const object of await find(p11, session, metadataTemplate(ckaId), 8)) {
+  const objects = index ? (index.get(metadataApplication(ckaId)) ?? []).slice(0, 8) : await find(p11, session, metadataTemplate(ckaId), 8);
+  for (const object of objects) {
     const raw = await optionalAttribute(p11, session.handle, object, CKA_VALUE, (v) => v.toString('utf8'));
     const parsed = raw === undefined ? undefined : parse(raw);
     if (!parsed || parsed.ckaId !== ckaId.toString('hex') || parsed.publicKeySha256 !== fingerprint) continue;
