@@ -184,9 +184,8 @@ await hsm.close().catch(() => undefined);
 
 // ---------- 2. a pool of two tokens against one ----------
 const replicator = new Pkcs11Replicator(SOFTHSM_LIB);
-replicator.provisionGroupKek([token, tokenB].map((t) => ({ tokenLabel: t.label, soPin: t.soPin })));
-replicator.generateReplicated([token, tokenB].map((t) => ({ tokenLabel: t.label, pin: t.pin })), 'bench-pool-p256', 'ECDSA_P256');
-replicator.close();
+await replicator.provisionGroupKek([token, tokenB].map((t) => ({ tokenLabel: t.label, soPin: t.soPin, pin: t.pin })));
+await replicator.generateReplicated([token, tokenB].map((t) => ({ tokenLabel: t.label, pin: t.pin })), 'bench-pool-p256', 'ECDSA_P256');
 const a2 = new Pkcs11Backend({ libraryPath: SOFTHSM_LIB, tokenLabel: token.label, sessionPool: { minSessions: 2, maxSessions: concurrency } }, { pin: token.pin });
 const b2 = new Pkcs11Backend({ libraryPath: SOFTHSM_LIB, tokenLabel: tokenB.label, sessionPool: { minSessions: 2, maxSessions: concurrency } }, { pin: tokenB.pin });
 const one = new HsmPool({ members: [{ name: 'a', backend: a2 }], startHealthChecks: false });

@@ -52,13 +52,10 @@ async function openPool(): Promise<{ pool: HsmPool; backends: Pkcs11Backend[] }>
 
 describe('HsmPool over three p11-kit servers', () => {
   it('loses no signature when a member dies, sends it nothing while dead, uses it again after it returns, and shares load by weight', async () => {
+    // the SO ceremony first: no backend of this process is logged in on these tokens yet
     const replicator = new Pkcs11Replicator(SOFTHSM_LIB!);
-    try {
-      replicator.provisionGroupKek(tokens.map((t) => ({ tokenLabel: t.label, soPin: t.soPin })));
-      replicator.generateReplicated(tokens.map((t) => ({ tokenLabel: t.label, pin: t.pin })), 'pool-p256', 'ECDSA_P256');
-    } finally {
-      replicator.close();
-    }
+    await replicator.provisionGroupKek(tokens.map((t) => ({ tokenLabel: t.label, soPin: t.soPin, pin: t.pin })));
+    await replicator.generateReplicated(tokens.map((t) => ({ tokenLabel: t.label, pin: t.pin })), 'pool-p256', 'ECDSA_P256');
     const { pool, backends } = await openPool();
     try {
       expect((await pool.discover('pool-p256')).members).toEqual(['hsm0', 'hsm1', 'hsm2']);

@@ -1,77 +1,28 @@
 /**
- * Replication of a key across PKCS#11 tokens that have no clustering of their own, by wrap/unwrap
- * under a group key-encryption key (KEK).
+ * Replication of a key across PKCS#11 tokens that have no clustering of their own, built on
+ * @olocus/hsm-backend-pkcs11's public backup API: the group key-encryption key (KEK) is the
+ * backend's backup KEK (`createBackupKek` / `enrollBackupKek`), and a key is copied by
+ * `backend.backup.exportKey` (C_WrapKey, CKM_AES_KEY_WRAP_PAD) on the source and
+ * `backend.backup.importKey` (C_UnwrapKey, then a sign proof) on every other member.
  *
- * The private key is generated CKA_EXTRACTABLE with CKA_WRAP_WITH_TRUSTED: the token lets it leave
- * only wrapped under a key marked CKA_TRUSTED, and only the security officer can mark a key
- * trusted. Each member holds the same KEK, CKA_TRUSTED, non-extractable; the wrapped blob exists
- * only in this process's memory between C_WrapKey on the source and C_UnwrapKey on the others.
+ * The previous version drove pkcs11js itself and made the KEK a public AES key that could both wrap
+ * and unwrap: a session opened without any PIN could unwrap a stolen blob with it. The backend's
+ * ceremony keeps the trusted (public) half wrap-only and unwraps with a private half that needs
+ * the user's login; reusing it means one implementation of the templates and of that rule.
  *
- * This talks to the module through pkcs11js directly (not through @olocus/hsm-backend-pkcs11,
- * which keeps keys non-extractable and has no wrap API); the objects it makes follow that
- * backend's naming (CKA_ID = UTF-8 of the key id, CKA_LABEL = the id), so the backend finds them.
+ * backend-pkcs11 is an optional peer, loaded only when a replicator method runs, so the rest of
+ * this package works without the native module.
  */
-import { createRequire } from 'node:module';
-import { randomBytes } from 'node:crypto';
-import { HsmError, algorithmInfo, assertValidKeyId, type KeyAlgorithm } from '@olocus/hsm-core';
-import type { Attribute, PKCS11 } from 'pkcs11js';
+import { HsmError, assertValidKeyId, type KeyAlgorithm, type KeyUsage } from '@olocus/hsm-core';
+import type * as BackendPkcs11 from '@olocus/hsm-backend-pkcs11';
 
-const CKA_CLASS = 0x0;
-const CKA_TOKEN = 0x1;
-const CKA_PRIVATE = 0x2;
-const CKA_LABEL = 0x3;
-const CKA_VALUE = 0x11;
-const CKA_TRUSTED = 0x86;
-const CKA_KEY_TYPE = 0x100;
-const CKA_ID = 0x102;
-const CKA_SENSITIVE = 0x103;
-const CKA_ENCRYPT = 0x104;
-const CKA_DECRYPT = 0x105;
-const CKA_WRAP = 0x106;
-const CKA_UNWRAP = 0x107;
-const CKA_SIGN = 0x108;
-const CKA_SIGN_RECOVER = 0x109;
-const CKA_VERIFY = 0x10a;
-const CKA_VERIFY_RECOVER = 0x10b;
-const CKA_DERIVE = 0x10c;
-const CKA_MODULUS = 0x120;
-const CKA_MODULUS_BITS = 0x121;
-const CKA_PUBLIC_EXPONENT = 0x122;
-const CKA_EXTRACTABLE = 0x162;
-const CKA_MODIFIABLE = 0x170;
-const CKA_EC_PARAMS = 0x180;
-const CKA_EC_POINT = 0x181;
-const CKA_WRAP_WITH_TRUSTED = 0x210;
-const CKA_ALLOWED_MECHANISMS = 0x40000600;
-const CKO_PUBLIC_KEY = 2;
-const CKO_PRIVATE_KEY = 3;
-const CKO_SECRET_KEY = 4;
-const CKK_RSA = 0;
-const CKK_EC = 3;
-const CKK_AES = 0x1f;
-const CKK_EC_EDWARDS = 0x40;
-const CKM_RSA_PKCS_KEY_PAIR_GEN = 0x0;
-const CKM_EC_KEY_PAIR_GEN = 0x1040;
-const CKM_EC_EDWARDS_KEY_PAIR_GEN = 0x1055;
-const CKM_RSA_PKCS_PSS = 0x0d;
-const CKM_SHA256_RSA_PKCS_PSS = 0x43;
-const CKM_AES_KEY_WRAP_PAD = 0x210a;
-const CKF_OS_LOCKING_OK = 0x2;
-const CKF_RW_SESSION = 0x2;
-const CKF_SERIAL_SESSION = 0x4;
-const CKU_SO = 0;
-const CKU_USER = 1;
-const CKR_CRYPTOKI_ALREADY_INITIALIZED = 0x191;
-const CKR_USER_ALREADY_LOGGED_IN = 0x100;
-
-const EC_PARAMS: Record<string, string> = {
-  'P-256': '06082a8648ce3d030107',
-  'P-384': '06052b81040022',
-  'P-521': '06052b81040023',
-};
-const ED25519_PARAMS_OID = '06032b6570';
-
-export const DEFAULT_GROUP_KEK_LABEL = 'olocus-group-kek';
+/**
+ * The group KEK's label. It is backend-pkcs11's default `backupKekLabel` (DEFAULT_BACKUP_KEK_LABEL),
+ * so a member's backend with default options exports and imports under the group KEK. Tokens
+ * provisioned by the pkcs11js replicator (before this version) hold an unsafe KEK labelled
+ * `olocus-group-kek`: it is no longer used, and its SO should destroy it (see the README).
+ */
+export const DEFAULT_GROUP_KEK_LABEL = 'olocus-backup-kek';
 
 export interface ReplicaToken {
   /** Token label as C_GetTokenInfo reports it. */
@@ -82,8 +33,15 @@ export interface ReplicaToken {
 
 export interface KekToken {
   tokenLabel: string;
-  /** Security officer PIN: only the SO may mark a key CKA_TRUSTED. */
+  /** Security officer PIN: only the SO may make a key CKA_TRUSTED (the half that wraps). */
   soPin: string;
+  /**
+   * User PIN. The SO can only make public objects, and a public key that may unwrap is usable by a
+   * session with no login at all, so a member gets a second, private (CKA_PRIVATE) unwrap-only half
+   * of the KEK, which only its user can create and use. Not used for the first token, which holds
+   * the KEK's origin (wrap only).
+   */
+  pin: string;
 }
 
 export interface ReplicationResult {
@@ -93,243 +51,98 @@ export interface ReplicationResult {
   tokens: string[];
 }
 
-function ulongArray(values: number[]): Buffer {
-  const out = Buffer.alloc(values.length * 8);
-  for (const [i, v] of values.entries()) out.writeBigUInt64LE(BigInt(v), i * 8);
-  return out;
-}
+type BackendModule = typeof BackendPkcs11;
 
-function rvOf(error: unknown): number | undefined {
-  const code = (error as { code?: unknown })?.code;
-  return typeof code === 'number' ? code : undefined;
-}
-
-function replicationError(what: string, tokenLabel: string, error: unknown): HsmError {
-  const message = error instanceof Error ? error.message.split('\n')[0] : String(error);
-  return new HsmError('KeyGenerationFailed', `replication: ${what} on token '${tokenLabel}' failed (${message})`, { cause: error, details: { tokenLabel } });
+async function loadBackend(): Promise<BackendModule> {
+  try {
+    return await import('@olocus/hsm-backend-pkcs11');
+  } catch (cause) {
+    throw new HsmError('InitializationFailed', 'replication needs @olocus/hsm-backend-pkcs11 (and its native module pkcs11js); install it', { cause });
+  }
 }
 
 /**
  * Replicates keys among the tokens of one PKCS#11 module (one library path), as a test setup or
  * a deployment without vendor clustering would.
+ *
+ * PKCS#11 login state is per process and application: the SO ceremony (`provisionGroupKek`) cannot
+ * log in on a token where a backend of this process is logged in as user. Provision first, then
+ * open backends; `generateReplicated` opens and closes its own backends.
  */
 export class Pkcs11Replicator {
-  private p11: PKCS11 | undefined;
-  private initializedHere = false;
-
+  /** `kekLabel`: the group KEK's label; member backends must use it as `backupKekLabel` to export or import under it. */
   constructor(
     readonly libraryPath: string,
     readonly kekLabel: string = DEFAULT_GROUP_KEK_LABEL,
   ) {}
 
-  private module(): PKCS11 {
-    if (this.p11) return this.p11;
-    let binding: typeof import('pkcs11js');
-    try {
-      binding = createRequire(import.meta.url)('pkcs11js') as typeof import('pkcs11js');
-    } catch (cause) {
-      throw new HsmError('InitializationFailed', 'replication needs the native module pkcs11js; install it (pnpm add pkcs11js@2.1.7, native builds need npm_config_nodedir)', { cause });
-    }
-    const p11 = new binding.PKCS11();
-    p11.load(this.libraryPath);
-    try {
-      p11.C_Initialize({ flags: CKF_OS_LOCKING_OK });
-      this.initializedHere = true;
-    } catch (error) {
-      if (rvOf(error) !== CKR_CRYPTOKI_ALREADY_INITIALIZED) throw replicationError('C_Initialize', '(module)', error);
-    }
-    this.p11 = p11;
-    return p11;
-  }
+  /** Nothing to release: every method opens and closes what it uses. Kept for callers of the earlier API. */
+  close(): void {}
 
-  /** Finalizes the module when this replicator initialized it. */
-  close(): void {
-    if (this.p11 && this.initializedHere) this.p11.C_Finalize();
-    this.p11 = undefined;
-    this.initializedHere = false;
-  }
-
-  private withSession<R>(tokenLabel: string, userType: number, pin: string, fn: (p11: PKCS11, session: Buffer) => R): R {
-    const p11 = this.module();
-    const slot = p11.C_GetSlotList(true).find((s) => p11.C_GetTokenInfo(s).label.replace(/[\0 ]+$/, '') === tokenLabel);
-    if (!slot) throw new HsmError('TokenNotPresent', `replication: no token labelled '${tokenLabel}' in ${this.libraryPath}`, { details: { tokenLabel } });
-    const session = p11.C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION);
-    try {
-      try {
-        p11.C_Login(session, userType, pin);
-      } catch (error) {
-        if (rvOf(error) !== CKR_USER_ALREADY_LOGGED_IN) {
-          throw new HsmError('LoginFailed', `replication: login as ${userType === CKU_SO ? 'security officer' : 'user'} on token '${tokenLabel}' failed`, { details: { tokenLabel } });
-        }
-      }
-      return fn(p11, session);
-    } finally {
-      try {
-        p11.C_Logout(session);
-      } catch {
-        // already logged out with the last session
-      }
-      p11.C_CloseSession(session);
-    }
-  }
-
-  private findOne(p11: PKCS11, session: Buffer, template: Attribute[]): Buffer | undefined {
-    p11.C_FindObjectsInit(session, template);
-    try {
-      return p11.C_FindObjects(session, 1)[0];
-    } finally {
-      p11.C_FindObjectsFinal(session);
+  /**
+   * Puts one AES-256 group KEK on every token: generated on the first token by its SO
+   * (`createBackupKek`: never in clear outside a token), then moved to each other token by
+   * `enrollBackupKek` through an RSA-3072 OAEP transport. Each other token gets the trusted half
+   * (wrap only, so it can be a source) and, with its user PIN, the private unwrap-only half (so it
+   * can receive replicas). The first token gets the trusted half only: it can be a source, not a
+   * replica. A token that already holds a secret key under the label is refused (KeyAlreadyExists):
+   * a KEK is never replaced; add a member later with `enrollBackupKek` from any member.
+   */
+  async provisionGroupKek(tokens: readonly KekToken[]): Promise<void> {
+    if (tokens.length === 0) throw new HsmError('InvalidArgument', 'provisionGroupKek needs at least one token', { details: { field: 'tokens' } });
+    const { createBackupKek, enrollBackupKek } = await loadBackend();
+    const [origin, ...members] = tokens as [KekToken, ...KekToken[]];
+    await createBackupKek({ libraryPath: this.libraryPath, tokenLabel: origin.tokenLabel, soPin: origin.soPin, label: this.kekLabel });
+    for (const member of members) {
+      await enrollBackupKek({
+        libraryPath: this.libraryPath,
+        from: { tokenLabel: origin.tokenLabel, soPin: origin.soPin },
+        to: { tokenLabel: member.tokenLabel, soPin: member.soPin, userPin: member.pin },
+        label: this.kekLabel,
+      });
     }
   }
 
   /**
-   * Puts the same AES-256 group KEK, CKA_TRUSTED and never extractable, on every token. The key
-   * value is drawn here, imported, and wiped: the one moment it exists outside a token is this
-   * ceremony (vendors do the same by cloning, see the README). A token that already holds a KEK
-   * under the label is left alone.
+   * Generates `keyId` on the first token with `backup: true` (extractable only wrapped under a
+   * trusted key), exports it under the group KEK and imports it on the others (each import proves
+   * the pair by a signature). Objects are the backend's own (CKA_ID = UTF-8 of the id, CKA_LABEL =
+   * the id), so each member's backend finds the key. On any failure the copies made so far and the
+   * generated key are destroyed (the key was never used), and the error is the backend's: e.g.
+   * KeyUsageNotAllowed with `details.reason: 'token-cannot-wrap-key-type'` for Ed25519 on SoftHSM
+   * 2.6.1 (C_WrapKey answers CKR_KEY_NOT_WRAPPABLE).
    */
-  provisionGroupKek(tokens: readonly KekToken[]): void {
-    const value = randomBytes(32);
-    try {
-      for (const token of tokens) {
-        this.withSession(token.tokenLabel, CKU_SO, token.soPin, (p11, session) => {
-          if (this.findOne(p11, session, [{ type: CKA_CLASS, value: CKO_SECRET_KEY }, { type: CKA_LABEL, value: this.kekLabel }])) return;
-          try {
-            p11.C_CreateObject(session, [
-              { type: CKA_CLASS, value: CKO_SECRET_KEY },
-              { type: CKA_KEY_TYPE, value: CKK_AES },
-              { type: CKA_TOKEN, value: true },
-              // the SO can only create public objects; CKA_SENSITIVE keeps the value unreadable
-              { type: CKA_PRIVATE, value: false },
-              { type: CKA_LABEL, value: this.kekLabel },
-              { type: CKA_ID, value: Buffer.from(this.kekLabel) },
-              { type: CKA_VALUE, value },
-              { type: CKA_TRUSTED, value: true },
-              { type: CKA_SENSITIVE, value: true },
-              { type: CKA_EXTRACTABLE, value: false },
-              { type: CKA_WRAP, value: true },
-              { type: CKA_UNWRAP, value: true },
-              { type: CKA_ENCRYPT, value: false },
-              { type: CKA_DECRYPT, value: false },
-              { type: CKA_MODIFIABLE, value: false },
-            ]);
-          } catch (error) {
-            throw replicationError('creating the group KEK', token.tokenLabel, error);
-          }
-        });
-      }
-    } finally {
-      value.fill(0);
-    }
-  }
-
-  /**
-   * Generates `keyId` on the first token (extractable only under a trusted key) and copies it to
-   * the others by C_WrapKey / C_UnwrapKey under the group KEK. The public key is copied as is.
-   */
-  generateReplicated(tokens: readonly ReplicaToken[], keyId: string, algorithm: KeyAlgorithm, usages: readonly ('sign' | 'verify')[] = ['sign', 'verify']): ReplicationResult {
+  async generateReplicated(tokens: readonly ReplicaToken[], keyId: string, algorithm: KeyAlgorithm, usages: readonly ('sign' | 'verify')[] = ['sign', 'verify']): Promise<ReplicationResult> {
     assertValidKeyId(keyId, 'keyId');
     if (tokens.length === 0) throw new HsmError('InvalidArgument', 'replication needs at least one token', { details: { field: 'tokens' } });
-    const info = algorithmInfo(algorithm);
-    const keyType = info.family === 'RSA' ? CKK_RSA : info.family === 'ECDSA' ? CKK_EC : CKK_EC_EDWARDS;
-    const ckaId = Buffer.from(keyId, 'utf8');
-    const common: Attribute[] = [
-      { type: CKA_TOKEN, value: true },
-      { type: CKA_ID, value: ckaId },
-      { type: CKA_LABEL, value: keyId },
-      { type: CKA_MODIFIABLE, value: false },
-    ];
-    const publicBase: Attribute[] = [
-      { type: CKA_CLASS, value: CKO_PUBLIC_KEY },
-      { type: CKA_KEY_TYPE, value: keyType },
-      ...common,
-      { type: CKA_PRIVATE, value: false },
-      { type: CKA_VERIFY, value: usages.includes('verify') },
-      { type: CKA_ENCRYPT, value: false },
-      { type: CKA_WRAP, value: false },
-      { type: CKA_VERIFY_RECOVER, value: false },
-    ];
-    const privateTemplate: Attribute[] = [
-      { type: CKA_CLASS, value: CKO_PRIVATE_KEY },
-      { type: CKA_KEY_TYPE, value: keyType },
-      ...common,
-      { type: CKA_PRIVATE, value: true },
-      { type: CKA_SENSITIVE, value: true },
-      // may leave the token, but only wrapped under a CKA_TRUSTED key
-      { type: CKA_EXTRACTABLE, value: true },
-      { type: CKA_WRAP_WITH_TRUSTED, value: true },
-      { type: CKA_SIGN, value: usages.includes('sign') },
-      { type: CKA_DECRYPT, value: false },
-      { type: CKA_UNWRAP, value: false },
-      { type: CKA_DERIVE, value: false },
-      { type: CKA_SIGN_RECOVER, value: false },
-    ];
-    if (info.family === 'RSA' && info.padding === 'PSS') privateTemplate.push({ type: CKA_ALLOWED_MECHANISMS, value: ulongArray([CKM_RSA_PKCS_PSS, CKM_SHA256_RSA_PKCS_PSS]) });
-
-    const [source, ...replicas] = tokens as [ReplicaToken, ...ReplicaToken[]];
-    let wrapped: Buffer | undefined;
-    let publicAttributes: Attribute[] = [];
+    const { Pkcs11Backend } = await loadBackend();
+    const backends = tokens.map((t) => new Pkcs11Backend({ libraryPath: this.libraryPath, tokenLabel: t.tokenLabel, backupKekLabel: this.kekLabel }, { pin: t.pin }));
+    const holders: BackendPkcs11.Pkcs11Backend[] = [];
     try {
-      this.withSession(source.tokenLabel, CKU_USER, source.pin, (p11, session) => {
-        const kek = this.kek(p11, session, source.tokenLabel);
-        const publicTemplate = [...publicBase];
-        let mechanism: number;
-        if (info.family === 'RSA') {
-          mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
-          publicTemplate.push({ type: CKA_MODULUS_BITS, value: info.modulusBits! }, { type: CKA_PUBLIC_EXPONENT, value: Buffer.from([1, 0, 1]) });
-        } else if (info.family === 'ECDSA') {
-          mechanism = CKM_EC_KEY_PAIR_GEN;
-          publicTemplate.push({ type: CKA_EC_PARAMS, value: Buffer.from(EC_PARAMS[info.curve!]!, 'hex') });
-        } else {
-          mechanism = CKM_EC_EDWARDS_KEY_PAIR_GEN;
-          publicTemplate.push({ type: CKA_EC_PARAMS, value: Buffer.from(ED25519_PARAMS_OID, 'hex') });
-        }
-        let pair: { publicKey: Buffer; privateKey: Buffer };
-        try {
-          pair = p11.C_GenerateKeyPair(session, { mechanism }, publicTemplate, privateTemplate);
-        } catch (error) {
-          throw replicationError(`generating ${keyId}`, source.tokenLabel, error);
-        }
-        const wanted = info.family === 'RSA' ? [{ type: CKA_MODULUS }, { type: CKA_PUBLIC_EXPONENT }] : [{ type: CKA_EC_PARAMS }, { type: CKA_EC_POINT }];
-        publicAttributes = p11.C_GetAttributeValue(session, pair.publicKey, wanted).map((a) => ({ type: a.type, value: a.value as Buffer }));
-        try {
-          wrapped = p11.C_WrapKey(session, { mechanism: CKM_AES_KEY_WRAP_PAD }, kek, pair.privateKey, Buffer.alloc(8192));
-        } catch (error) {
-          throw replicationError(`wrapping ${keyId} under the group KEK`, source.tokenLabel, error);
-        }
-      });
-      for (const replica of replicas) {
-        this.withSession(replica.tokenLabel, CKU_USER, replica.pin, (p11, session) => {
-          const kek = this.kek(p11, session, replica.tokenLabel);
+      for (const backend of backends) await backend.initialize();
+      const [source, ...replicas] = backends as [BackendPkcs11.Pkcs11Backend, ...BackendPkcs11.Pkcs11Backend[]];
+      try {
+        await source.generateKeyPair({ id: keyId, algorithm, usages: [...usages] as KeyUsage[], backup: true });
+        holders.push(source);
+        if (replicas.length > 0) {
+          const exported = await source.backup.exportKey(keyId);
           try {
-            // SoftHSM refuses CKA_MODIFIABLE in an unwrap template (CKR_ATTRIBUTE_READ_ONLY); a copy
-            // may turn it off, so the replica ends up as unmodifiable as the source
-            const unwrapped = p11.C_UnwrapKey(session, { mechanism: CKM_AES_KEY_WRAP_PAD }, kek, wrapped!, privateTemplate.filter((a) => a.type !== CKA_MODIFIABLE));
-            p11.C_CopyObject(session, unwrapped, [{ type: CKA_MODIFIABLE, value: false }]);
-            p11.C_DestroyObject(session, unwrapped);
-            p11.C_CreateObject(session, [...publicBase, ...publicAttributes]);
-          } catch (error) {
-            throw replicationError(`unwrapping ${keyId}`, replica.tokenLabel, error);
+            for (const replica of replicas) {
+              await replica.backup.importKey(exported);
+              holders.push(replica);
+            }
+          } finally {
+            exported.blob?.fill(0);
           }
-        });
+        }
+      } catch (error) {
+        // a half-replicated key would sign on some members only; it was never used, so it goes
+        for (const holder of holders.reverse()) await holder.destroyKey(keyId).catch(() => undefined);
+        throw error;
       }
     } finally {
-      wrapped?.fill(0);
+      for (const backend of backends) await backend.close().catch(() => undefined);
     }
     return { keyId, algorithm, tokens: tokens.map((t) => t.tokenLabel) };
-  }
-
-  private kek(p11: PKCS11, session: Buffer, tokenLabel: string): Buffer {
-    const kek = this.findOne(p11, session, [
-      { type: CKA_CLASS, value: CKO_SECRET_KEY },
-      { type: CKA_LABEL, value: this.kekLabel },
-      { type: CKA_TRUSTED, value: true },
-    ]);
-    if (!kek) {
-      throw new HsmError('KeyNotFound', `replication: token '${tokenLabel}' has no trusted group KEK labelled '${this.kekLabel}'; provision it with provisionGroupKek (needs the SO PIN)`, {
-        details: { tokenLabel },
-      });
-    }
-    return kek;
   }
 }
