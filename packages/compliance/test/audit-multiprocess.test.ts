@@ -39,10 +39,12 @@ describe.each(['sqlite', 'sqlite-thread', 'postgres'] as const)('two processes a
   it('produce one chain, seqs 1..N, no fork', async () => {
     const { storage } = await storageFor(kind, 'mp');
     const count = 1000;
-    const children = [child({ storage, logName: 'shared', origin: 'proc-a', count }), child({ storage, logName: 'shared', origin: 'proc-b', count })];
-    await Promise.all(children.map((c) => c.started));
-    for (const c of children) c.go();
-    const [a, b] = await Promise.all(children.map((c) => c.done));
+    const first = child({ storage, logName: 'shared', origin: 'proc-a', count });
+    const second = child({ storage, logName: 'shared', origin: 'proc-b', count });
+    await Promise.all([first.started, second.started]);
+    first.go();
+    second.go();
+    const [a, b] = await Promise.all([first.done, second.done]);
     expect(a.seqs).toHaveLength(count);
     expect(b.seqs).toHaveLength(count);
     const mine = new Set([...a.seqs, ...b.seqs]);
