@@ -58,7 +58,8 @@ export async function verifyBundle(file: string, options: VerifyBundleOptions): 
     text = await readFile(file, 'utf8');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new HsmError(code === 'ENOENT' ? 'InvalidArgument' : 'DeviceUnavailable', `backup bundle: cannot read ${file} (${code ?? (error as Error).message})`, { cause: error, details: { part: 'file' } });
+    // not a bundle that fails verification: there is no bundle to judge
+    throw new HsmError(code === 'ENOENT' ? 'InvalidArgument' : 'DeviceUnavailable', `backup bundle: cannot read ${file} (${code ?? (error as Error).message})`, { cause: error, details: { field: 'file' } });
   }
   return verifyBundleText(text, options);
 }

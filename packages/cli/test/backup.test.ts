@@ -94,6 +94,12 @@ describe('backup create and verify', () => {
     expect(oneLineError(await src.run(['backup', 'create', '--out', join(dir, 'x.olb')]), 'UsageError')).toContain('--keys');
     expect(oneLineError(await src.run(['backup', 'create', '--out', join(dir, 'x.olb'), '--all', '--keys', 'app']), 'UsageError')).toContain('not both');
     expect(oneLineError(await src.run(['backup', 'verify', bundle, '--signer', 'nope']), 'InvalidArgument')).toContain('--signer');
+    expect(oneLineError(await src.run(['backup', 'verify', join(dir, 'missing.olb')]), 'FileNotFound')).toContain('missing.olb');
+    // a file cut short (what a non-atomic writer killed half way would leave) is invalid, naming the file
+    const cut = join(dir, 'out', 'cut.olb');
+    await writeFile(cut, (await readFile(bundle)).subarray(0, 2000));
+    const c = await src.json<{ ok: boolean; part: string }>(['backup', 'verify', cut], 1);
+    expect(c).toMatchObject({ ok: false, part: 'file' });
     // the passphrase never appears in the bundle
     expect(await readFile(bundle, 'utf8')).not.toContain(env['OLOCUS_HSM_PASSPHRASE']!);
   });

@@ -17,7 +17,7 @@ import {
   type RestoreResult,
   type VerifiedBundle,
 } from '@olocus/hsm-backup';
-import { CliError, EXIT_NEGATIVE } from '../errors.js';
+import { CliError, EXIT_NEGATIVE, fileError } from '../errors.js';
 import { loadConfig, locateConfig, type LoadedConfig } from '../config.js';
 import { auditOf, openManager } from '../manager.js';
 import { actorOf, withRotation } from '../rotation.js';
@@ -222,8 +222,19 @@ function summary(v: VerifiedBundle): Record<string, unknown> {
   };
 }
 
+/** The bundle argument names a readable file (a missing one is an error, not an invalid bundle). */
+async function bundleArgument(ctx: CliContext, given: string): Promise<string> {
+  const file = resolve(ctx.cwd, given);
+  const { stat } = await import('node:fs/promises');
+  const info = await stat(file).catch((cause: unknown) => {
+    throw fileError('FILE', file, cause);
+  });
+  if (info.isDirectory()) throw new CliError('InvalidArgument', `FILE: ${file} is a directory, not a backup bundle`);
+  return file;
+}
+
 export async function verify(ctx: CliContext, opts: { file: string; signer?: string }): Promise<void> {
-  const file = resolve(ctx.cwd, opts.file);
+  const file = await bundleArgument(ctx, opts.file);
   await withOptionalInstallation(ctx, async (inst) => {
     if (!inst && opts.signer === undefined) {
       throw new CliError('ConfigNotFound', 'no installation config found to learn the backup signer from: give --signer sha256:<hex> (as backup create printed it), or --config');
@@ -252,7 +263,7 @@ export async function verify(ctx: CliContext, opts: { file: string; signer?: str
 }
 
 export async function restore(ctx: CliContext, opts: { file: string; into: string; dryRun?: boolean; signer?: string; actor?: string }): Promise<void> {
-  const file = resolve(ctx.cwd, opts.file);
+  const file = await bundleArgument(ctx, opts.file);
   const actor = actorOf(ctx, opts.actor);
   const target = withConfig(ctx, opts.into);
   await withRotation(target, async ({ loaded, manager, rot }) => {
@@ -345,7 +356,7 @@ async function openScratch(ctx: CliContext, opts: { scratchConfig?: string }, in
 }
 
 export async function drill(ctx: CliContext, opts: { file: string; scratchConfig?: string; signer?: string; actor?: string }): Promise<void> {
-  const file = resolve(ctx.cwd, opts.file);
+  const file = await bundleArgument(ctx, opts.file);
   const actor = actorOf(ctx, opts.actor);
   await withOptionalInstallation(ctx, async (inst) => {
     if (!inst && opts.signer === undefined) throw new CliError('ConfigNotFound', 'no installation config found to learn the backup signer from: give --signer sha256:<hex>, or --config');
