@@ -68,7 +68,7 @@ export interface KeyPart {
 }
 
 /** A registry row exactly as the rotation store holds it. */
-export type Row = Record<string, string | number | null>;
+export type Row = Record<string, string | number | boolean | null>;
 
 /** One logical key of the rotation registry. */
 export interface RegistryPart {

@@ -10,7 +10,7 @@ import type { RegistryPart, Row } from './format.js';
 
 function plain(row: object): Row {
   const out: Row = {};
-  for (const [k, v] of Object.entries(row)) out[k] = v === undefined ? null : typeof v === 'bigint' ? Number(v) : (v as string | number | null);
+  for (const [k, v] of Object.entries(row)) out[k] = v === undefined ? null : typeof v === 'bigint' ? Number(v) : (v as string | number | boolean | null);
   return out;
 }
 
@@ -19,13 +19,9 @@ export async function readRegistryRows(registry: KeyRegistry, baseKeyId: string)
   const logical = await db.selectFrom('logical_keys').selectAll().where('base_key_id', '=', baseKeyId).executeTakeFirst();
   if (!logical) throw new Error(`logical key ${baseKeyId} vanished while it was read`);
   const versions = await db.selectFrom('key_versions').selectAll().where('base_key_id', '=', baseKeyId).orderBy('version').execute();
-  const history = await db
-    .selectFrom('key_state_history')
-    .select(['key_id', 'base_key_id', 'version', 'from_state', 'to_state', 'at', 'actor', 'reason'])
-    .where('base_key_id', '=', baseKeyId)
-    .orderBy('id')
-    .execute();
-  return { baseKeyId, logicalKey: plain(logical), versions: versions.map(plain), history: history.map(plain) };
+  const history = await db.selectFrom('key_state_history').selectAll().where('base_key_id', '=', baseKeyId).orderBy('id').execute();
+  // the store's own row ids are not part of a key's history (the target allocates its own)
+  return { baseKeyId, logicalKey: plain(logical), versions: versions.map(plain), history: history.map(({ id: _id, ...h }) => plain(h)) };
 }
 
 /** The target registry's rows of a logical key, or undefined when it has none. */
@@ -40,67 +36,21 @@ export async function existingRows(registry: KeyRegistry, baseKeyId: string): Pr
  * `refs` gives the backend reference each restored version now has.
  */
 export async function insertRegistryRows(registry: KeyRegistry, part: RegistryPart, refs: Map<string, { ref: string; backend: string }>): Promise<void> {
+  // Rows go back column for column, whatever columns the store has (a later migration's column,
+  // e.g. logical_keys.backup, comes back as it was); only the backend reference of a version is the
+  // restored key's. The history's own ids are the target store's to allocate.
   await registry.store.tx(async (trx) => {
-    const l = part.logicalKey;
-    await trx
-      .insertInto('logical_keys')
-      .values({
-        base_key_id: String(l['base_key_id']),
-        algorithm: String(l['algorithm']),
-        usages: String(l['usages']),
-        backend: String(l['backend']),
-        rotation_interval_ms: l['rotation_interval_ms'] === null ? null : Number(l['rotation_interval_ms']),
-        last_version: Number(l['last_version']),
-        created_at: Number(l['created_at']),
-        created_by: String(l['created_by']),
-      })
-      .execute();
+    await trx.insertInto('logical_keys').values(part.logicalKey as never).execute();
     for (const v of part.versions) {
-      const keyId = String(v['key_id']);
-      const ref = refs.get(keyId);
-      const num = (k: string): number | null => (v[k] === null || v[k] === undefined ? null : Number(v[k]));
-      const str = (k: string): string | null => (v[k] === null || v[k] === undefined ? null : String(v[k]));
+      const ref = refs.get(String(v['key_id']));
       await trx
         .insertInto('key_versions')
-        .values({
-          key_id: keyId,
-          base_key_id: String(v['base_key_id']),
-          version: Number(v['version']),
-          backend: ref?.backend ?? String(v['backend']),
-          key_ref: ref?.ref ?? String(v['key_ref']),
-          algorithm: String(v['algorithm']),
-          usages: String(v['usages']),
-          state: String(v['state']),
-          created_at: Number(v['created_at']),
-          activated_at: num('activated_at'),
-          deactivated_at: num('deactivated_at'),
-          expires_at: num('expires_at'),
-          state_changed_at: Number(v['state_changed_at']),
-          overlap_until: num('overlap_until'),
-          destroy_after: num('destroy_after'),
-          pre_destruction_state: str('pre_destruction_state'),
-          revoked_at: num('revoked_at'),
-          predecessor_version: num('predecessor_version'),
-          successor_version: num('successor_version'),
-          usage_count: Number(v['usage_count'] ?? 0),
-          last_used_at: num('last_used_at'),
-        })
+        .values({ ...v, ...(ref ? { key_ref: ref.ref, backend: ref.backend } : {}) } as never)
         .execute();
     }
     for (const h of part.history) {
-      await trx
-        .insertInto('key_state_history')
-        .values({
-          key_id: String(h['key_id']),
-          base_key_id: String(h['base_key_id']),
-          version: Number(h['version']),
-          from_state: h['from_state'] === null ? null : String(h['from_state']),
-          to_state: String(h['to_state']),
-          at: Number(h['at']),
-          actor: String(h['actor']),
-          reason: String(h['reason']),
-        })
-        .execute();
+      const { id: _id, ...row } = h;
+      await trx.insertInto('key_state_history').values(row as never).execute();
     }
   });
   registry.invalidate(part.baseKeyId);

@@ -53,7 +53,7 @@ beforeAll(async () => {
   await enrollBackupKek({ libraryPath: SOFTHSM_LIB, from: so(B), to: so(A) });
   const backend = backendOn(A);
   await backend.initialize();
-  const rot = await openRotation({ storage: { kind: 'sqlite', path: join(work, 'rotation-a.db') }, backend: withBackupByDefault(backend), startScheduler: false, reconcile: false });
+  const rot = await openRotation({ storage: { kind: 'sqlite', path: join(work, 'rotation-a.db') }, backend, startScheduler: false, reconcile: false });
   const audit = await openAuditLog({
     storage: { kind: 'sqlite', path: join(work, 'audit-a.db') },
     logName: 'p11',
@@ -61,12 +61,13 @@ beforeAll(async () => {
   });
   try {
     const m = rot.manager;
-    await m.createKey('pay.sign', 'ECDSA_P256', { actor: 'alice' });
+    await m.createKey('pay.sign', 'ECDSA_P256', { actor: 'alice', backup: true });
     await m.rotateKey('pay.sign', ctx);
-    await m.createKey('pay.rsa', 'RSA_2048', { actor: 'alice' });
+    await m.createKey('pay.rsa', 'RSA_2048', { actor: 'alice', backup: true });
     await m.rotateKey('pay.rsa', ctx);
     await m.revokeKey('pay.rsa.v2', ctx);
-    await backend.generateKeyPair({ id: 'plain-384', algorithm: 'ECDSA_P384', backup: true });
+    // a plain key made through the backup-by-default view
+    await withBackupByDefault(backend).generateKeyPair({ id: 'plain-384', algorithm: 'ECDSA_P384' });
     await backend.generateKeyPair({ id: 'hsm-only', algorithm: 'ECDSA_P256' });
     await audit.append({ type: 'admin.action', actor: 'alice', outcome: 'success', details: { action: 'setup' } });
     for (const id of ['pay.sign.v1', 'pay.sign.v2', 'pay.rsa.v1', 'pay.rsa.v2', 'plain-384']) {
@@ -120,6 +121,10 @@ describe('PKCS#11 round trip (SoftHSM, wrapped under the backup KEK)', () => {
       expect(v2.keyRef).toBe((await backend.getKey('pay.sign.v2')).ref);
       const again = await restoreBundle(bundle, { trustedSigners: [signer], backend, registry: rot.registry });
       expect(new Set(again.keys.map((k) => k.action))).toEqual(new Set(['already-present']));
+      // the logical key's backup flag came back with its row: a version made after the restore is exportable too
+      const rotated = await rot.manager.rotateKey('pay.sign', ctx);
+      expect(rotated.current.version).toBe(3);
+      expect((await backend.backup.exportKey('pay.sign.v3')).method).toBe('wrapped');
     } finally {
       await rot.close();
       await backend.close();
