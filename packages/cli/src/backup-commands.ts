@@ -59,4 +59,31 @@ export function registerBackupCommands(program: Command, run: Runner): void {
     .option('--signer <fingerprint>', SIGNER_HELP)
     .option('--actor <name>', 'who runs the drill (audit log)')
     .action(positional('file', run(async () => (await load()).drill)));
+  // the security officer's ceremony (PKCS#11): PINs only from the environment or files, never argv
+  const kekLoad = async () => import('./commands/backup-kek.js');
+  const kek = backup.command('kek').description("the backup key-encryption key (PKCS#11): made on the backup token, enrolled on the tokens that export or restore keys (security officer)").helpCommand(false);
+  kek
+    .command('create')
+    .description('generate the AES-256 backup KEK on a token, by its security officer (trusted, wraps only; never leaves a token in clear)')
+    .requiredOption('--token <label>', 'the backup token')
+    .option('--module <path>', "the PKCS#11 library (default: the config's pkcs11 libraryPath)")
+    .option('--label <label>', 'the KEK label (default: olocus-backup-kek, what backends look for)')
+    .option('--so-pin-env <var>', "the environment variable holding the token's SO PIN")
+    .option('--so-pin-file <file>', "a file holding the token's SO PIN")
+    .action(run(async () => (await kekLoad()).kekCreate));
+  kek
+    .command('enroll')
+    .description('carry the KEK to another token over an RSA-OAEP transport made for the occasion (never in clear); with --to-pin the token may restore keys, with --export-only nothing on it may unwrap')
+    .requiredOption('--from <label>', 'the token that holds the KEK (the backup token)')
+    .requiredOption('--to <label>', 'the token that receives it')
+    .option('--module <path>', "the PKCS#11 library (default: the config's pkcs11 libraryPath)")
+    .option('--label <label>', 'the KEK label (default: olocus-backup-kek)')
+    .option('--from-so-pin-env <var>', 'SO PIN of --from, from this environment variable')
+    .option('--from-so-pin-file <file>', 'SO PIN of --from, from this file')
+    .option('--to-so-pin-env <var>', 'SO PIN of --to, from this environment variable')
+    .option('--to-so-pin-file <file>', 'SO PIN of --to, from this file')
+    .option('--to-pin-env <var>', "user PIN of --to (its user makes the KEK's private unwrap-only half), from this environment variable")
+    .option('--to-pin-file <file>', 'user PIN of --to, from this file')
+    .option('--export-only', 'nothing on --to may unwrap: a token that only exports keys (the safest production setup)')
+    .action(run(async () => (await kekLoad()).kekEnroll));
 }

@@ -123,6 +123,7 @@ export function buildProgram(state: RunState = {}): Command {
     .requiredOption('--id <id>', 'key id: letters, digits, . _ - :')
     .requiredOption('--algorithm <alg>', 'Ed25519, ECDSA_P256, ECDSA_P384, ECDSA_P521, RSA_2048, RSA_3072, RSA_4096, RSA_PSS_2048, RSA_PSS_3072, RSA_PSS_4096')
     .option('--no-rotation', 'a plain backend key named <id>, not registered for rotation')
+    .option('--backup', 'backup-eligible: every version can be exported by "backup create" (PKCS#11: extractable only wrapped under the trusted backup KEK); decided at creation')
     .option('--rotation-interval <duration>', 'rotate on a schedule (e.g. 90d; run by "rotation run"); default: the policy\'s')
     .option('--reason <text>', 'recorded in the key history (default: "create logical key <id>")')
     .option('--actor <name>', 'who makes the change (default: the OS user)')

@@ -65,6 +65,8 @@ export interface CreateOptions {
   actor?: string;
   reason?: string;
   rotationInterval?: string;
+  /** --backup: every version is generated backup-eligible (KeySpec.backup). */
+  backup?: boolean;
 }
 
 /** A logical key's version as printed by `keys create/show/list --json`: `id` is the name to use (the logical key). */
@@ -135,7 +137,7 @@ export async function create(ctx: CliContext, opts: CreateOptions): Promise<void
     await withManagerAndRegistry(ctx, async (manager, rot) => {
       if (rot && (await rot.registry.hasLogicalKey(opts.id))) throw new CliError('KeyAlreadyExists', `--id ${opts.id} is already a logical key; choose another --id`);
       await refuseVersionShapedId(rot, opts.id);
-      const handle = await manager.generateKey({ id: opts.id, algorithm });
+      const handle = await manager.generateKey({ id: opts.id, algorithm, ...(opts.backup ? { backup: true } : {}) });
       if (ctx.json) return ctx.printJson({ key: handleJson(handle) });
       ctx.print(`created ${handle.id} (${handle.algorithm}) ref ${handle.ref} (backend key, not registered for rotation)`);
     });
@@ -161,6 +163,7 @@ export async function create(ctx: CliContext, opts: CreateOptions): Promise<void
         actor,
         ...(opts.reason !== undefined ? { reason: opts.reason } : {}),
         ...(opts.rotationInterval !== undefined ? { rotationInterval: opts.rotationInterval } : {}),
+        ...(opts.backup ? { backup: true } : {}),
       });
     } catch (error) {
       await reportIncompleteCreation(ctx, rot, opts.id);
