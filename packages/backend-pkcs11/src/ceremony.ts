@@ -74,8 +74,8 @@ export interface SoToken {
   soPin: string;
   /**
    * The token's user PIN, for `enrollBackupKek`'s target: with it the target also gets the KEK's
-   * private, unwrap-only half, and its public trusted half cannot unwrap. Without it (deprecated)
-   * the trusted half may unwrap, and anyone who can open a session on the token can use it.
+   * private, unwrap-only half, and its public trusted half cannot unwrap. Required unless `unwrap`
+   * is false: a public half that may unwrap would let any session, without a PIN, use it.
    */
   userPin?: string;
   /**
@@ -405,6 +405,13 @@ export async function enrollBackupKek(options: EnrollBackupKekOptions): Promise<
   const toPath = options.to.libraryPath ?? options.libraryPath;
   if (fromPath === toPath && options.from.tokenLabel === options.to.tokenLabel) {
     throw new HsmError('InvalidArgument', `enrollBackupKek: from and to are the same token ('${options.to.tokenLabel}')`, { details: { field: 'to.tokenLabel' } });
+  }
+  // a token that may unwrap gets the private half only: a public KEK that may unwrap lets any
+  // session, without a PIN, turn a stolen blob into a readable key (shown on SoftHSM 2.6.1)
+  if (options.to.unwrap !== false && options.to.userPin === undefined) {
+    throw new HsmError('InvalidArgument', `enrollBackupKek: to.userPin is required for '${options.to.tokenLabel}' to restore keys (its user makes the KEK's private unwrap-only half); a token that only exports: to.unwrap false`, {
+      details: { field: 'to.userPin' },
+    });
   }
   const fromMod = acquireModule(fromPath);
   const toMod = acquireModule(toPath); // the same module object when the paths are: one reference each

@@ -154,7 +154,9 @@ describe('backup and verified restore (SoftHSM, KEK ceremony)', () => {
     expect(enrolled.unwrapWith).toBe('none');
     // SoftHSM 2.6.1 refuses OAEP with SHA-256 (CKR_ARGUMENTS_BAD): the ceremony says it used SHA-1
     expect(enrolled.transport).toEqual({ mechanism: 'CKM_RSA_PKCS_OAEP', hash: 'SHA-1', modulusBits: 3072, sha256Refused: 'CKR_ARGUMENTS_BAD' });
-    await expectHsmError(enrollBackupKek({ libraryPath: SOFTHSM_LIB, from: so(backupToken), to: so(production) }), 'KeyAlreadyExists');
+    await expectHsmError(enrollBackupKek({ libraryPath: SOFTHSM_LIB, from: so(backupToken), to: { ...so(production), unwrap: false } }), 'KeyAlreadyExists');
+    // a token that may unwrap needs its user PIN (the private half): the public-half unwrap is never made
+    await expectHsmError(enrollBackupKek({ libraryPath: SOFTHSM_LIB, from: so(backupToken), to: so(production) }), 'InvalidArgument');
 
     // pkcs11-tool sees one KEK on each token, and no transport key left behind
     for (const token of [backupToken, production]) {

@@ -55,7 +55,8 @@ const A = initToken('bench-prod');
 const C = initToken('bench-restore');
 const D = initToken('bench-raw');
 await createBackupKek({ libraryPath: LIB, ...so(B) });
-for (const t of [A, C, D]) await enrollBackupKek({ libraryPath: LIB, from: so(B), to: so(t) });
+await enrollBackupKek({ libraryPath: LIB, from: so(B), to: { ...so(A), unwrap: false } }); // production exports only
+for (const t of [C, D]) await enrollBackupKek({ libraryPath: LIB, from: so(B), to: { ...so(t), userPin: t.pin } });
 
 const a = backendOn(A);
 await a.initialize();

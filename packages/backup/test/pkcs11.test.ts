@@ -50,7 +50,7 @@ function opensslVerifies(algorithm: KeyAlgorithm, spki: Uint8Array, message: Buf
 
 beforeAll(async () => {
   await createBackupKek({ libraryPath: SOFTHSM_LIB, ...so(B) });
-  await enrollBackupKek({ libraryPath: SOFTHSM_LIB, from: so(B), to: so(A) });
+  await enrollBackupKek({ libraryPath: SOFTHSM_LIB, from: so(B), to: { ...so(A), unwrap: false } }); // production exports only
   const backend = backendOn(A);
   await backend.initialize();
   const rot = await openRotation({ storage: { kind: 'sqlite', path: join(work, 'rotation-a.db') }, backend, startScheduler: false, reconcile: false });
@@ -101,7 +101,7 @@ describe('PKCS#11 round trip (SoftHSM, wrapped under the backup KEK)', () => {
 
   it('restores on a fresh token that received the KEK: states kept, every key signs, OpenSSL verifies with the pre-backup public keys', async () => {
     const C = createToken('bb-fresh');
-    await enrollBackupKek({ libraryPath: SOFTHSM_LIB, from: so(B), to: so(C) });
+    await enrollBackupKek({ libraryPath: SOFTHSM_LIB, from: so(B), to: { ...so(C), userPin: C.pin } });
     const backend = backendOn(C);
     await backend.initialize();
     const rot = await openRotation({ storage: { kind: 'sqlite', path: join(work, 'rotation-c.db') }, backend, startScheduler: false, reconcile: false });
@@ -133,7 +133,7 @@ describe('PKCS#11 round trip (SoftHSM, wrapped under the backup KEK)', () => {
 
   it('a drill on a scratch token holding the KEK passes for every key', async () => {
     const D = createToken('bb-scratch');
-    await enrollBackupKek({ libraryPath: SOFTHSM_LIB, from: so(B), to: so(D) });
+    await enrollBackupKek({ libraryPath: SOFTHSM_LIB, from: so(B), to: { ...so(D), userPin: D.pin } });
     const scratch = backendOn(D);
     await scratch.initialize();
     try {
