@@ -288,8 +288,10 @@ function stitch(results: RangeResult[], anchor: { seq: number; hash: string }): 
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-/** How long after its first write a SQLite audit store starts its WAL checkpointer thread. */
+/** How long after its first write a SQLite audit store starts its WAL checkpointer thread... */
 const CHECKPOINTER_DELAY_MS = 1_000;
+/** ...or after how many write transactions, whichever comes first (a one-shot command writes two or three). */
+const CHECKPOINTER_AFTER_WRITES = 32;
 
 export async function openStore(storage: ResolvedAuditLogOptions['storage']): Promise<AuditStore> {
   return storage.kind === 'sqlite' ? openSqlite(storage) : openPostgres(storage);
@@ -337,13 +339,20 @@ function openSqlite(storage: Extract<ResolvedAuditLogOptions['storage'], { kind:
   database.pragma(`journal_size_limit = ${storage.walMaxBytes}`);
   // The checkpointer thread starts a moment after the first write: a one-shot command (one
   // signature, then exit) never pays for a thread; it checkpoints its few pages inline at close.
+  // A busy writer starts it at once (after CHECKPOINTER_AFTER_WRITES transactions): with inline
+  // commits nothing else checkpoints, and a second of full-speed signing grew the WAL past its bound.
   let walCheckpointer: ReturnType<typeof startWalCheckpointer> | undefined;
   let checkpointerTimer: NodeJS.Timeout | undefined;
+  let writes = 0;
+  const startCheckpointer = () => {
+    clearTimeout(checkpointerTimer);
+    if (!closed && !walCheckpointer) walCheckpointer = startWalCheckpointer(storage.path, 200, storage.walMaxBytes, Math.max(1000, storage.busyTimeoutMs));
+  };
   const wrote = () => {
-    if (walCheckpointer || checkpointerTimer || closed) return;
-    checkpointerTimer = setTimeout(() => {
-      if (!closed) walCheckpointer = startWalCheckpointer(storage.path, 200, storage.walMaxBytes, Math.max(1000, storage.busyTimeoutMs));
-    }, CHECKPOINTER_DELAY_MS);
+    if (walCheckpointer || closed) return;
+    if (++writes >= CHECKPOINTER_AFTER_WRITES) return startCheckpointer();
+    if (checkpointerTimer) return;
+    checkpointerTimer = setTimeout(startCheckpointer, CHECKPOINTER_DELAY_MS);
     checkpointerTimer.unref();
   };
   let stmts: ReturnType<typeof prepare> | undefined;
