@@ -117,10 +117,9 @@ export interface EnrollBackupKekResult extends BackupKekResult {
   from: string;
   /**
    * `private-half`: the target got the KEK's private unwrap-only half (user PIN given, checked to be
-   * the same key); `trusted-half`: the public trusted half may unwrap (no user PIN: weaker, see
-   * SoToken.userPin); `none`: nothing on the target may unwrap (`to.unwrap: false`).
+   * the same key); `none`: nothing on the target may unwrap (`to.unwrap: false`).
    */
-  unwrapWith: 'private-half' | 'trusted-half' | 'none';
+  unwrapWith: 'private-half' | 'none';
   /** How the KEK travelled. */
   transport: {
     mechanism: 'CKM_RSA_PKCS_OAEP';
@@ -150,13 +149,13 @@ function step<R>(what: string, tokenLabel: string, fn: () => R): R {
 }
 
 /**
- * The KEK's trusted half (what C_WrapKey of a backup uses). `unwrap` is false unless enrolled
- * without a user PIN: the SO can only make public objects, and a public key that may unwrap lets
+ * The KEK's trusted half (what C_WrapKey of a backup uses), which never unwraps: the SO can only
+ * make public objects, and a public key that may unwrap lets
  * anyone who opens a session on the token, without any PIN, unwrap a stolen blob into a
  * non-sensitive session object and read the private key (shown on SoftHSM 2.6.1). Unwrapping is the
  * job of the private half (privateUnwrapAttributes), which only a logged-in user can use.
  */
-function kekAttributes(label: string, unwrap = false): Attribute[] {
+function kekAttributes(label: string): Attribute[] {
   return [
     { type: CKA_CLASS, value: CKO_SECRET_KEY },
     { type: CKA_KEY_TYPE, value: CKK_AES },
@@ -171,7 +170,7 @@ function kekAttributes(label: string, unwrap = false): Attribute[] {
     { type: CKA_EXTRACTABLE, value: true },
     { type: CKA_WRAP_WITH_TRUSTED, value: true },
     { type: CKA_WRAP, value: true },
-    { type: CKA_UNWRAP, value: unwrap },
+    { type: CKA_UNWRAP, value: false },
     { type: CKA_ENCRYPT, value: false },
     { type: CKA_DECRYPT, value: false },
     { type: CKA_SIGN, value: false },
@@ -502,8 +501,8 @@ export async function enrollBackupKek(options: EnrollBackupKekOptions): Promise<
         });
         const wantsUnwrap = options.to.unwrap !== false;
         const userPin = wantsUnwrap ? options.to.userPin : undefined;
-        const unwrapWith = !wantsUnwrap ? 'none' : userPin === undefined ? 'trusted-half' : 'private-half';
-        const kek = step('unwrapping the KEK (C_UnwrapKey)', target.tokenLabel, () => unwrapUnmodifiable(p11t, target.session, oaep(hash), pair.privateKey, wrapped!, kekAttributes(label, unwrapWith === 'trusted-half')));
+        const unwrapWith = wantsUnwrap ? 'private-half' : 'none';
+        const kek = step('unwrapping the KEK (C_UnwrapKey)', target.tokenLabel, () => unwrapUnmodifiable(p11t, target.session, oaep(hash), pair.privateKey, wrapped!, kekAttributes(label)));
         const checkValue = await kekCheckValue(target.calls, kek);
         if (checkValue !== sourceCheck) {
           p11t.C_DestroyObject(target.session, kek);
