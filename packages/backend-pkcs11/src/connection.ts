@@ -71,11 +71,21 @@ export interface ConnectionCounters {
   startRetries: number;
 }
 
-/** A start-up failure another attempt may not meet: the token missing, or the device answering an error. */
-function isTransientStartFailure(error: unknown): boolean {
-  if (isHsmError(error, 'TokenLabelMismatch') || isHsmError(error, 'SlotNotFound')) return true;
+/** How long start-up keeps beginning again while the token is briefly missing or failing. */
+const START_RETRY_BUDGET_MS = 5_000;
+
+/**
+ * Whether another start-up attempt may not meet this failure: `rewrite` for what another
+ * process's C_Login shows (no initialised token at all, a slot whose token is not initialised,
+ * or the device answering an error), which is retried for up to START_RETRY_BUDGET_MS; `maybe`
+ * for a token or slot that is missing while others are there (more likely a wrong label or
+ * slot), retried only a few times so that a typo is reported within about a second.
+ */
+function transientStartFailure(error: unknown): 'rewrite' | 'maybe' | false {
+  if (isHsmError(error, 'TokenLabelMismatch')) return error.details.found === '' ? 'rewrite' : 'maybe';
+  if (isHsmError(error, 'SlotNotFound')) return /has no token|not initialised/.test(error.message) ? 'rewrite' : 'maybe';
   const cls = classifyReturnValue(error);
-  return cls === 'device' || cls === 'ambiguous' || cls === 'session';
+  return cls === 'device' || cls === 'ambiguous' || cls === 'session' ? 'rewrite' : false;
 }
 
 export class TokenConnection {
@@ -144,14 +154,21 @@ export class TokenConnection {
       throw this.nativeError(error, 'InitializationFailed', 'initialization');
     }
     this.#seenGeneration = this.mod.generation;
+    // Backing off to 600 ms, for up to START_RETRY_BUDGET_MS in all when the failure looks like
+    // another process's login: a fixed five tries lost to a token that several processes keep
+    // logging in to (a third of the starts missed it, so five misses in a row came once in a few
+    // hundred starts).
     const delaysMs = [20, 60, 150, 300, 600];
+    const giveUpAt = performance.now() + START_RETRY_BUDGET_MS;
     for (let attempt = 0; ; attempt++) {
       try {
         await this.startOnToken(remote);
         return;
       } catch (error) {
-        const delay = delaysMs[attempt];
-        if (delay === undefined || !isTransientStartFailure(error) || !this.mod) throw this.nativeError(error, 'InitializationFailed', 'initialization');
+        const delay = delaysMs[Math.min(attempt, delaysMs.length - 1)]!;
+        const transient = transientStartFailure(error);
+        const retry = transient === 'rewrite' ? performance.now() + delay <= giveUpAt : transient === 'maybe' && attempt < delaysMs.length;
+        if (!retry || !this.mod) throw this.nativeError(error, 'InitializationFailed', 'initialization');
         // Another process can hide the token for a moment: SoftHSM rewrites token.object at every
         // C_Login, truncating it before it takes the lock, and a process reading it then sees no
         // token (measured: 30 of 40 concurrent pkcs11-tool logins) or gets CKR_GENERAL_ERROR from
