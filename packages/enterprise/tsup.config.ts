@@ -7,6 +7,6 @@ export default defineConfig({
   sourcemap: true,
   clean: true,
   target: 'node20',
-  external: ['@cedar-policy/cedar-wasm', '@olocus/hsm-backend-pkcs11', 'pg'],
+  external: ['@cedar-policy/cedar-wasm', '@olocus/hsm-backend-pkcs11', 'pg', 'better-sqlite3'],
   tsconfig: 'tsconfig.build.json',
 });

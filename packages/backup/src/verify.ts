@@ -65,6 +65,9 @@ export async function verifyBundle(file: string, options: VerifyBundleOptions): 
 }
 
 export function verifyBundleText(text: string, options: VerifyBundleOptions): VerifiedBundle {
+  if (options?.trustedSigners !== 'any' && !Array.isArray(options?.trustedSigners)) {
+    throw new HsmError('InvalidArgument', "verifyBundle: options.trustedSigners must be the list of trusted signer fingerprints, or 'any'", { details: { field: 'trustedSigners' } });
+  }
   const outer = parseJson<BundleFile>(text, 'file');
   if (!outer || typeof outer !== 'object' || outer.format !== BUNDLE_FORMAT) {
     throw bundleError('file', `not an ${BUNDLE_FORMAT} bundle (format ${JSON.stringify((outer as { format?: unknown } | null)?.format ?? null)})`);

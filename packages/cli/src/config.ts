@@ -21,6 +21,8 @@ export interface ConfigFile {
   rotation?: unknown;
   /** The audit log (see audit-config.ts); not part of core's HsmManager config. */
   audit?: unknown;
+  /** The enterprise pool, policies and state (@olocus/hsm-enterprise's `enterpriseConfigSchema`); not part of core's HsmManager config. */
+  enterprise?: unknown;
   [key: string]: unknown;
 }
 
@@ -77,9 +79,9 @@ export async function loadConfig(ctx: CliContext): Promise<LoadedConfig> {
   return { path, config: applyOverrides(ctx, resolveConfigPaths(raw, dirname(path)), path), rotation, audit };
 }
 
-/** What core's HsmManager accepts from the config file: everything but the CLI's `rotation` and `audit` sections. */
+/** What core's HsmManager accepts from the config file: everything but the CLI's `rotation`, `audit` and `enterprise` sections. */
 export function managerConfig(config: ConfigFile): Record<string, unknown> {
-  const { rotation: _rotation, audit: _audit, ...rest } = config;
+  const { rotation: _rotation, audit: _audit, enterprise: _enterprise, ...rest } = config;
   return rest;
 }
 

@@ -324,12 +324,47 @@ export function buildProgram(state: RunState = {}): Command {
     .requiredOption('--app <id>', 'application id')
     .action(run(async () => (await enterprise()).appShow, state));
 
+  app
+    .command('request')
+    .description('open a dual-control request (destroy a version, emergency rotation, backup) for approvers to approve')
+    .requiredOption('--app <id>', 'application id')
+    .requiredOption('--operation <op>', 'destroy, emergency-rotation or backup')
+    .requiredOption('--reason <text>', 'why (recorded with the approvals)')
+    .option('--key-id <id>', 'destroy: the version to destroy (app.vN)')
+    .action(run(async () => (await enterprise()).requestOperation, state));
+  app
+    .command('backup')
+    .description("write a backup bundle of the application's key versions (an approved --request when its policy puts backup under dual control)")
+    .requiredOption('--app <id>', 'application id')
+    .requiredOption('--out <file>', 'the bundle file (written atomically)')
+    .option('--request <id>', 'the approved backup request (app request --operation backup)')
+    .action(run(async () => (await enterprise()).appBackup, state));
+
   const policy = program.command('policy').description('key policies (JSON) and Cedar policies: validate, and explain a decision').helpCommand(false);
   policy
     .command('validate')
     .description('check a key policy (.json) or a Cedar policy file (.cedar) against its schema; needs no config')
     .argument('<file>', 'the policy file')
     .action(withArgument('file', run(async () => (await enterprise()).policyValidate, state)));
+  policy
+    .command('put')
+    .description('store a Cedar policy file in the registry database as a new version (checked against the schema first); loaded when enterprise.policies.registry is true')
+    .argument('<file>', 'the .cedar file')
+    .requiredOption('--scope <scope>', '"global", or the application id the policy belongs to')
+    .requiredOption('--name <name>', 'the policy name within its scope')
+    .action(withArgument('file', run(async () => (await enterprise()).policyPut, state)));
+  policy
+    .command('remove')
+    .description('take a policy out of the registry database\'s current set (its history stays)')
+    .requiredOption('--scope <scope>', '"global" or an application id')
+    .requiredOption('--name <name>', 'the policy name')
+    .action(run(async () => (await enterprise()).policyRemove, state));
+  policy
+    .command('list')
+    .description('the current policies in the registry database, or with --scope and --name one policy\'s every version')
+    .option('--scope <scope>', '"global" or an application id')
+    .option('--name <name>', 'the policy name')
+    .action(run(async () => (await enterprise()).policyList, state));
   policy
     .command('test')
     .description("explain the config's Cedar policies' decision on one request: allow or deny, and which policies decided (exit 1 on deny)")

@@ -101,10 +101,68 @@ describe('enterprise commands through the binary', () => {
     expect(allow.code, show(allow)).toBe(0);
     expect(JSON.parse(allow.stdout)).toMatchObject({ decision: 'allow' });
 
+    // app backup and app request are wired: a policy without backup refuses; one that allows it backs up, and backup verify accepts the bundle
+    const noBackup = await run(['app', 'backup', '--app', 'billing', '--out', 'billing.olocus-backup', '--json']);
+    expect(noBackup.code, show(noBackup)).toBe(2);
+    expect(JSON.parse(noBackup.stdout)).toMatchObject({ error: { code: 'PolicyViolation', message: expect.stringContaining('does not allow backup') } });
+    await writeFile(join(dir, 'archive.json'), JSON.stringify({ algorithm: 'ECDSA_P256', backupRequired: true, allowedOperations: ['sign', 'verify', 'backup'] }));
+    expect((await run(['app', 'create', '--app', 'archive', '--policy', 'archive.json'])).code).toBe(0);
+    const backedUp = await run(['app', 'backup', '--app', 'archive', '--out', 'archive.olocus-backup', '--json']);
+    expect(backedUp.code, show(backedUp)).toBe(0);
+    expect(JSON.parse(backedUp.stdout)).toMatchObject({ app: 'archive', keys: [{ id: 'archive.v1', method: 'sealed-file' }], approvals: [], signerPinned: true });
+    const verified = await run(['backup', 'verify', 'archive.olocus-backup', '--json']);
+    expect(verified.code, show(verified)).toBe(0);
+    const request = await run(['app', 'request', '--app', 'archive', '--operation', 'backup', '--reason', 'drill', '--json']);
+    expect(request.code, show(request)).toBe(2);
+    expect(JSON.parse(request.stdout)).toMatchObject({ error: { code: 'InvalidArgument', message: expect.stringContaining('not under dual control') } });
+
     // approve takes the request id as its argument; an unknown one is refused with a code, not a stack.
     const approve = await run(['approve', '00000000-0000-4000-8000-000000000000', '--execute', '--json']);
     expect(approve.code, show(approve)).toBe(2);
     expect((JSON.parse(approve.stdout) as { error: { code: string } }).error.code).toMatch(/^[A-Z][A-Za-z]+$/);
     expect(approve.stderr).not.toMatch(/\n\s+at /);
+  }, 240_000);
+
+  it('policy put, list and remove keep Cedar policies in the registry database, and app sign obeys them with policies.registry on', async () => {
+    const path = join(dir, '.olocus', 'config.json');
+    const config = JSON.parse(await readFile(path, 'utf8')) as { enterprise: { policies: Record<string, unknown> } };
+    config.enterprise.policies.registry = true;
+    await writeFile(path, JSON.stringify(config, null, 2));
+    await writeFile(join(dir, 'ledger-sign.cedar'), 'permit (principal, action == Olocus::Action::"sign", resource in Olocus::Application::"ledger");\n');
+    await writeFile(join(dir, 'broken.cedar'), 'permit (principal, action, resource)\nwhen { resource.colour == "red" };\n');
+
+    const broken = await run(['policy', 'put', 'broken.cedar', '--scope', 'ledger', '--name', 'sign', '--json']);
+    expect(broken.code, show(broken)).toBe(2);
+    expect(JSON.parse(broken.stdout)).toMatchObject({ error: { code: 'InvalidConfiguration', message: expect.stringMatching(/registry:ledger\/sign:2:\d+/) } });
+    const put = await run(['policy', 'put', 'ledger-sign.cedar', '--scope', 'ledger', '--name', 'sign', '--json']);
+    expect(put.code, show(put)).toBe(0);
+    expect(JSON.parse(put.stdout)).toMatchObject({ scope: 'ledger', name: 'sign', version: 1 });
+
+    await writeFile(join(dir, 'ledger.json'), JSON.stringify({ algorithm: 'ECDSA_P256' }));
+    expect((await run(['app', 'create', '--app', 'ledger', '--policy', 'ledger.json'])).code).toBe(0);
+    const signed = await run(['app', 'sign', '--app', 'ledger', '--in', 'msg.txt', '--out', 'ledger.sig', '--json']);
+    expect(signed.code, show(signed)).toBe(0);
+    expect(JSON.parse(signed.stdout)).toMatchObject({ decision: { decision: 'allow', determining: ['ledger/sign@v1#0'] } });
+
+    const explained = await run(['policy', 'test', '--principal', 'caller:zoe', '--action', 'sign', '--resource', 'ledger']);
+    expect(explained.code, show(explained)).toBe(0);
+    expect(explained.stdout).toMatch(/^ALLOW: permitted by ledger\/sign@v1#0/);
+
+    const removed = await run(['policy', 'remove', '--scope', 'ledger', '--name', 'sign', '--json']);
+    expect(removed.code, show(removed)).toBe(0);
+    const refused = await run(['app', 'sign', '--app', 'ledger', '--in', 'msg.txt', '--out', 'ledger2.sig', '--json']);
+    expect(refused.code, show(refused)).toBe(2);
+    expect(JSON.parse(refused.stdout)).toMatchObject({ error: { code: 'PermissionDenied' } });
+
+    const history = await run(['policy', 'list', '--scope', 'ledger', '--name', 'sign', '--json']);
+    expect((JSON.parse(history.stdout) as { policies: { version: number; text: string | null }[] }).policies.map((p) => [p.version, p.text === null])).toEqual([
+      [1, false],
+      [2, true],
+    ]);
+    const current = await run(['policy', 'list', '--json']);
+    expect(JSON.parse(current.stdout)).toEqual({ policies: [] });
+    const half = await run(['policy', 'list', '--scope', 'ledger']);
+    expect(half.code).toBe(2);
+    expect(half.stderr).toMatch(/give --scope and --name together/);
   }, 240_000);
 });

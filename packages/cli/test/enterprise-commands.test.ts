@@ -11,8 +11,11 @@ import { BackendRegistry } from '@olocus/hsm-core';
 import { memoryBackendFactory, MemoryKeyStore } from '@olocus/hsm-core/testing';
 import { openAuditLog, type AuditRecord } from '@olocus/hsm-compliance';
 import { CedarAuthorizer, openEnterprise, type AuthorizationRequest } from '@olocus/hsm-enterprise';
-import { appCreate, appShow, appSign, approve, parseCallContext, parsePairs, parsePrincipal, policyTest, policyValidate, poolStatus, requestOperation, type EnterpriseOpener } from '../src/commands/enterprise.js';
+import { appBackup, appCreate, appShow, appSign, approve, parseCallContext, parsePairs, parsePrincipal, policyTest, policyValidate, poolStatus, requestOperation, type EnterpriseOpener } from '../src/commands/enterprise.js';
 import type { CliContext } from '../src/context.js';
+import { softwareBackendFactory } from '@olocus/hsm-backend-software';
+import { verifyBundle } from '@olocus/hsm-backup';
+import { existsSync } from 'node:fs';
 
 const dir = mkdtempSync(join(tmpdir(), 'olocus-cli-enterprise-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -146,6 +149,76 @@ describe('enterprise command helpers', () => {
     expect(rotations.at(-1)).toMatchObject({ outcome: 'success', details: { approvers: 'olga,peter' } });
     expect(records.filter((r) => r.type === 'key.sign').map((r) => r.outcome)).toEqual(['success', 'failure']);
   });
+});
+
+describe('app backup under dual control (software pool members, which can export sealed keys)', () => {
+  const vault = join(dir, 'vault');
+  mkdirSync(join(vault, 'policies', 'global'), { recursive: true });
+  const vaultRecords: AuditRecord[] = [];
+  const vaultSection = {
+    pool: { members: [{ name: 'soft', backend: { type: 'software', options: { directory: join(vault, 'keys'), passphrase: { env: 'VAULT_PASSPHRASE' }, scrypt: { N: 32768, r: 8, p: 1 } } } }] },
+    policies: { global: 'policies/global' },
+  };
+  const as =
+    (actor: string): EnterpriseOpener =>
+    async () => {
+      const registry = new BackendRegistry();
+      registry.register(softwareBackendFactory);
+      const log = await openAuditLog({ storage: { kind: 'sqlite', path: join(vault, 'audit.db') } });
+      process.env['VAULT_PASSPHRASE'] = 'vault-passphrase-for-tests';
+      const enterprise = await openEnterprise({ config: vaultSection, baseDir: vault, storage: { kind: 'sqlite', path: join(vault, 'registry.db') }, audit: { append: (e) => log.append(e) }, registry });
+      return {
+        enterprise,
+        actor,
+        audit: log,
+        configPath: join(vault, 'config.json'),
+        async close() {
+          await enterprise.close();
+          await log.flush();
+          for await (const r of log.iterate()) if (!vaultRecords.some((x) => x.seq === r.seq)) vaultRecords.push(r);
+          await log.close();
+        },
+      };
+    };
+
+  it('refuses without approvals and writes nothing; app request + two approvers let one backup through, recorded with them; approve --execute points at app backup', async () => {
+    writeFileSync(join(vault, 'vault.json'), JSON.stringify({ algorithm: 'ECDSA_P256', backupRequired: true, allowedOperations: ['sign', 'verify', 'backup'], dualControl: { approvers: ['olga', 'peter'], required: 2, operations: ['backup'] } }));
+    await appCreate(capture(), { app: 'vault', policy: join(vault, 'vault.json') }, as('alice'));
+    const out = join(vault, 'vault.olocus-backup');
+    await expect(appBackup(capture(), { app: 'vault', out }, as('alice'))).rejects.toMatchObject({ code: 'PermissionDenied', message: expect.stringContaining('app request --app vault --operation backup') });
+    expect(existsSync(out)).toBe(false);
+    await expect(requestOperation(capture(), { app: 'vault', operation: 'encrypt' as never, reason: 'x' }, as('alice'))).rejects.toThrow(/--operation must be one of destroy, emergency-rotation, backup/);
+
+    const requester = capture('alice');
+    await requestOperation(requester, { app: 'vault', operation: 'backup', reason: 'off-site copy' }, as('alice'));
+    const id = /request ([0-9a-f-]{36})/.exec(requester.out[0]!)![1]!;
+    await approve(capture('olga'), { request: id, execute: true }, as('olga'));
+    await expect(appBackup(capture(), { app: 'vault', out, request: id }, as('alice'))).rejects.toMatchObject({ code: 'PermissionDenied', message: expect.stringMatching(/needs 2 distinct approvers; request .* has 1 \(olga\)/) });
+    expect(existsSync(out)).toBe(false);
+    const notes: string[] = [];
+    const peter = { ...capture('peter'), note: (line: string) => notes.push(line) };
+    await approve(peter, { request: id, execute: true }, as('peter'));
+    expect(peter.out[0]).toMatch(/peter approved backup of vault: 2 of 2 distinct approvals$/);
+    expect(notes).toEqual([`${id} is approved: back up with olocus-hsm app backup --app vault --request ${id} --out FILE`]);
+
+    const ctx = capture('alice');
+    await appBackup(ctx, { app: 'vault', out, request: id }, as('alice'));
+    expect(ctx.out[0]).toMatch(/^backup written: .*vault\.olocus-backup \(1 key version\(s\) of vault from soft, sha256 [0-9a-f]{64}\)$/);
+    expect(ctx.out[1]).toBe(`  under dual control: request ${id} approved by olga, peter (now used)`);
+    const pinned = JSON.parse(readFileSync(join(vault, 'backup-signers.json'), 'utf8')) as { signers: { fingerprint: string }[] };
+    const verified = await verifyBundle(out, { trustedSigners: pinned.signers.map((x) => x.fingerprint) });
+    expect(verified.keys.map((k) => k.id)).toEqual(['vault.v1']);
+    expect(JSON.parse(readFileSync(join(vault, 'enterprise-state.json'), 'utf8')).approvals[0]).toMatchObject({ id, state: 'executed' });
+    await expect(appBackup(capture(), { app: 'vault', out: join(vault, 'again.olocus-backup'), request: id }, as('alice'))).rejects.toMatchObject({ message: expect.stringContaining('already used') });
+
+    const backups = vaultRecords.filter((r) => r.type === 'admin.action' && r.details?.action === 'backup');
+    expect(backups.map((r) => [r.outcome, r.actor, r.details?.approvers ?? null])).toEqual([
+      ['failure', 'alice', null],
+      ['failure', 'alice', null],
+      ['success', 'alice', 'olga,peter'],
+      ['failure', 'alice', null],
+    ]);
+  }, 120_000);
 });
 
 // keeps the principal type import used for readers of this file

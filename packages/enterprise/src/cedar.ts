@@ -145,6 +145,7 @@ interface LoadedSet {
   /** id → policy text */
   policies: Record<string, string>;
   version: string;
+  sources: readonly PolicySource[];
 }
 
 /**
@@ -152,7 +153,7 @@ interface LoadedSet {
  * against {@link CEDAR_SCHEMA}. Loading again (a new version) replaces the sets atomically.
  */
 export class CedarAuthorizer {
-  private global: LoadedSet = { policies: {}, version: versionOf([]) };
+  private global: LoadedSet = { policies: {}, version: versionOf([]), sources: [] };
   private readonly applications = new Map<string, LoadedSet>();
   /** preparsed set id per application ('' = global only), rebuilt when either part changes */
   private readonly preparsed = new Map<string, string>();
@@ -191,16 +192,26 @@ export class CedarAuthorizer {
   }
 
   loadGlobal(sources: readonly PolicySource[]): string {
-    this.global = { policies: CedarAuthorizer.check(sources), version: versionOf(sources) };
+    this.global = { policies: CedarAuthorizer.check(sources), version: versionOf(sources), sources: [...sources] };
     this.invalidate();
     return this.global.version;
   }
 
   loadApplication(appId: string, sources: readonly PolicySource[]): string {
-    const set = { policies: CedarAuthorizer.check(sources), version: versionOf(sources) };
+    const set = { policies: CedarAuthorizer.check(sources), version: versionOf(sources), sources: [...sources] };
     this.applications.set(appId, set);
     this.preparsed.delete(appId);
     return set.version;
+  }
+
+  /** The global policies loaded now (to add to them: `loadGlobal([...globalSources(), ...more])`). */
+  globalSources(): readonly PolicySource[] {
+    return this.global.sources;
+  }
+
+  /** An application's own policies loaded now. */
+  applicationSources(appId: string): readonly PolicySource[] {
+    return this.applications.get(appId)?.sources ?? [];
   }
 
   /** The version a decision for `appId` would record. */

@@ -7,3 +7,4 @@ export * from './pool-backend.js';
 export * from './manager.js';
 export * from './open.js';
 export * from './rate-limit-pg.js';
+export * from './policy-store.js';

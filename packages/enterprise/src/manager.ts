@@ -97,6 +97,14 @@ export interface ApprovalRequest {
   state: 'pending' | 'executed';
 }
 
+/** See `EnterpriseKeyManager.backupGate`. */
+export interface BackupGate {
+  /** Refuses (and records the refusal) a key this backup may not include; pass it as `createBundle({ authorize })`. */
+  authorize(key: { id: string; baseKeyId?: string; version?: number }): Promise<void>;
+  /** After the bundle is written: the approval requests it used are spent, and recorded with their approvers. */
+  complete(bundle: { file: string; sha256: string }): Promise<ApprovalRequest[]>;
+}
+
 export interface EnterpriseState {
   applications: Array<Omit<ApplicationRecord, 'createdAt' | 'policy'> & { createdAt: string; policy: unknown }>;
   approvals: ApprovalRequest[];
@@ -434,6 +442,12 @@ export class EnterpriseKeyManager {
     const base = { type, actor, baseKeyId: request.appId, ...(request.keyId ? { keyId: request.keyId } : {}) } as const;
     const details = { approvers: approvers.join(','), required: request.required, request: id, operation: request.operation, reason: request.reason };
     if (request.state !== 'pending') throw new HsmError('IllegalStateTransition', `request ${id} was already executed`, { details: { field: 'request' } });
+    if (request.operation === 'backup') {
+      // a backup needs somewhere to write the bundle: the approved request is handed to the backup
+      throw new HsmError('InvalidArgument', `request ${id} is a backup: it is carried out by the backup itself, which uses up the approvals (olocus-hsm app backup --app ${request.appId} --request ${id} --out FILE; in code, backupGate({ requestId }) with @olocus/hsm-backup's createBundle)`, {
+        details: { field: 'request' },
+      });
+    }
     if (approvers.length < request.required) {
       await this.audit.append({ ...base, outcome: 'failure', details: { ...details, refused: `dual control: ${approvers.length} of ${request.required} distinct approvals` } });
       throw new HsmError('PermissionDenied', `${request.operation} of ${request.keyId ?? request.appId} needs ${request.required} distinct approvers; it has ${approvers.length} (${approvers.join(', ') || 'none'}): olocus-hsm approve ${id}`, {
@@ -446,13 +460,88 @@ export class EnterpriseKeyManager {
       if (!keyId) throw new HsmError('InvalidArgument', 'a destroy request names the version to destroy (keyId)', { details: { field: 'keyId' } });
       // the registry's own rules apply: never the Active version, and a waiting period (LC-PENDING)
       await this.rotation.manager.scheduleDestruction(keyId, { actor, reason });
-    } else if (request.operation === 'emergency-rotation') {
-      await this.rotation.manager.emergencyRotateKey(request.appId, { actor, reason });
     } else {
-      throw new HsmError('InvalidArgument', 'backup is not implemented yet (it lands with the backup issue)', { details: { field: 'operation' } });
+      await this.rotation.manager.emergencyRotateKey(request.appId, { actor, reason });
     }
     request.state = 'executed';
     await this.audit.append({ ...base, outcome: 'success', details });
     return request;
+  }
+  /**
+   * Dual control for backups: the gate a backup passes every key through (`authorize`, given to
+   * @olocus/hsm-backup's `createBundle`), then `complete` once the bundle is written. A key of an
+   * application whose policy does not allow `backup` is refused (PolicyViolation); one whose policy
+   * puts backup under dual control needs `requestId`, a backup request for that application with
+   * enough distinct approvers. The request is used up only by a completed backup, so a backup that
+   * fails halfway can be run again under the same approvals. Keys that belong to no application
+   * are not the enterprise manager's to govern and pass.
+   */
+  backupGate(options: { actor: string; requestId?: string }): BackupGate {
+    const used = new Map<string, ApprovalRequest>();
+    const refuse = async (appId: string, error: HsmError): Promise<never> => {
+      await this.audit.append({
+        type: 'admin.action',
+        actor: options.actor,
+        outcome: 'failure',
+        baseKeyId: appId,
+        details: { action: 'backup', request: options.requestId ?? null, refused: error.message, errorCode: error.code },
+      });
+      throw error;
+    };
+    return {
+      authorize: async (key) => {
+        const appId = key.baseKeyId ?? key.id.replace(/\.v\d+$/, '');
+        const app = this.apps.get(appId);
+        if (!app) return;
+        if (!app.policy.allowedOperations.includes('backup')) {
+          return refuse(appId, new HsmError('PolicyViolation', `the key policy of ${appId} does not allow backup (policy.allowedOperations: ${app.policy.allowedOperations.join(', ')})`, { details: { appId, rule: 'allowedOperations' } }));
+        }
+        const dual = app.policy.dualControl;
+        if (!dual?.operations.includes('backup')) return;
+        const how = `open a request (olocus-hsm app request --app ${appId} --operation backup --reason ...), have ${dual.required} of ${dual.approvers.join(', ')} approve it, then back up with --request ID`;
+        if (!options.requestId) {
+          return refuse(appId, new HsmError('PermissionDenied', `backup of ${appId} is under dual control (policy.dualControl): ${how}`, { details: { appId, rule: 'dualControl' } }));
+        }
+        const request = this.approvals.get(options.requestId);
+        if (!request || request.operation !== 'backup' || request.appId !== appId) {
+          return refuse(appId, new HsmError('PermissionDenied', `request ${options.requestId} is not a backup request for ${appId}: ${how}`, { details: { appId, rule: 'dualControl', request: options.requestId } }));
+        }
+        if (request.state !== 'pending') {
+          return refuse(appId, new HsmError('PermissionDenied', `request ${request.id} was already used by a backup; approvals count for one backup: ${how}`, { details: { appId, rule: 'dualControl', request: request.id } }));
+        }
+        const approvers = [...new Set(request.approvers)];
+        if (approvers.length < request.required) {
+          return refuse(
+            appId,
+            new HsmError('PermissionDenied', `backup of ${appId} needs ${request.required} distinct approvers; request ${request.id} has ${approvers.length} (${approvers.join(', ') || 'none'}): olocus-hsm approve ${request.id}`, {
+              details: { appId, rule: 'dualControl', request: request.id, approvals: approvers.length, required: request.required },
+            }),
+          );
+        }
+        used.set(request.id, request);
+      },
+      complete: async (bundle) => {
+        for (const request of used.values()) {
+          request.state = 'executed';
+          await this.audit.append({
+            type: 'admin.action',
+            actor: options.actor,
+            outcome: 'success',
+            baseKeyId: request.appId,
+            details: {
+              action: 'backup',
+              operation: 'backup',
+              approvers: [...new Set(request.approvers)].join(','),
+              required: request.required,
+              request: request.id,
+              reason: request.reason,
+              file: bundle.file,
+              sha256: bundle.sha256,
+            },
+          });
+        }
+        return [...used.values()];
+      },
+    };
   }
 }

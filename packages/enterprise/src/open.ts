@@ -9,6 +9,7 @@ import { EnterpriseKeyManager, type AuditSink, type EnterpriseState } from './ma
 import type { GroupGenerator } from './pool-backend.js';
 import { HsmPool } from './pool.js';
 import { PostgresTokenBuckets, type PgPoolLike, type RateLimiter } from './rate-limit-pg.js';
+import { PolicyStore, type PolicyStoreStorage } from './policy-store.js';
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
@@ -40,6 +41,8 @@ export const enterpriseConfigSchema = z
         global: z.string().min(1).optional(),
         /** Directory with one sub-directory of `*.cedar` files per application id. */
         applications: z.string().min(1).optional(),
+        /** Also load the policies kept in the registry's database (`PolicyStore`, `olocus-hsm policy put`). */
+        registry: z.boolean().default(false),
       })
       .strict()
       .default({}),
@@ -96,6 +99,14 @@ export function loadPolicies(authorizer: CedarAuthorizer, policies: EnterpriseCo
   }
 }
 
+/** Where the registry's database is, for the policy store (the rotation storage config, as given). */
+export function policyStoreStorage(storage: StorageConfigInput): PolicyStoreStorage {
+  const s = storage as { kind: string; path?: string; connectionString?: string; schema?: string };
+  if (s.kind === 'sqlite' && s.path) return { kind: 'sqlite', path: s.path };
+  if (s.kind === 'postgres' && s.connectionString) return { kind: 'postgres', connectionString: s.connectionString, ...(s.schema ? { schema: s.schema } : {}) };
+  throw new HsmError('InvalidConfiguration', 'enterprise.policies.registry: the registry storage is neither a SQLite path nor a PostgreSQL connection string', { details: { field: 'enterprise.policies.registry' } });
+}
+
 /** Builds the pool from config, opens the registry on it, loads policies and the state file. */
 export async function openEnterprise(options: OpenEnterpriseOptions): Promise<EnterpriseContext> {
   const config = parseWithSchema(enterpriseConfigSchema, options.config, 'enterprise');
@@ -109,6 +120,14 @@ export async function openEnterprise(options: OpenEnterpriseOptions): Promise<En
   });
   const authorizer = new CedarAuthorizer();
   loadPolicies(authorizer, config.policies, options.baseDir);
+  if (config.policies.registry) {
+    const store = await PolicyStore.open(policyStoreStorage(options.storage));
+    try {
+      await store.loadInto(authorizer);
+    } finally {
+      await store.close();
+    }
+  }
   let manager: EnterpriseKeyManager | undefined;
   const backend = EnterpriseKeyManager.poolBackend(pool, () => manager, options.groupGenerator);
   await backend.initialize();

@@ -65,7 +65,8 @@ async function readPinned(configPath: string): Promise<PinnedSigners> {
   }
 }
 
-async function pinSigner(configPath: string, signer: { fingerprint: string; keyId: string }): Promise<boolean> {
+/** Adds the bundle signer to the installation's pinned signers (what verify and restore trust without --signer). */
+export async function pinSigner(configPath: string, signer: { fingerprint: string; keyId: string }): Promise<boolean> {
   const pinned = await readPinned(configPath);
   if (pinned.signers.some((s) => s.fingerprint === signer.fingerprint)) return false;
   pinned.signers.push({ fingerprint: signer.fingerprint, keyId: signer.keyId, since: new Date().toISOString() });

@@ -1,6 +1,8 @@
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { isHsmError } from '@olocus/hsm-core';
+import type { AuditLog } from '@olocus/hsm-compliance';
 import type { StorageConfigInput } from '@olocus/hsm-rotation';
 import {
   CedarAuthorizer,
@@ -15,10 +17,10 @@ import {
   type EnterpriseContext,
   type KeyOperation,
   type MemberStatus,
+  type PolicyStore,
 } from '@olocus/hsm-enterprise';
 import { parseWithSchema } from '@olocus/hsm-core';
 import { actorOf } from '../actor.js';
-import { openCliAudit } from '../audit.js';
 import { loadConfig, type LoadedConfig } from '../config.js';
 import type { CliContext } from '../context.js';
 import { CliError, fileError, rememberConnectionString } from '../errors.js';
@@ -36,6 +38,10 @@ import { readCliSecret } from '../secrets.js';
 export interface EnterpriseScope {
   enterprise: EnterpriseContext;
   actor: string;
+  /** The installation's audit log (its head and a signed checkpoint go into a backup bundle). */
+  audit?: AuditLog;
+  /** The config file (backup signers are pinned beside it). */
+  configPath?: string;
 }
 
 export type EnterpriseOpener = (ctx: CliContext) => Promise<EnterpriseScope & { close(): Promise<void> }>;
@@ -61,7 +67,15 @@ export const openFromConfig: EnterpriseOpener = async (ctx) => {
   if (!loaded.audit.enabled) {
     throw new CliError('InvalidConfiguration', `the enterprise commands record every decision in the audit log, which ${loaded.path} turns off ("audit": {"enabled": false}); enable it`);
   }
-  const audit = await openCliAudit(ctx, loaded.audit, loaded.path, actor);
+  // The installation itself is opened (not only its audit log): the log's checkpoints are signed
+  // with the installation's checkpoint key, which a backup bundle's audit head needs.
+  const { openManager } = await import('../manager.js');
+  const installation = await openManager(ctx, loaded);
+  const audit = installation.audit;
+  if (!audit) {
+    await installation.close();
+    throw new CliError('InvalidConfiguration', `the audit log of ${loaded.path} did not open`);
+  }
   try {
     const enterprise = await openEnterprise({
       config: section,
@@ -73,16 +87,18 @@ export const openFromConfig: EnterpriseOpener = async (ctx) => {
     return {
       enterprise,
       actor,
+      audit: audit.log,
+      configPath: loaded.path,
       async close() {
         try {
           await enterprise.close();
         } finally {
-          await audit.close();
+          await installation.close();
         }
       },
     };
   } catch (error) {
-    await audit.close();
+    await installation.close();
     throw error;
   }
 };
@@ -271,6 +287,15 @@ async function authorizerFromConfig(ctx: CliContext): Promise<CedarAuthorizer> {
   const section = parseWithSchema(enterpriseConfigSchema, loaded.config.enterprise ?? {}, 'enterprise');
   const authorizer = new CedarAuthorizer();
   loadPolicies(authorizer, section.policies, dirname(loaded.path));
+  if (section.policies.registry) {
+    const { PolicyStore, policyStoreStorage } = await import('@olocus/hsm-enterprise');
+    const store = await PolicyStore.open(policyStoreStorage(await rotationStorage(ctx, loaded)));
+    try {
+      await store.loadInto(authorizer);
+    } finally {
+      await store.close();
+    }
+  }
   return authorizer;
 }
 
@@ -304,7 +329,11 @@ export async function approve(ctx: CliContext, opts: { request: string; execute?
     const request = await enterprise.manager.approve(opts.request, actor);
     await enterprise.saveState();
     let executed = false;
-    if (opts.execute && new Set(request.approvers).size >= request.required) {
+    const ready = new Set(request.approvers).size >= request.required;
+    if (request.operation === 'backup') {
+      // the backup itself spends the approvals: it needs an output file
+      if (ready) ctx.note(`${request.id} is approved: back up with olocus-hsm app backup --app ${request.appId} --request ${request.id} --out FILE`);
+    } else if (opts.execute && ready) {
       await enterprise.manager.execute(request.id, actor);
       await enterprise.saveState();
       executed = true;
@@ -314,12 +343,15 @@ export async function approve(ctx: CliContext, opts: { request: string; execute?
   });
 }
 
-/** Opens a dual-control request (the lead may wire it as `app destroy` / `app rotate --emergency`). */
+/** `app request`: opens a dual-control request that `approve` collects approvals for. */
 export async function requestOperation(
   ctx: CliContext,
   opts: { app: string; operation: DualControlOperation; reason: string; keyId?: string },
   open: EnterpriseOpener = openFromConfig,
 ): Promise<void> {
+  const operations: readonly DualControlOperation[] = ['destroy', 'emergency-rotation', 'backup'];
+  if (!operations.includes(opts.operation)) throw new CliError('UsageError', `--operation must be one of ${operations.join(', ')}`);
+  if (opts.operation === 'destroy' && !opts.keyId) throw new CliError('UsageError', '--key-id: a destroy request names the version to destroy (APP.vN)');
   await withEnterprise(ctx, open, async ({ enterprise, actor }) => {
     const request = enterprise.manager.requestOperation(opts.app, opts.operation, { requestedBy: actor, reason: opts.reason, ...(opts.keyId ? { keyId: opts.keyId } : {}) });
     await enterprise.saveState();
@@ -331,4 +363,101 @@ export async function requestOperation(
 /** HsmErrors from the enterprise package keep their code; anything else passes through. */
 export function isEnterpriseRefusal(error: unknown): boolean {
   return isHsmError(error, 'PermissionDenied') || isHsmError(error, 'PolicyViolation');
+}
+
+/**
+ * `app backup --app APP --out FILE [--request ID]`: a backup bundle of the application's key
+ * versions, exported from a member of its placement, with the registry rows and the audit head.
+ * An application whose policy puts backup under dual control needs an approved request
+ * (`app request --operation backup`), which the written bundle uses up.
+ */
+export async function appBackup(ctx: CliContext, opts: { app: string; out: string; request?: string }, open: EnterpriseOpener = openFromConfig): Promise<void> {
+  const out = await checkOutputPath(ctx, '--out', opts.out);
+  if (out === '-') throw new CliError('InvalidArgument', '--out: a bundle is written to a file (atomically), not to standard output');
+  const { createBundle } = await import('@olocus/hsm-backup');
+  const { pinSigner } = await import('./backup.js');
+  await withEnterprise(ctx, open, async ({ enterprise, actor, audit, configPath }) => {
+    const app = enterprise.manager.application(opts.app);
+    const status = new Map(enterprise.pool.status().map((m) => [m.name, m]));
+    const candidates = app.members.filter((name) => enterprise.pool.backendOf(name).backup !== undefined);
+    if (candidates.length === 0) {
+      throw new CliError('InvalidArgument', `${opts.app} lives on ${app.members.join(', ')}, none of which can export keys for a backup (their backends have no backup capability)`);
+    }
+    const member = candidates.find((name) => status.get(name)?.reason === undefined) ?? candidates[0]!;
+    const gate = enterprise.manager.backupGate({ actor, ...(opts.request ? { requestId: opts.request } : {}) });
+    const result = await createBundle(out, {
+      backend: enterprise.pool.backendOf(member),
+      registry: enterprise.rotation.registry,
+      ...(audit ? { audit } : {}),
+      keys: [opts.app],
+      actor,
+      authorize: gate.authorize,
+      onProgress: (p) => {
+        if (p.phase === 'export' && p.done === p.total) ctx.note(`backup: exported ${p.done}/${p.total} from ${member}`);
+      },
+    });
+    const spent = await gate.complete({ file: out, sha256: result.sha256 });
+    await enterprise.saveState();
+    const pinned = configPath ? await pinSigner(configPath, result.signer) : false;
+    if (result.ineligible.length > 0) ctx.exitCode = 1;
+    if (ctx.json) return ctx.printJson({ ...result, app: opts.app, member, approvals: spent.map((r) => ({ request: r.id, approvers: r.approvers })), signerPinned: pinned });
+    ctx.print(`backup written: ${out} (${result.keys.length} key version(s) of ${opts.app} from ${member}, sha256 ${result.sha256})`);
+    for (const r of spent) ctx.print(`  under dual control: request ${r.id} approved by ${[...new Set(r.approvers)].join(', ')} (now used)`);
+    ctx.print(`  signed by ${result.signer.keyId} ${result.signer.fingerprint}${pinned ? ' (pinned)' : ''}`);
+    for (const i of result.ineligible) ctx.print(`  cannot back up ${i.id}: ${i.reason}`);
+  });
+}
+
+// ---------------------------------------------------------------- policies in the registry database
+
+type RecordChange = (details: Record<string, string | number | boolean | null>) => Promise<void>;
+
+/** Opens the registry's policy table; a change is an audit record (when the installation keeps a log). */
+async function withPolicyStore<T>(ctx: CliContext, fn: (store: PolicyStore, actor: string, record: RecordChange) => Promise<T>): Promise<T> {
+  const loaded = await loadConfig(ctx);
+  const actor = actorOf(ctx);
+  const { PolicyStore, policyStoreStorage } = await import('@olocus/hsm-enterprise');
+  const store = await PolicyStore.open(policyStoreStorage(await rotationStorage(ctx, loaded)));
+  const { openCliAudit } = await import('../audit.js');
+  const audit = loaded.audit.enabled ? await openCliAudit(ctx, loaded.audit, loaded.path, actor) : undefined;
+  try {
+    return await fn(store, actor, async (details) => {
+      await audit?.append({ type: 'admin.action', outcome: 'success', actor, details });
+    });
+  } finally {
+    await store.close();
+    await audit?.close();
+  }
+}
+
+/** `policy put FILE --scope global|APP --name NAME`: a new version of a Cedar policy in the registry database (checked first). */
+export async function policyPut(ctx: CliContext, opts: { file: string; scope: string; name: string }): Promise<void> {
+  const text = await readText('FILE', opts.file);
+  await withPolicyStore(ctx, async (store, actor, record) => {
+    const stored = await store.put(opts.scope, opts.name, text, actor);
+    await record({ action: 'policy.put', scope: stored.scope, name: stored.name, version: stored.version, sha256: createHash('sha256').update(text).digest('hex') });
+    if (ctx.json) return ctx.printJson({ scope: stored.scope, name: stored.name, version: stored.version, createdBy: stored.createdBy, createdAt: stored.createdAt });
+    ctx.print(`policy ${stored.scope}/${stored.name} is at version ${stored.version} (by ${stored.createdBy}); it applies to processes opened from now on, with enterprise.policies.registry: true`);
+  });
+}
+
+/** `policy remove --scope S --name N`: out of the current set (a tombstone version; the history stays). */
+export async function policyRemove(ctx: CliContext, opts: { scope: string; name: string }): Promise<void> {
+  await withPolicyStore(ctx, async (store, actor, record) => {
+    const stored = await store.remove(opts.scope, opts.name, actor);
+    await record({ action: 'policy.remove', scope: stored.scope, name: stored.name, version: stored.version });
+    if (ctx.json) return ctx.printJson({ scope: stored.scope, name: stored.name, version: stored.version, removed: true });
+    ctx.print(`policy ${stored.scope}/${stored.name} removed at version ${stored.version}`);
+  });
+}
+
+/** `policy list [--scope S --name N]`: the current policies, or one policy's every version. */
+export async function policyList(ctx: CliContext, opts: { scope?: string; name?: string }): Promise<void> {
+  if ((opts.scope === undefined) !== (opts.name === undefined)) throw new CliError('UsageError', 'give --scope and --name together (one policy\'s history), or neither (the current set)');
+  await withPolicyStore(ctx, async (store) => {
+    const rows = opts.scope !== undefined ? await store.history(opts.scope, opts.name!) : await store.current();
+    if (ctx.json) return ctx.printJson({ policies: rows });
+    if (rows.length === 0) return ctx.print(opts.scope !== undefined ? `no policy ${opts.scope}/${opts.name} in the registry` : 'no policies in the registry');
+    for (const p of rows) ctx.print(`${p.scope}/${p.name}  v${p.version}  ${p.createdAt.toISOString()}  ${p.createdBy}${p.text === null ? '  (removed)' : ''}`);
+  });
 }
