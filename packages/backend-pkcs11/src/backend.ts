@@ -348,6 +348,7 @@ export class Pkcs11Backend implements HsmBackend {
         thresholdUs: Math.round(this.signer.dispatch.thresholdUs),
         hopUs: Math.round(this.signer.dispatch.hopUs),
         budgetUs: this.signer.dispatch.budgetUs,
+        // the process's inline runner (shared by instances with the same budget)
         yields: this.signer.inline.yields,
         ops: this.signer.dispatch.snapshot(),
       },

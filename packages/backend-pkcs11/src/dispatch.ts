@@ -111,6 +111,23 @@ interface Job {
   overflow: (backlog: number) => boolean;
 }
 
+const sharedRunners = new Map<number, InlineRunner>();
+
+/**
+ * The process's inline runner for a per-turn budget: every backend instance with that budget
+ * shares it, so the event loop is held at most one budget per turn however many tokens the
+ * process uses (a pool of three members each with its own 1 ms would hold it 3 ms), and a
+ * member that is sent more work is not capped at the same per-turn share as the others.
+ */
+export function sharedInlineRunner(budgetUs: number): InlineRunner {
+  let runner = sharedRunners.get(budgetUs);
+  if (!runner) {
+    runner = new InlineRunner(budgetUs);
+    sharedRunners.set(budgetUs, runner);
+  }
+  return runner;
+}
+
 /**
  * Runs short signing jobs synchronously on the main thread, at most `budgetUs` per event-loop turn.
  * A job that does not fit in the current turn is handed to a sign thread if one can take it, else

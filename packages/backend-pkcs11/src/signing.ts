@@ -5,7 +5,7 @@
 import { HsmError, assertUsable, isHsmError, throwIfAborted, type KeyRef } from '@olocus/hsm-core';
 import type { TokenConnection } from './connection.js';
 import type { SignPlan } from './keys.js';
-import { DispatchStats, InlineRunner } from './dispatch.js';
+import { DispatchStats, sharedInlineRunner, type InlineRunner } from './dispatch.js';
 import type { KeyEntry, KeyStore } from './key-store.js';
 
 export class Signer {
@@ -19,7 +19,7 @@ export class Signer {
   ) {
     const budgetUs = conn.options.inlineBudgetMs * 1000;
     this.dispatch = new DispatchStats(budgetUs);
-    this.inline = new InlineRunner(budgetUs);
+    this.inline = sharedInlineRunner(budgetUs);
   }
 
   /** Refuses keys that may not sign now (usage, expiry, state) and algorithms the token cannot sign. */

@@ -57,6 +57,8 @@ describe('HsmPool over three p11-kit servers', () => {
     await replicator.provisionGroupKek(tokens.map((t) => ({ tokenLabel: t.label, soPin: t.soPin, pin: t.pin })));
     await replicator.generateReplicated(tokens.map((t) => ({ tokenLabel: t.label, pin: t.pin })), 'pool-p256', 'ECDSA_P256');
     const { pool, backends } = await openPool();
+    let stop = false;
+    let signers: Array<Promise<void>> = [];
     try {
       expect((await pool.discover('pool-p256')).members).toEqual(['hsm0', 'hsm1', 'hsm2']);
       const pem = exportPublicKey(await backends[0]!.getPublicKey('pool-p256'), 'pem');
@@ -65,7 +67,6 @@ describe('HsmPool over three p11-kit servers', () => {
       const signed: Array<{ data: Buffer; signature: Uint8Array }> = [];
       const failures: unknown[] = [];
       let retried = 0;
-      let stop = false;
       const signer = async () => {
         while (!stop) {
           const data = randomBytes(32);
@@ -76,6 +77,9 @@ describe('HsmPool over three p11-kit servers', () => {
             signed.push({ data, signature: r.signature });
           } catch (error) {
             failures.push(error);
+            // a broken run ends here rather than filling the heap with errors (CI saw a worker
+            // die of heap exhaustion, hiding the assertion that had failed first)
+            if (failures.length >= 100) stop = true;
           }
         }
       };
@@ -86,7 +90,7 @@ describe('HsmPool over three p11-kit servers', () => {
           await sleep(10);
         }
       };
-      const signers = Array.from({ length: 16 }, signer);
+      signers = Array.from({ length: 16 }, signer);
 
       // phase 1: all healthy, shares by weight
       await until(() => signed.length >= 100, 'warm-up');
@@ -126,6 +130,9 @@ describe('HsmPool over three p11-kit servers', () => {
       expect(pool.status().reduce((n, m) => n + m.failed, 0)).toBe(retried);
       console.log(`signed ${signed.length}, retried ${retried}, weighted phase ${phase.join('/')}, hsm1 back in ${recoveryMs} ms`);
     } finally {
+      // the signers stop before the pool closes, also when an assertion failed mid-run
+      stop = true;
+      await Promise.all(signers);
       await pool.close();
     }
   });
