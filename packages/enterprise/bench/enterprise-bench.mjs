@@ -8,7 +8,7 @@
 //     RSA-2048 and Ed25519, >= 0.75 for P-256. Also the Cedar decision's p50/p99.
 //  2. a pool of two tokens (one key replicated by wrap/unwrap) against a pool of one, P-256.
 //
-//   node bench/enterprise-bench.mjs [--seconds 2] [--rounds 3] [--concurrency 16] [--json]
+//   node bench/enterprise-bench.mjs [--seconds 2] [--rounds 3] [--concurrency 16] [--algs Ed25519,...] [--skip-pool] [--json]
 //   (pnpm --filter @olocus/hsm-enterprise bench; build core, backend-pkcs11, rotation,
 //    compliance and enterprise first)
 import { register } from 'node:module';
@@ -35,6 +35,8 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '2' },
     rounds: { type: 'string', default: '3' },
     concurrency: { type: 'string', default: '16' },
+    algs: { type: 'string', default: 'RSA_2048,Ed25519,ECDSA_P256' },
+    'skip-pool': { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
   },
 });
@@ -138,7 +140,7 @@ const ALGORITHMS = [
   ['ECDSA_P256', 0.75],
 ];
 results.enforcement = {};
-for (const [algorithm, target] of ALGORITHMS) {
+for (const [algorithm, target] of ALGORITHMS.filter(([a]) => values.algs.split(',').includes(a))) {
   const app = { RSA_2048: 'app000', Ed25519: 'app001', ECDSA_P256: 'app002' }[algorithm];
   await manager.generateApplicationKey(app, { algorithm, allowedOperations: ['sign', 'verify'], rateLimits: { perKey: { limit: 1_000_000, per: '1s' }, perCaller: { limit: 1_000_000, per: '1s' } } }, { actor: 'bench' });
   const keyId = `${app}.v1`;
@@ -183,31 +185,33 @@ for (const [name, a, n] of [['cached', authorizer, 20000], ['uncached', uncached
 await hsm.close().catch(() => undefined);
 
 // ---------- 2. a pool of two tokens against one ----------
-const replicator = new Pkcs11Replicator(SOFTHSM_LIB);
-await replicator.provisionGroupKek([token, tokenB].map((t) => ({ tokenLabel: t.label, soPin: t.soPin, pin: t.pin })));
-await replicator.generateReplicated([token, tokenB].map((t) => ({ tokenLabel: t.label, pin: t.pin })), 'bench-pool-p256', 'ECDSA_P256');
-const a2 = new Pkcs11Backend({ libraryPath: SOFTHSM_LIB, tokenLabel: token.label, sessionPool: { minSessions: 2, maxSessions: concurrency } }, { pin: token.pin });
-const b2 = new Pkcs11Backend({ libraryPath: SOFTHSM_LIB, tokenLabel: tokenB.label, sessionPool: { minSessions: 2, maxSessions: concurrency } }, { pin: tokenB.pin });
-const one = new HsmPool({ members: [{ name: 'a', backend: a2 }], startHealthChecks: false });
-await one.initialize();
-const two = new HsmPool({ members: [{ name: 'a', backend: a2 }, { name: 'b', backend: b2 }], startHealthChecks: false });
-await two.initialize();
-one.place('bench-pool-p256', ['a']);
-two.place('bench-pool-p256', ['a', 'b']);
-const msg = randomBytes(64);
-const pools = { one: () => one.sign('bench-pool-p256', msg), two: () => two.sign('bench-pool-p256', msg) };
-await throughput(pools.one);
-await throughput(pools.two);
-const perPool = { one: [], two: [] };
-for (let r = 0; r < rounds; r++) {
-  const order = r % 2 ? ['two', 'one'] : ['one', 'two'];
-  for (const mode of order) perPool[mode].push(await throughput(pools[mode]));
-}
-results.pool = { oneTokenOpsPerSec: median(perPool.one), twoTokensOpsPerSec: median(perPool.two), scaling: median(perPool.two) / median(perPool.one), shares: two.status().map((m) => ({ name: m.name, dispatched: m.dispatched })), rounds: perPool };
-log(`pool P-256: one token ${results.pool.oneTokenOpsPerSec.toFixed(0)}/s, two tokens ${results.pool.twoTokensOpsPerSec.toFixed(0)}/s, scaling ${results.pool.scaling.toFixed(2)}x`);
+if (!values['skip-pool']) {
+  const replicator = new Pkcs11Replicator(SOFTHSM_LIB);
+  await replicator.provisionGroupKek([token, tokenB].map((t) => ({ tokenLabel: t.label, soPin: t.soPin, pin: t.pin })));
+  await replicator.generateReplicated([token, tokenB].map((t) => ({ tokenLabel: t.label, pin: t.pin })), 'bench-pool-p256', 'ECDSA_P256');
+  const a2 = new Pkcs11Backend({ libraryPath: SOFTHSM_LIB, tokenLabel: token.label, sessionPool: { minSessions: 2, maxSessions: concurrency } }, { pin: token.pin });
+  const b2 = new Pkcs11Backend({ libraryPath: SOFTHSM_LIB, tokenLabel: tokenB.label, sessionPool: { minSessions: 2, maxSessions: concurrency } }, { pin: tokenB.pin });
+  const one = new HsmPool({ members: [{ name: 'a', backend: a2 }], startHealthChecks: false });
+  await one.initialize();
+  const two = new HsmPool({ members: [{ name: 'a', backend: a2 }, { name: 'b', backend: b2 }], startHealthChecks: false });
+  await two.initialize();
+  one.place('bench-pool-p256', ['a']);
+  two.place('bench-pool-p256', ['a', 'b']);
+  const msg = randomBytes(64);
+  const pools = { one: () => one.sign('bench-pool-p256', msg), two: () => two.sign('bench-pool-p256', msg) };
+  await throughput(pools.one);
+  await throughput(pools.two);
+  const perPool = { one: [], two: [] };
+  for (let r = 0; r < rounds; r++) {
+    const order = r % 2 ? ['two', 'one'] : ['one', 'two'];
+    for (const mode of order) perPool[mode].push(await throughput(pools[mode]));
+  }
+  results.pool = { oneTokenOpsPerSec: median(perPool.one), twoTokensOpsPerSec: median(perPool.two), scaling: median(perPool.two) / median(perPool.one), shares: two.status().map((m) => ({ name: m.name, dispatched: m.dispatched })), rounds: perPool };
+  log(`pool P-256: one token ${results.pool.oneTokenOpsPerSec.toFixed(0)}/s, two tokens ${results.pool.twoTokensOpsPerSec.toFixed(0)}/s, scaling ${results.pool.scaling.toFixed(2)}x`);
 
-await two.close();
-await one.close().catch(() => undefined);
+  await two.close();
+  await one.close().catch(() => undefined);
+}
 await rotation.close();
 await pool.close().catch(() => undefined);
 await entLog.close();

@@ -1,7 +1,7 @@
 /**
  * Token buckets per key and per caller, in this process. A bucket holds up to `burst` tokens and
- * refills at `limit` per `per`; an operation takes one token or is refused. (Sharing buckets
- * across nodes through the registry's PostgreSQL is not implemented: each node limits alone.)
+ * refills at `limit` per `per`; an operation takes one token or is refused. Buckets shared by
+ * every node through the registry's PostgreSQL are `PostgresTokenBuckets` (rate-limit-pg.ts).
  */
 export interface RateSpec {
   limit: number;
