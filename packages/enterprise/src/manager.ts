@@ -243,18 +243,17 @@ export class EnterpriseKeyManager {
   ): Promise<DecisionMetadata> {
     const app = this.application(appId);
     const at = this.now();
-    const policyVersion = this.authorizer.policyVersion(appId);
     try {
       validatePolicy(app.policy, { operation, ...(extra.messageBytes !== undefined ? { messageBytes: extra.messageBytes } : {}), at });
     } catch (error) {
       if (!isHsmError(error, 'PolicyViolation')) throw error;
-      return this.deny(String(error.details.rule), error.message, policyVersion);
+      return this.deny(String(error.details.rule), error.message, this.authorizer.policyVersion(appId));
     }
     const version = extra.version ?? (await this.activeVersion(appId));
     if (operation === 'sign' && app.policy.maxUsesPerVersion !== undefined) {
-      const used = await this.usageOf(version.keyId);
+      const used = this.usage.get(version.keyId) ?? (await this.usageOf(version.keyId));
       if (used >= app.policy.maxUsesPerVersion) {
-        return this.deny('maxUsesPerVersion', `${version.keyId} made ${used} signatures, the most the policy allows per version; rotate ${appId}`, policyVersion);
+        return this.deny('maxUsesPerVersion', `${version.keyId} made ${used} signatures, the most the policy allows per version; rotate ${appId}`, this.authorizer.policyVersion(appId));
       }
     }
     const decision: CedarDecision = this.authorizer.authorize({
@@ -274,7 +273,9 @@ export class EnterpriseKeyManager {
       const spec = (r: { limit: number; per: string; burst?: number | undefined }) => ({ limit: r.limit, perMs: durationMs(r.per), ...(r.burst !== undefined ? { burst: r.burst } : {}) });
       if (limits.perKey) entries.push([`key:${appId}`, spec(limits.perKey)]);
       if (limits.perCaller) entries.push([`caller:${appId}:${principalName(context.principal)}`, spec(limits.perCaller)]);
-      if (!(await this.buckets.takeAll(entries))) {
+      const taken = this.buckets.takeAll(entries);
+      // in-process buckets answer at once: no promise to wait for on the signing path
+      if (!(typeof taken === 'boolean' ? taken : await taken)) {
         return this.deny('rateLimits', `rate limit reached for ${appId} (${limits.perKey ? `per key ${limits.perKey.limit}/${limits.perKey.per}` : ''}${limits.perKey && limits.perCaller ? ', ' : ''}${limits.perCaller ? `per caller ${limits.perCaller.limit}/${limits.perCaller.per}` : ''})`, decision.policyVersion, decision.determining, decision.micros);
       }
     }
@@ -318,19 +319,21 @@ export class EnterpriseKeyManager {
       keyVersion: version.version,
       algorithm: version.algorithm,
       dataDigest: digest(data),
+      // only what the call had: every absent field cost the audit log's validation and
+      // canonical JSON on each signature (a tenth of the enforced path's own CPU, profiled)
       details: {
         decision: decision.decision,
         policyVersion: decision.policyVersion,
-        determining: decision.determining.join(',') || null,
-        decisionCached: decision.cached ?? false,
-        purpose: context.purpose ?? null,
-        classification: context.classification ?? null,
-        ticketId: context.ticketId ?? null,
-        sourceAddress: context.sourceAddress ?? null,
+        ...(decision.determining.length > 0 ? { determining: decision.determining.join(',') } : {}),
+        ...(decision.cached ? { decisionCached: true } : {}),
+        ...(context.purpose !== undefined ? { purpose: context.purpose } : {}),
+        ...(context.classification !== undefined ? { classification: context.classification } : {}),
+        ...(context.ticketId !== undefined ? { ticketId: context.ticketId } : {}),
+        ...(context.sourceAddress !== undefined ? { sourceAddress: context.sourceAddress } : {}),
       },
     };
     if (decision.decision === 'deny') {
-      await this.audit.append({ ...base, details: { ...base.details, rule: decision.rule ?? null, reason: decision.reason ?? null } });
+      await this.audit.append({ ...base, details: { ...base.details, ...(decision.rule !== undefined ? { rule: decision.rule } : {}), ...(decision.reason !== undefined ? { reason: decision.reason } : {}) } });
       throw this.refusal(appId, decision);
     }
     let signed: { signature: Uint8Array; member: string; retriedFrom: string[] };
@@ -344,9 +347,10 @@ export class EnterpriseKeyManager {
         .catch(() => undefined);
       throw error;
     }
-    this.usage.set(version.keyId, (await this.usageOf(version.keyId)) + 1);
+    const used = this.usage.get(version.keyId);
+    this.usage.set(version.keyId, (used ?? (await this.usageOf(version.keyId))) + 1);
     this.rotation.registry.recordUsage({ baseKeyId: appId, version: version.version, key: version.keyId, algorithm: version.algorithm });
-    await this.audit.append({ ...base, outcome: 'success', details: { ...base.details, member: signed.member, retriedFrom: signed.retriedFrom.join(',') || null } });
+    await this.audit.append({ ...base, outcome: 'success', details: { ...base.details, member: signed.member, ...(signed.retriedFrom.length > 0 ? { retriedFrom: signed.retriedFrom.join(',') } : {}) } });
     return {
       signature: signed.signature,
       keyId: version.keyId,
