@@ -123,6 +123,25 @@ describe('enterprise commands through the binary', () => {
     expect(approve.stderr).not.toMatch(/\n\s+at /);
   }, 240_000);
 
+  it('app create writes the backup a backupRequired policy asks for into enterprise.backup.directory; under dual control it says what is missing', async () => {
+    const path = join(dir, '.olocus', 'config.json');
+    const config = JSON.parse(await readFile(path, 'utf8')) as { enterprise: Record<string, unknown> };
+    config.enterprise.backup = { directory: 'backups' };
+    await writeFile(path, JSON.stringify(config, null, 2));
+    await writeFile(join(dir, 'vaulted.json'), JSON.stringify({ algorithm: 'ECDSA_P256', backupRequired: true, allowedOperations: ['sign', 'verify', 'backup'] }));
+    const created = await run(['app', 'create', '--app', 'vaulted', '--policy', 'vaulted.json', '--json']);
+    expect(created.code, show(created)).toBe(0);
+    const { backup } = JSON.parse(created.stdout) as { backup: { file: string; sha256: string } };
+    expect(backup.file).toMatch(new RegExp(`^${join(dir, '.olocus', 'backups', 'vaulted-').replace(/[/.]/g, '\\$&')}.*\\.olocus-backup$`));
+    const verified = await run(['backup', 'verify', backup.file, '--json']);
+    expect(verified.code, show(verified)).toBe(0);
+
+    await writeFile(join(dir, 'guarded.json'), JSON.stringify({ algorithm: 'ECDSA_P256', backupRequired: true, allowedOperations: ['sign', 'verify', 'backup'], dualControl: { approvers: ['olga', 'peter'], required: 2, operations: ['backup'] } }));
+    const guarded = await run(['app', 'create', '--app', 'guarded', '--policy', 'guarded.json']);
+    expect(guarded.code, show(guarded)).toBe(0);
+    expect(guarded.stderr).toMatch(/guarded's policy requires a backup, not made yet: backups of guarded are under dual control: olocus-hsm app request --app guarded --operation backup/);
+  }, 240_000);
+
   it('policy put, list and remove keep Cedar policies in the registry database, and app sign obeys them with policies.registry on', async () => {
     const path = join(dir, '.olocus', 'config.json');
     const config = JSON.parse(await readFile(path, 'utf8')) as { enterprise: { policies: Record<string, unknown> } };

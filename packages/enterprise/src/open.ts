@@ -53,6 +53,11 @@ export const enterpriseConfigSchema = z
     rateLimits: z.object({ store: z.enum(['shared', 'local']).default('shared') }).strict().default({}),
     /** JSON file holding applications and open approval requests (default: beside the config). */
     state: z.string().min(1).optional(),
+    /**
+     * Where `olocus-hsm app create` writes the backup a key policy with `backupRequired` asks for
+     * (relative to the config file); without it the command says that the backup is still to make.
+     */
+    backup: z.object({ directory: z.string().min(1) }).strict().optional(),
   })
   .strict();
 

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { mkdir, readFile } from 'node:fs/promises';
+import { dirname, isAbsolute, join, resolve as resolvePath } from 'node:path';
 import { isHsmError } from '@olocus/hsm-core';
 import type { AuditLog } from '@olocus/hsm-compliance';
 import type { StorageConfigInput } from '@olocus/hsm-rotation';
@@ -172,12 +172,16 @@ export async function appCreate(ctx: CliContext, opts: { app: string; policy: st
     throw new CliError('InvalidArgument', `--policy ${opts.policy} is not JSON (a key policy is a JSON object; see policy validate)`);
   }
   const tags = parsePairs('--tag', opts.tag);
-  await withEnterprise(ctx, open, async ({ enterprise, actor }) => {
+  await withEnterprise(ctx, open, async (scope) => {
+    const { enterprise, actor } = scope;
     const app = await enterprise.manager.generateApplicationKey(opts.app, raw, { actor, tags });
     await enterprise.saveState();
     const active = await enterprise.rotation.registry.getActiveKey(opts.app);
-    if (ctx.json) return ctx.printJson({ app: opts.app, keyId: active.keyId, version: active.version, algorithm: app.policy.algorithm, members: app.members, tags: app.tags, actor });
+    const backup = app.policy.backupRequired ? await initialBackup(ctx, scope, opts.app) : undefined;
+    if (ctx.json) return ctx.printJson({ app: opts.app, keyId: active.keyId, version: active.version, algorithm: app.policy.algorithm, members: app.members, tags: app.tags, actor, ...(backup ? { backup } : {}) });
     ctx.print(`created ${opts.app}: ${active.keyId} (${app.policy.algorithm}) on ${app.members.join(', ')}; actor ${actor}`);
+    if (backup && 'file' in backup) ctx.print(`  backed up as its policy requires: ${backup.file} (sha256 ${backup.sha256})`);
+    else if (backup) ctx.note(`olocus-hsm: ${opts.app}'s policy requires a backup, not made yet: ${backup.pending}`);
   });
 }
 
@@ -374,31 +378,9 @@ export function isEnterpriseRefusal(error: unknown): boolean {
 export async function appBackup(ctx: CliContext, opts: { app: string; out: string; request?: string }, open: EnterpriseOpener = openFromConfig): Promise<void> {
   const out = await checkOutputPath(ctx, '--out', opts.out);
   if (out === '-') throw new CliError('InvalidArgument', '--out: a bundle is written to a file (atomically), not to standard output');
-  const { createBundle } = await import('@olocus/hsm-backup');
-  const { pinSigner } = await import('./backup.js');
-  await withEnterprise(ctx, open, async ({ enterprise, actor, audit, configPath }) => {
-    const app = enterprise.manager.application(opts.app);
-    const status = new Map(enterprise.pool.status().map((m) => [m.name, m]));
-    const candidates = app.members.filter((name) => enterprise.pool.backendOf(name).backup !== undefined);
-    if (candidates.length === 0) {
-      throw new CliError('InvalidArgument', `${opts.app} lives on ${app.members.join(', ')}, none of which can export keys for a backup (their backends have no backup capability)`);
-    }
-    const member = candidates.find((name) => status.get(name)?.reason === undefined) ?? candidates[0]!;
-    const gate = enterprise.manager.backupGate({ actor, ...(opts.request ? { requestId: opts.request } : {}) });
-    const result = await createBundle(out, {
-      backend: enterprise.pool.backendOf(member),
-      registry: enterprise.rotation.registry,
-      ...(audit ? { audit } : {}),
-      keys: [opts.app],
-      actor,
-      authorize: gate.authorize,
-      onProgress: (p) => {
-        if (p.phase === 'export' && p.done === p.total) ctx.note(`backup: exported ${p.done}/${p.total} from ${member}`);
-      },
-    });
-    const spent = await gate.complete({ file: out, sha256: result.sha256 });
-    await enterprise.saveState();
-    const pinned = configPath ? await pinSigner(configPath, result.signer) : false;
+  await withEnterprise(ctx, open, async (scope) => {
+    const written = await writeAppBackup(ctx, scope, opts.app, out, opts.request);
+    const { result, member, spent, pinned } = written;
     if (result.ineligible.length > 0) ctx.exitCode = 1;
     if (ctx.json) return ctx.printJson({ ...result, app: opts.app, member, approvals: spent.map((r) => ({ request: r.id, approvers: r.approvers })), signerPinned: pinned });
     ctx.print(`backup written: ${out} (${result.keys.length} key version(s) of ${opts.app} from ${member}, sha256 ${result.sha256})`);
@@ -406,6 +388,55 @@ export async function appBackup(ctx: CliContext, opts: { app: string; out: strin
     ctx.print(`  signed by ${result.signer.keyId} ${result.signer.fingerprint}${pinned ? ' (pinned)' : ''}`);
     for (const i of result.ineligible) ctx.print(`  cannot back up ${i.id}: ${i.reason}`);
   });
+}
+
+/**
+ * The backup a key policy with `backupRequired` asks for at creation: written into
+ * `enterprise.backup.directory` when one is configured and the policy does not put backups under
+ * dual control; otherwise what is missing is said (the approvals, or a directory).
+ */
+async function initialBackup(ctx: CliContext, scope: EnterpriseScope, appId: string): Promise<{ file: string; sha256: string } | { pending: string }> {
+  const directory = scope.enterprise.config.backup?.directory;
+  const policy = scope.enterprise.manager.application(appId).policy;
+  if (policy.dualControl?.operations.includes('backup')) {
+    return { pending: `backups of ${appId} are under dual control: olocus-hsm app request --app ${appId} --operation backup --reason ..., then app backup --request ID` };
+  }
+  if (!directory) return { pending: `set enterprise.backup.directory to have it written at creation, or run olocus-hsm app backup --app ${appId} --out FILE` };
+  const base = scope.configPath ? dirname(scope.configPath) : ctx.cwd;
+  const dir = isAbsolute(directory) ? directory : resolvePath(base, directory);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const file = join(dir, `${appId}-${new Date().toISOString().replace(/[:.]/g, '-')}.olocus-backup`);
+  const { result } = await writeAppBackup(ctx, scope, appId, file);
+  return { file, sha256: result.sha256 };
+}
+
+/** One application's bundle, exported from a member of its placement that can export (an up one first), through the dual-control gate. */
+async function writeAppBackup(ctx: CliContext, { enterprise, actor, audit, configPath }: EnterpriseScope, appId: string, out: string, requestId?: string) {
+  const { createBundle } = await import('@olocus/hsm-backup');
+  const { pinSigner } = await import('./backup.js');
+  const app = enterprise.manager.application(appId);
+  const status = new Map(enterprise.pool.status().map((m) => [m.name, m]));
+  const candidates = app.members.filter((name) => enterprise.pool.backendOf(name).backup !== undefined);
+  if (candidates.length === 0) {
+    throw new CliError('InvalidArgument', `${appId} lives on ${app.members.join(', ')}, none of which can export keys for a backup (their backends have no backup capability)`);
+  }
+  const member = candidates.find((name) => status.get(name)?.reason === undefined) ?? candidates[0]!;
+  const gate = enterprise.manager.backupGate({ actor, ...(requestId ? { requestId } : {}) });
+  const result = await createBundle(out, {
+    backend: enterprise.pool.backendOf(member),
+    registry: enterprise.rotation.registry,
+    ...(audit ? { audit } : {}),
+    keys: [appId],
+    actor,
+    authorize: gate.authorize,
+    onProgress: (p) => {
+      if (p.phase === 'export' && p.done === p.total) ctx.note(`backup: exported ${p.done}/${p.total} from ${member}`);
+    },
+  });
+  const spent = await gate.complete({ file: out, sha256: result.sha256 });
+  await enterprise.saveState();
+  const pinned = configPath ? await pinSigner(configPath, result.signer) : false;
+  return { result, member, spent, pinned };
 }
 
 // ---------------------------------------------------------------- policies in the registry database
