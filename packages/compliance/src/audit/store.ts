@@ -309,9 +309,36 @@ async function runMigrations(db: Kysely<any>, dialect: Dialect, target: string, 
   if (error) throw storageError(error, 'migrating', target);
 }
 
-function openSqlite(storage: Extract<ResolvedAuditLogOptions['storage'], { kind: 'sqlite' }>): AuditStore {
+/**
+ * Switches a database to WAL, waiting (without blocking the loop) while another process does the
+ * same: two processes opening a new log at once can get SQLITE_BUSY from the switch at once,
+ * without SQLite's busy handler being called (it is not, where waiting could deadlock), and one
+ * of them failed to open (CI: two appenders started together).
+ */
+function closeQuietly(database: BetterSqlite3.Database | undefined): void {
+  try {
+    database?.close();
+  } catch {
+    // the open failed: nothing to keep
+  }
+}
+
+async function enterWalMode(database: BetterSqlite3.Database, timeoutMs: number): Promise<void> {
+  const giveUpAt = Date.now() + Math.max(timeoutMs, 1000);
+  for (let wait = 5; ; wait = Math.min(wait * 2, 100)) {
+    try {
+      database.pragma('journal_mode = WAL');
+      return;
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() + wait > giveUpAt) throw error;
+      await new Promise((resolve) => setTimeout(resolve, wait * (0.5 + Math.random())));
+    }
+  }
+}
+
+async function openSqlite(storage: Extract<ResolvedAuditLogOptions['storage'], { kind: 'sqlite' }>): Promise<AuditStore> {
   const target = storage.path;
-  let database: BetterSqlite3.Database;
+  let opening: BetterSqlite3.Database | undefined;
   try {
     // The log names keys, actors and operations: create it 0600 (SQLite gives its -wal and -shm
     // files the database file's mode). An existing file keeps the mode its operator chose.
@@ -323,12 +350,14 @@ function openSqlite(storage: Extract<ResolvedAuditLogOptions['storage'], { kind:
     // Opening may wait for another process (WAL setup, migrations); after open the busy timeout
     // is 0: a busy database is retried asynchronously (writeTx), never waited for inside the
     // synchronous driver, which would block the event loop while another process writes.
-    database = new BetterSqlite3(storage.path, { timeout: storage.busyTimeoutMs });
-    database.pragma('journal_mode = WAL');
-    database.pragma('synchronous = FULL');
+    opening = new BetterSqlite3(storage.path, { timeout: storage.busyTimeoutMs });
+    await enterWalMode(opening, storage.busyTimeoutMs);
+    opening.pragma('synchronous = FULL');
   } catch (error) {
+    closeQuietly(opening);
     throw storageError(error, 'opening SQLite database', target);
   }
+  const database: BetterSqlite3.Database = opening;
   const db = new Kysely<any>({ dialect: new SqliteDialect({ database }) });
   const writer = storage.writerThread ? new SqliteWriter(storage.path, storage.busyTimeoutMs) : undefined;
   // inline commits: no WAL checkpoint inside a commit on this thread; a helper thread does them

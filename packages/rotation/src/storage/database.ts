@@ -69,16 +69,44 @@ export async function openStore(config: StorageConfig): Promise<Store> {
   return config.kind === 'sqlite' ? openSqlite(config) : openPostgres(config);
 }
 
-function openSqlite(config: Extract<StorageConfig, { kind: 'sqlite' }>): Store {
-  let database: BetterSqlite3.Database;
+/**
+ * Switches a database to WAL, waiting (without blocking the loop) while another process does the
+ * same: two processes opening a new registry at once can get SQLITE_BUSY from the switch at
+ * once, without SQLite's busy handler being called (it is not, where waiting could deadlock).
+ */
+function closeQuietly(database: BetterSqlite3.Database | undefined): void {
   try {
-    database = new BetterSqlite3(config.path, { timeout: config.busyTimeout });
-    database.pragma('journal_mode = WAL');
-    database.pragma(`synchronous = ${config.synchronous}`);
-    database.pragma('foreign_keys = ON');
+    database?.close();
+  } catch {
+    // the open failed: nothing to keep
+  }
+}
+
+async function enterWalMode(database: BetterSqlite3.Database, timeoutMs: number): Promise<void> {
+  const giveUpAt = Date.now() + Math.max(timeoutMs, 1000);
+  for (let wait = 5; ; wait = Math.min(wait * 2, 100)) {
+    try {
+      database.pragma('journal_mode = WAL');
+      return;
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() + wait > giveUpAt) throw error;
+      await new Promise((resolve) => setTimeout(resolve, wait * (0.5 + Math.random())));
+    }
+  }
+}
+
+async function openSqlite(config: Extract<StorageConfig, { kind: 'sqlite' }>): Promise<Store> {
+  let opening: BetterSqlite3.Database | undefined;
+  try {
+    opening = new BetterSqlite3(config.path, { timeout: config.busyTimeout });
+    await enterWalMode(opening, config.busyTimeout);
+    opening.pragma(`synchronous = ${config.synchronous}`);
+    opening.pragma('foreign_keys = ON');
   } catch (error) {
+    closeQuietly(opening);
     throw storageError(error, 'opening SQLite database', config.path);
   }
+  const database: BetterSqlite3.Database = opening;
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
   return makeStore('sqlite', db, config.path);
 }
