@@ -284,9 +284,12 @@ describe('kill -9', () => {
     for (let i = 0; i < 8; i++) {
       await rm(out, { force: true });
       const child = spawnBin(['backup', 'create', '--out', out, '--all'], cwd);
+      // listened for from the start: a create that finishes before the kill has closed already
+      // (a late listener never heard it, and the test hung until its timeout in CI)
+      const closed = new Promise((r) => child.on('close', r));
       await new Promise((r) => setTimeout(r, 150 + i * 60));
       child.kill('SIGKILL');
-      await new Promise((r) => child.on('close', r));
+      await closed;
       if (!existsSync(out)) {
         killedBefore++;
         continue;
@@ -308,9 +311,10 @@ describe('kill -9', () => {
       expect((await target.run(['init'])).code).toBe(0);
       const into = join(dir, name, '.olocus', 'config.json');
       const child = spawnBin(['backup', 'restore', bundle, '--into', into, '--signer', signer], join(dir, name));
+      const closed = new Promise((r) => child.on('close', r));
       await new Promise((r) => setTimeout(r, 400 + i * 250));
       child.kill('SIGKILL');
-      await new Promise((r) => child.on('close', r));
+      await closed;
       const second = await target.json<{ keys: Array<{ id: string; action: string }> }>(['backup', 'restore', bundle, '--into', into, '--signer', signer]);
       expect(second.keys).toHaveLength(5);
       const history = await target.json<{ versions: Array<{ version: number; state: string }> }>(['keys', 'history', '--id', 'app']);
