@@ -132,18 +132,16 @@ export class KeyStore {
   }
 
   private parseRef(ref: string, tokenLabel: string, serial: string): { cacheKey: string; query: KeyQuery } {
-    {
-      const uri = parsePkcs11Uri(ref);
-      if (uri.token !== undefined && uri.token !== tokenLabel) {
-        throw new HsmError('KeyNotFound', `key ${ref} is on token '${uri.token}', this backend uses token '${tokenLabel}'`, { details: { key: ref } });
-      }
-      if (uri.serial !== undefined && uri.serial !== serial) throw new HsmError('KeyNotFound', `key ${ref} is on another token (serial)`, { details: { key: ref } });
-      if (!uri.id && uri.object === undefined) throw new HsmError('InvalidArgument', 'a key URI needs id= or object=', { details: { field: 'key' } });
-      const query: KeyQuery = { display: ref };
-      if (uri.id) query.id = Buffer.from(uri.id);
-      if (uri.object !== undefined) query.label = uri.object;
-      return { cacheKey: `uri:${uri.id ? Buffer.from(uri.id).toString('hex') : ''}:${uri.object ?? ''}`, query };
+    const uri = parsePkcs11Uri(ref);
+    if (uri.token !== undefined && uri.token !== tokenLabel) {
+      throw new HsmError('KeyNotFound', `key ${ref} is on token '${uri.token}', this backend uses token '${tokenLabel}'`, { details: { key: ref } });
     }
+    if (uri.serial !== undefined && uri.serial !== serial) throw new HsmError('KeyNotFound', `key ${ref} is on another token (serial)`, { details: { key: ref } });
+    if (!uri.id && uri.object === undefined) throw new HsmError('InvalidArgument', 'a key URI needs id= or object=', { details: { field: 'key' } });
+    const query: KeyQuery = { display: ref };
+    if (uri.id) query.id = Buffer.from(uri.id);
+    if (uri.object !== undefined) query.label = uri.object;
+    return { cacheKey: `uri:${uri.id ? Buffer.from(uri.id).toString('hex') : ''}:${uri.object ?? ''}`, query };
   }
 
   /** The key a reference names: from the cache, or looked up once for all concurrent callers. */

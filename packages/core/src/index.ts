@@ -12,3 +12,4 @@ export * from './audit.js';
 export * from './key-id.js';
 export * from './validate.js';
 export * from './names.js';
+export * from './retry.js';

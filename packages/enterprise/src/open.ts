@@ -11,6 +11,9 @@ import { HsmPool } from './pool.js';
 import { PostgresTokenBuckets, type PgPoolLike, type RateLimiter } from './rate-limit-pg.js';
 import { PolicyStore, type PolicyStoreStorage } from './policy-store.js';
 
+/** A path from the config, relative to the config file's directory unless absolute. */
+const resolveIn = (baseDir: string, path: string): string => (isAbsolute(path) ? path : resolve(baseDir, path));
+
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /** The `enterprise` section of the config file the CLI uses. */
@@ -86,6 +89,8 @@ export interface EnterpriseContext {
   rotation: RotationContext;
   authorizer: CedarAuthorizer;
   statePath: string;
+  /** `backup.directory` resolved against the config's directory, when configured. */
+  backupDirectory?: string;
   /** Writes applications and approval requests to the state file (atomically, mode 0600). */
   saveState(): Promise<void>;
   close(): Promise<void>;
@@ -93,7 +98,7 @@ export interface EnterpriseContext {
 
 /** Loads global and per-application policies from the configured directories. */
 export function loadPolicies(authorizer: CedarAuthorizer, policies: EnterpriseConfig['policies'], baseDir: string): void {
-  const at = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
+  const at = (p: string) => resolveIn(baseDir, p);
   if (policies.global) authorizer.loadGlobal(readPolicyDirectory(at(policies.global)));
   if (policies.applications) {
     const root = at(policies.applications);
@@ -163,7 +168,8 @@ export async function openEnterprise(options: OpenEnterpriseOptions): Promise<En
     }
   }
   manager = new EnterpriseKeyManager({ pool, rotation, authorizer, audit: options.audit, ...(rateLimiter ? { rateLimiter } : {}) });
-  const statePath = config.state ? (isAbsolute(config.state) ? config.state : resolve(options.baseDir, config.state)) : join(options.baseDir, 'enterprise-state.json');
+  const at = (p: string) => resolveIn(options.baseDir, p);
+  const statePath = config.state ? at(config.state) : join(options.baseDir, 'enterprise-state.json');
   if (existsSync(statePath)) {
     let state: EnterpriseState;
     try {
@@ -183,6 +189,7 @@ export async function openEnterprise(options: OpenEnterpriseOptions): Promise<En
     rotation,
     authorizer,
     statePath,
+    ...(config.backup ? { backupDirectory: at(config.backup.directory) } : {}),
     async saveState() {
       const tmp = `${statePath}.${process.pid}.tmp`;
       await writeFile(tmp, JSON.stringify(m.exportState(), null, 2) + '\n', { mode: 0o600 });

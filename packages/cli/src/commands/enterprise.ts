@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
-import { dirname, isAbsolute, join, resolve as resolvePath } from 'node:path';
+import { dirname, join } from 'node:path';
 import { isHsmError } from '@olocus/hsm-core';
 import type { AuditLog } from '@olocus/hsm-compliance';
 import type { StorageConfigInput } from '@olocus/hsm-rotation';
@@ -396,14 +396,12 @@ export async function appBackup(ctx: CliContext, opts: { app: string; out: strin
  * dual control; otherwise what is missing is said (the approvals, or a directory).
  */
 async function initialBackup(ctx: CliContext, scope: EnterpriseScope, appId: string): Promise<{ file: string; sha256: string } | { pending: string }> {
-  const directory = scope.enterprise.config.backup?.directory;
+  const dir = scope.enterprise.backupDirectory;
   const policy = scope.enterprise.manager.application(appId).policy;
   if (policy.dualControl?.operations.includes('backup')) {
     return { pending: `backups of ${appId} are under dual control: olocus-hsm app request --app ${appId} --operation backup --reason ..., then app backup --request ID` };
   }
-  if (!directory) return { pending: `set enterprise.backup.directory to have it written at creation, or run olocus-hsm app backup --app ${appId} --out FILE` };
-  const base = scope.configPath ? dirname(scope.configPath) : ctx.cwd;
-  const dir = isAbsolute(directory) ? directory : resolvePath(base, directory);
+  if (!dir) return { pending: `set enterprise.backup.directory to have it written at creation, or run olocus-hsm app backup --app ${appId} --out FILE` };
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const file = join(dir, `${appId}-${new Date().toISOString().replace(/[:.]/g, '-')}.olocus-backup`);
   const { result } = await writeAppBackup(ctx, scope, appId, file);

@@ -5,7 +5,7 @@ import type pg from 'pg';
 /** pg is loaded only when a PostgreSQL store is opened: a SQLite-only process (a one-shot CLI command) never pays for it. */
 const loadPg = async (): Promise<typeof pg> => (await import('pg')).default;
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, type Migration } from 'kysely';
-import { HsmError, isHsmError } from '@olocus/hsm-core';
+import { HsmError, isHsmError, isSqliteBusy, retryWhile } from '@olocus/hsm-core';
 import { storageFaultError } from './faults.js';
 import type { AuditCheckpoint, AuditRecord } from './types.js';
 import { canonicalDetails, recordHash, type RecordLike } from './jcs.js';
@@ -309,36 +309,9 @@ async function runMigrations(db: Kysely<any>, dialect: Dialect, target: string, 
   if (error) throw storageError(error, 'migrating', target);
 }
 
-/**
- * Switches a database to WAL, waiting (without blocking the loop) while another process does the
- * same: two processes opening a new log at once can get SQLITE_BUSY from the switch at once,
- * without SQLite's busy handler being called (it is not, where waiting could deadlock), and one
- * of them failed to open (CI: two appenders started together).
- */
-function closeQuietly(database: BetterSqlite3.Database | undefined): void {
-  try {
-    database?.close();
-  } catch {
-    // the open failed: nothing to keep
-  }
-}
-
-async function enterWalMode(database: BetterSqlite3.Database, timeoutMs: number): Promise<void> {
-  const giveUpAt = Date.now() + Math.max(timeoutMs, 1000);
-  for (let wait = 5; ; wait = Math.min(wait * 2, 100)) {
-    try {
-      database.pragma('journal_mode = WAL');
-      return;
-    } catch (error) {
-      if ((error as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() + wait > giveUpAt) throw error;
-      await new Promise((resolve) => setTimeout(resolve, wait * (0.5 + Math.random())));
-    }
-  }
-}
-
 async function openSqlite(storage: Extract<ResolvedAuditLogOptions['storage'], { kind: 'sqlite' }>): Promise<AuditStore> {
   const target = storage.path;
-  let opening: BetterSqlite3.Database | undefined;
+  let database: BetterSqlite3.Database;
   try {
     // The log names keys, actors and operations: create it 0600 (SQLite gives its -wal and -shm
     // files the database file's mode). An existing file keeps the mode its operator chose.
@@ -350,14 +323,20 @@ async function openSqlite(storage: Extract<ResolvedAuditLogOptions['storage'], {
     // Opening may wait for another process (WAL setup, migrations); after open the busy timeout
     // is 0: a busy database is retried asynchronously (writeTx), never waited for inside the
     // synchronous driver, which would block the event loop while another process writes.
-    opening = new BetterSqlite3(storage.path, { timeout: storage.busyTimeoutMs });
-    await enterWalMode(opening, storage.busyTimeoutMs);
-    opening.pragma('synchronous = FULL');
+    database = new BetterSqlite3(storage.path, { timeout: storage.busyTimeoutMs });
   } catch (error) {
-    closeQuietly(opening);
     throw storageError(error, 'opening SQLite database', target);
   }
-  const database: BetterSqlite3.Database = opening;
+  try {
+    // Two processes opening a new log at once can get SQLITE_BUSY from the switch to WAL at once,
+    // without SQLite's busy handler being called (it is not where waiting could deadlock): CI saw
+    // the second of two appenders fail to open. Retried, without blocking the loop.
+    await retryWhile(() => database.pragma('journal_mode = WAL'), isSqliteBusy, { timeoutMs: Math.max(storage.busyTimeoutMs, 1000), firstDelayMs: 5 });
+    database.pragma('synchronous = FULL');
+  } catch (error) {
+    database.close();
+    throw storageError(error, 'opening SQLite database', target);
+  }
   const db = new Kysely<any>({ dialect: new SqliteDialect({ database }) });
   const writer = storage.writerThread ? new SqliteWriter(storage.path, storage.busyTimeoutMs) : undefined;
   // inline commits: no WAL checkpoint inside a commit on this thread; a helper thread does them
@@ -401,13 +380,15 @@ async function openSqlite(storage: Extract<ResolvedAuditLogOptions['storage'], {
   async function writeTx<T>(fn: () => T): Promise<T> {
     wrote();
     if (closed) throw new HsmError('Closed', 'the audit log is closed', { details: { auditCode: 'AuditClosed' } });
+    // BEGIN, fn and COMMIT run in one synchronous stretch once BEGIN succeeds: an await between
+    // them would let another writeTx begin inside this transaction
     const deadline = Date.now() + storage.busyTimeoutMs;
     for (let delay = 1; ; delay = Math.min(delay * 2, 4)) {
       try {
         s().begin.run();
         break;
       } catch (error) {
-        if ((error as { code?: string }).code === 'SQLITE_BUSY' && Date.now() < deadline) {
+        if (isSqliteBusy(error) && Date.now() < deadline) {
           await sleep(delay * (0.5 + Math.random()));
           continue;
         }

@@ -4,7 +4,7 @@ import type pg from 'pg';
 /** pg is loaded only when a PostgreSQL store is opened: a SQLite-only process (a one-shot CLI command) never pays for it. */
 const loadPg = async (): Promise<typeof pg> => (await import('pg')).default;
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql } from 'kysely';
-import { HsmError } from '@olocus/hsm-core';
+import { HsmError, isSqliteBusy, retryWhile } from '@olocus/hsm-core';
 import type { StorageConfig } from '../config.js';
 import type { Database } from './schema.js';
 import { migrationProvider, type DialectName } from './migrations.js';
@@ -69,44 +69,23 @@ export async function openStore(config: StorageConfig): Promise<Store> {
   return config.kind === 'sqlite' ? openSqlite(config) : openPostgres(config);
 }
 
-/**
- * Switches a database to WAL, waiting (without blocking the loop) while another process does the
- * same: two processes opening a new registry at once can get SQLITE_BUSY from the switch at
- * once, without SQLite's busy handler being called (it is not, where waiting could deadlock).
- */
-function closeQuietly(database: BetterSqlite3.Database | undefined): void {
-  try {
-    database?.close();
-  } catch {
-    // the open failed: nothing to keep
-  }
-}
-
-async function enterWalMode(database: BetterSqlite3.Database, timeoutMs: number): Promise<void> {
-  const giveUpAt = Date.now() + Math.max(timeoutMs, 1000);
-  for (let wait = 5; ; wait = Math.min(wait * 2, 100)) {
-    try {
-      database.pragma('journal_mode = WAL');
-      return;
-    } catch (error) {
-      if ((error as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() + wait > giveUpAt) throw error;
-      await new Promise((resolve) => setTimeout(resolve, wait * (0.5 + Math.random())));
-    }
-  }
-}
-
 async function openSqlite(config: Extract<StorageConfig, { kind: 'sqlite' }>): Promise<Store> {
-  let opening: BetterSqlite3.Database | undefined;
+  let database: BetterSqlite3.Database;
   try {
-    opening = new BetterSqlite3(config.path, { timeout: config.busyTimeout });
-    await enterWalMode(opening, config.busyTimeout);
-    opening.pragma(`synchronous = ${config.synchronous}`);
-    opening.pragma('foreign_keys = ON');
+    database = new BetterSqlite3(config.path, { timeout: config.busyTimeout });
   } catch (error) {
-    closeQuietly(opening);
     throw storageError(error, 'opening SQLite database', config.path);
   }
-  const database: BetterSqlite3.Database = opening;
+  try {
+    // Two processes opening a new registry at once can get SQLITE_BUSY from the switch to WAL at
+    // once, without SQLite's busy handler being called (it is not where waiting could deadlock).
+    await retryWhile(() => database.pragma('journal_mode = WAL'), isSqliteBusy, { timeoutMs: Math.max(config.busyTimeout, 1000), firstDelayMs: 5 });
+    database.pragma(`synchronous = ${config.synchronous}`);
+    database.pragma('foreign_keys = ON');
+  } catch (error) {
+    database.close();
+    throw storageError(error, 'opening SQLite database', config.path);
+  }
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
   return makeStore('sqlite', db, config.path);
 }
