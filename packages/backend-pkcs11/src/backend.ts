@@ -113,7 +113,7 @@ export class Pkcs11Backend implements HsmBackend {
    * C_WrapKey output under the backup KEK (`backupKekLabel`, CKA_TRUSTED); restore unwraps them
    * under the same KEK and proves the pair by signing. See the README, "Backup".
    */
-  readonly backup: KeyBackupCapability;
+  readonly backup: Required<KeyBackupCapability>;
   private state: State = 'new';
   private initPromise: Promise<void> | undefined;
   private closePromise: Promise<void> | undefined;

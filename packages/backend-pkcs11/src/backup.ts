@@ -17,9 +17,11 @@ import {
   assertValidKeyId,
   isHsmError,
   throwIfAborted,
+  toHsmError,
   verifyLocally,
   type ExportedKey,
   type HsmKeyHandle,
+  type ImportKeysResult,
   type KeyAlgorithm,
   type KeyBackupCapability,
   type KeyRef,
@@ -45,17 +47,56 @@ import {
   CKF_UNWRAP,
   CKF_WRAP,
   CKM_AES_KEY_WRAP_PAD,
+  CKO_CERTIFICATE,
   CKO_PRIVATE_KEY,
+  CKO_PUBLIC_KEY,
   CKO_SECRET_KEY,
   CKR,
 } from './constants.js';
 import { BACKUP_WRAP_MECHANISM, findKek, kekCheckValue, type KekCalls } from './kek.js';
 import type { KeyEntry, KeyStore } from './key-store.js';
 import { ckaIdFor, readBool, signInput } from './keys.js';
-import { metadataTemplate, writeMetadata } from './metadata.js';
+import { indexMetadata, metadataApplication, metadataTemplate, writeMetadata, type MetadataIndex } from './metadata.js';
 import type { AsyncPkcs11 } from './module-thread.js';
-import { find, type Pkcs11Session } from './objects.js';
+import { find, findAll, type Pkcs11Session } from './objects.js';
 import { keyPairTemplates } from './templates.js';
+
+/** An exported key checked and turned into the objects it becomes on this token. */
+interface Restoring {
+  id: string;
+  algorithm: KeyAlgorithm;
+  ckaId: Buffer;
+  publicKey: KeyObject;
+  createdAt: Date;
+  expiresAt: Date | undefined;
+  labels: Record<string, string> | undefined;
+  kekLabel: string;
+  kekCheckValue: string | undefined;
+  privateTemplate: Attribute[];
+  publicObject: Attribute[];
+  blob: Buffer;
+}
+
+/** What a batch import looks up once: ids in use (any key or certificate), private-key labels, metadata objects. */
+interface ImportIndex {
+  generation: number;
+  ckaIds: Set<string>;
+  privateLabels: Set<string>;
+  metadata: MetadataIndex;
+}
+
+async function buildImportIndex(p11: AsyncPkcs11, session: Pkcs11Session): Promise<ImportIndex> {
+  const ckaIds = new Set<string>();
+  const privateLabels = new Set<string>();
+  for (const cls of [CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY, CKO_CERTIFICATE]) {
+    for (const object of await findAll(p11, session, [{ type: CKA_CLASS, value: cls }])) {
+      const [idAttr, labelAttr] = await p11.C_GetAttributeValue(session.handle, object, [{ type: CKA_ID }, { type: CKA_LABEL }]);
+      if (idAttr!.value.length > 0) ckaIds.add(idAttr!.value.toString('hex'));
+      if (cls === CKO_PRIVATE_KEY) privateLabels.add(labelAttr!.value.toString('utf8'));
+    }
+  }
+  return { generation: session.generation, ckaIds, privateLabels, metadata: await indexMetadata(p11, session) };
+}
 
 /** `ExportedKey.parameters.format` of a wrapped PKCS#11 key. */
 export const PKCS11_BACKUP_FORMAT = 'olocus-pkcs11-wrapped/v1';
@@ -349,8 +390,63 @@ export class Pkcs11KeyBackup implements KeyBackupCapability {
   }
 
   async importKey(exported: ExportedKey, options: { id?: string; signal?: AbortSignal } = {}): Promise<HsmKeyHandle> {
-    this.host.assertUsable();
-    throwIfAborted(options.signal);
+    const result = await this.importBatch([{ exported, id: options.id }], options.signal);
+    if (result.failed) throw result.failed.error;
+    return result.imported[0]!;
+  }
+
+  importKeys(exported: readonly ExportedKey[], options: { signal?: AbortSignal } = {}): Promise<ImportKeysResult> {
+    if (!Array.isArray(exported)) throw new HsmError('InvalidArgument', 'exported must be a list of ExportedKey', { details: { field: 'exported' } });
+    return this.importBatch(exported.map((e) => ({ exported: e, id: undefined })), options.signal);
+  }
+
+  /**
+   * Restores keys in order under the token lock, one session call per key (its deadline and retry
+   * are a key's, as before). A batch of more than one reads the token's key ids, private-key labels
+   * and metadata objects once, and keeps that index up to date as it adds keys: on SoftHSM every
+   * C_FindObjects walks every object, so the three look-ups per key made a restore quadratic
+   * (measured: 57 ms a key for 300 keys, against 7 ms for a bare C_UnwrapKey). The index is a
+   * snapshot: a key another process creates under the same id during the batch is not seen, as it
+   * would not be between a look-up and a create either.
+   */
+  private async importBatch(items: ReadonlyArray<{ exported: ExportedKey; id: string | undefined }>, signal: AbortSignal | undefined): Promise<ImportKeysResult> {
+    const imported: HsmKeyHandle[] = [];
+    if (items.length === 0) return { imported };
+    const { serial, slotNumber } = this.conn.token;
+    return this.conn.mod!.tokenLock(`${slotNumber}:${serial}`).run(async () => {
+      let index: ImportIndex | undefined;
+      for (let i = 0; i < items.length; i++) {
+        try {
+          this.host.assertUsable();
+          throwIfAborted(signal);
+          const restoring = this.prepareImport(items[i]!.exported, items[i]!.id);
+          const entry = await this.conn.withSession(
+            'KeyGenerationFailed',
+            `restoring key ${restoring.id}`,
+            async (session, p11) => {
+              if (items.length > 1 && index?.generation !== session.generation) index = await buildImportIndex(p11, session);
+              try {
+                return await this.importOne(session, p11, restoring, index);
+              } catch (error) {
+                index = undefined; // what failed may have left objects behind: look again
+                throw error;
+              }
+            },
+            () => this.host.assertUsable(),
+            signal,
+            'generate',
+          );
+          imported.push({ ...entry.handle });
+        } catch (error) {
+          return { imported, failed: { index: i, error: toHsmError(error, 'Internal', `restoring key ${i}: ${error instanceof Error ? error.message : String(error)}`) } };
+        }
+      }
+      return { imported };
+    });
+  }
+
+  /** Checks one exported key and works out the objects it becomes; touches no token. */
+  private prepareImport(exported: ExportedKey, idOverride: string | undefined): Restoring {
     if (this.host.readOnly) throw new HsmError('InvalidArgument', 'the backend is configured readOnly: it cannot restore keys', { details: { field: 'readOnly' } });
     if (!exported || typeof exported !== 'object') throw new HsmError('InvalidArgument', 'exported must be an ExportedKey', { details: { field: 'exported' } });
     if (exported.method !== 'wrapped') {
@@ -361,11 +457,10 @@ export class Pkcs11KeyBackup implements KeyBackupCapability {
     if (parameters.mechanism !== BACKUP_WRAP_MECHANISM) {
       throw new HsmError('InvalidArgument', `parameters.mechanism is '${String(parameters.mechanism)}'; this backend unwraps ${BACKUP_WRAP_MECHANISM} only`, { details: { field: 'parameters.mechanism' } });
     }
-    const id = options.id ?? exported.id;
+    const id = idOverride ?? exported.id;
     assertValidKeyId(id, 'id');
     const algorithm = exported.algorithm;
     if (!this.conn.plans.has(algorithm)) assertAlgorithmSupported(algorithm, [...this.conn.plans.keys()], `token '${this.conn.token.label}'`);
-    const plan = this.conn.plans.get(algorithm)!;
     if (!Array.isArray(exported.usages) || exported.usages.length === 0 || !exported.usages.every((u) => u === 'sign' || u === 'verify')) {
       throw new HsmError('InvalidArgument', "usages must be a non-empty list of 'sign' and 'verify'", { details: { field: 'exported.usages' } });
     }
@@ -374,75 +469,90 @@ export class Pkcs11KeyBackup implements KeyBackupCapability {
     const createdAt = optionalDate(exported, 'createdAt') ?? new Date();
     const expiresAt = optionalDate(exported, 'expiresAt');
     const labels = exportedLabels(exported);
-    const kekLabel = parameters.kekLabel ?? this.host.kekLabel;
     const ckaId = ckaIdFor(id);
     const { publicTemplate, privateTemplate } = keyPairTemplates(this.conn.vendor, { algorithm, id, ckaId, usages, createdAt, expiresAt, backup: true });
     // the key material comes from the SPKI; MODULUS_BITS and PUBLIC_EXPONENT are generation inputs
     const publicObject = [...publicTemplate.filter((a) => a.type !== CKA_MODULUS_BITS && a.type !== CKA_PUBLIC_EXPONENT), ...publicMaterial(algorithm, publicKey)];
-    const blob = Buffer.from(exported.blob);
-    const { label: tokenLabel, serial, slotNumber } = this.conn.token;
+    return {
+      id,
+      algorithm,
+      ckaId,
+      publicKey,
+      createdAt,
+      expiresAt,
+      labels,
+      kekLabel: parameters.kekLabel ?? this.host.kekLabel,
+      kekCheckValue: parameters.kekCheckValue,
+      privateTemplate,
+      publicObject,
+      blob: Buffer.from(exported.blob),
+    };
+  }
 
-    const entry = await this.conn.mod!.tokenLock(`${slotNumber}:${serial}`).run(() =>
-      this.conn.withSession(
-        'KeyGenerationFailed',
-        `restoring key ${id}`,
-        async (session, p11) => {
-          const h = session.handle;
-          const clash = (await find(p11, session, [{ type: CKA_ID, value: ckaId }], 1)).length > 0 || (await find(p11, session, [{ type: CKA_CLASS, value: CKO_PRIVATE_KEY }, { type: CKA_LABEL, value: id }], 1)).length > 0;
-          if (clash) throw new HsmError('KeyAlreadyExists', `a key with id ${id} already exists on token '${tokenLabel}'`, { details: { key: id } });
-          await this.assertMechanism(p11, session, 'unwrap');
-          let kek = await this.kek(p11, session, kekLabel);
-          // a handle cached before the SO replaced the KEK: look it up again
-          if (!(await this.objectExists(p11, session, kek))) {
-            this.keks.delete(kekLabel);
-            kek = await this.kek(p11, session, kekLabel);
-          }
-          if (parameters.kekCheckValue !== undefined) {
-            const here = await this.checkValue(p11, session, kek, kekLabel);
-            if (here !== parameters.kekCheckValue) {
-              throw new HsmError('IntegrityError', `key ${id} was wrapped under another KEK than the '${kekLabel}' on token '${tokenLabel}' (check value ${parameters.kekCheckValue}, this token's ${here}); enroll the backup KEK onto this token (enrollBackupKek)`, {
-                details: { key: id, kekLabel, tokenLabel, expected: parameters.kekCheckValue, found: here },
-              });
-            }
-          }
-          const unwrapKey = await this.unwrapKey(p11, session, kekLabel, kek);
-          const created: Buffer[] = [];
-          try {
-            created.push(await this.unwrap(p11, session, unwrapKey, blob, privateTemplate, id, kekLabel));
-            const priv = created[0]!;
-            created.push(await p11.C_CreateObject(h, publicObject));
-            const pub = created[1]!;
-            // the proof: a fresh challenge signed by the restored private key, verified with the exported public key
-            const challenge = randomBytes(32);
-            let proved = false;
-            try {
-              const signature = await p11.sign(h, plan.mechanism(), priv, signInput(plan, challenge), plan.signatureBytes);
-              proved = verifyLocally(algorithm, publicKey, challenge, signature);
-            } catch (error) {
-              if (isHsmError(error, 'Timeout')) throw error;
-              proved = false;
-            }
-            if (!proved) {
-              throw new HsmError('IntegrityError', `the key restored as ${id} is not the exported key: a challenge it signed does not verify with publicKeySpki; nothing was kept on token '${tokenLabel}'`, {
-                details: { key: id, tokenLabel },
-              });
-            }
-            for (const stale of await find(p11, session, metadataTemplate(ckaId), 8)) await p11.C_DestroyObject(h, stale);
-            await writeMetadata(p11, session, ckaId, id, new Uint8Array(publicKey.export({ type: 'spki', format: 'der' })), { createdAt, expiresAt, labels });
-            return await this.keys.adopt(session, p11, priv, pub);
-          } catch (error) {
-            for (const object of [...created, ...(await find(p11, session, metadataTemplate(ckaId), 8).catch(() => []))]) {
-              await p11.C_DestroyObject(h, object).catch(() => undefined);
-            }
-            throw error;
-          }
-        },
-        () => this.host.assertUsable(),
-        options.signal,
-        'generate',
-      ),
-    );
-    return { ...entry.handle };
+  /** Unwraps one key, makes its public and metadata objects and proves the pair; leaves nothing behind when it fails. */
+  private async importOne(session: Pkcs11Session, p11: AsyncPkcs11, r: Restoring, index: ImportIndex | undefined): Promise<KeyEntry> {
+    const h = session.handle;
+    const { id, ckaId, kekLabel } = r;
+    const tokenLabel = this.conn.token.label;
+    const plan = this.conn.plans.get(r.algorithm)!;
+    const clash = index
+      ? index.ckaIds.has(ckaId.toString('hex')) || index.privateLabels.has(id)
+      : (await find(p11, session, [{ type: CKA_ID, value: ckaId }], 1)).length > 0 || (await find(p11, session, [{ type: CKA_CLASS, value: CKO_PRIVATE_KEY }, { type: CKA_LABEL, value: id }], 1)).length > 0;
+    if (clash) throw new HsmError('KeyAlreadyExists', `a key with id ${id} already exists on token '${tokenLabel}'`, { details: { key: id } });
+    await this.assertMechanism(p11, session, 'unwrap');
+    let kek = await this.kek(p11, session, kekLabel);
+    // a handle cached before the SO replaced the KEK: look it up again
+    if (!(await this.objectExists(p11, session, kek))) {
+      this.keks.delete(kekLabel);
+      kek = await this.kek(p11, session, kekLabel);
+    }
+    if (r.kekCheckValue !== undefined) {
+      const here = await this.checkValue(p11, session, kek, kekLabel);
+      if (here !== r.kekCheckValue) {
+        throw new HsmError('IntegrityError', `key ${id} was wrapped under another KEK than the '${kekLabel}' on token '${tokenLabel}' (check value ${r.kekCheckValue}, this token's ${here}); enroll the backup KEK onto this token (enrollBackupKek)`, {
+          details: { key: id, kekLabel, tokenLabel, expected: r.kekCheckValue, found: here },
+        });
+      }
+    }
+    const unwrapKey = await this.unwrapKey(p11, session, kekLabel, kek);
+    const application = metadataApplication(ckaId);
+    const created: Buffer[] = [];
+    try {
+      created.push(await this.unwrap(p11, session, unwrapKey, r.blob, r.privateTemplate, id, kekLabel));
+      const priv = created[0]!;
+      created.push(await p11.C_CreateObject(h, r.publicObject));
+      const pub = created[1]!;
+      // the proof: a fresh challenge signed by the restored private key, verified with the exported public key
+      const challenge = randomBytes(32);
+      let proved = false;
+      try {
+        const signature = await p11.sign(h, plan.mechanism(), priv, signInput(plan, challenge), plan.signatureBytes);
+        proved = verifyLocally(r.algorithm, r.publicKey, challenge, signature);
+      } catch (error) {
+        if (isHsmError(error, 'Timeout')) throw error;
+        proved = false;
+      }
+      if (!proved) {
+        throw new HsmError('IntegrityError', `the key restored as ${id} is not the exported key: a challenge it signed does not verify with publicKeySpki; nothing was kept on token '${tokenLabel}'`, {
+          details: { key: id, tokenLabel },
+        });
+      }
+      const stale = index ? (index.metadata.get(application) ?? []) : await find(p11, session, metadataTemplate(ckaId), 8);
+      for (const object of stale) await p11.C_DestroyObject(h, object);
+      const metadata = await writeMetadata(p11, session, ckaId, id, new Uint8Array(r.publicKey.export({ type: 'spki', format: 'der' })), { createdAt: r.createdAt, expiresAt: r.expiresAt, labels: r.labels });
+      const entry = await this.keys.adopt(session, p11, priv, pub, new Map([[application, [metadata]]]));
+      if (index) {
+        index.ckaIds.add(ckaId.toString('hex'));
+        index.privateLabels.add(id);
+        index.metadata.set(application, [metadata]);
+      }
+      return entry;
+    } catch (error) {
+      for (const object of [...created, ...(await find(p11, session, metadataTemplate(ckaId), 8).catch(() => []))]) {
+        await p11.C_DestroyObject(h, object).catch(() => undefined);
+      }
+      throw error;
+    }
   }
 
   /**

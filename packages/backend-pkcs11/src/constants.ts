@@ -17,6 +17,7 @@ export const CKU_SO = 0;
 export const CKU_USER = 1;
 
 export const CKO_DATA = 0;
+export const CKO_CERTIFICATE = 1;
 export const CKO_PUBLIC_KEY = 2;
 export const CKO_PRIVATE_KEY = 3;
 export const CKO_SECRET_KEY = 4;

@@ -181,9 +181,9 @@ export class KeyStore {
     return this.loadKey(session, p11, found[0]!);
   }
 
-  /** Reads a key this process has just put on the token (a restored backup) and caches it. */
-  async adopt(session: Pkcs11Session, p11: AsyncPkcs11, priv: Buffer, pub: Buffer): Promise<KeyEntry> {
-    const entry = await this.loadKey(session, p11, priv, pub);
+  /** Reads a key this process has just put on the token (a restored backup) and caches it; `metadata` (its metadata object, when known) spares a find. */
+  async adopt(session: Pkcs11Session, p11: AsyncPkcs11, priv: Buffer, pub: Buffer, metadata?: MetadataIndex): Promise<KeyEntry> {
+    const entry = await this.loadKey(session, p11, priv, pub, metadata ? { publicKeys: new Map(), metadata } : undefined);
     this.remember(entry);
     return entry;
   }

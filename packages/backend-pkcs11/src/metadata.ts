@@ -82,7 +82,7 @@ export async function readKeyDates(p11: AsyncPkcs11, session: Buffer, object: Bu
   return out;
 }
 
-export async function writeMetadata(p11: AsyncPkcs11, session: Pkcs11Session, ckaId: Buffer, label: string, spki: Uint8Array, meta: { createdAt: Date; expiresAt: Date | undefined; labels: Record<string, string> | undefined }): Promise<void> {
+export async function writeMetadata(p11: AsyncPkcs11, session: Pkcs11Session, ckaId: Buffer, label: string, spki: Uint8Array, meta: { createdAt: Date; expiresAt: Date | undefined; labels: Record<string, string> | undefined }): Promise<Buffer> {
   const value = JSON.stringify({
     ckaId: ckaId.toString('hex'),
     publicKeySha256: fingerprintOf(spki),
@@ -90,7 +90,7 @@ export async function writeMetadata(p11: AsyncPkcs11, session: Pkcs11Session, ck
     expiresAt: meta.expiresAt?.toISOString(),
     labels: meta.labels,
   });
-  await p11.C_CreateObject(session.handle, [
+  return p11.C_CreateObject(session.handle, [
     ...metadataTemplate(ckaId),
     { type: CKA_LABEL, value: label },
     { type: CKA_TOKEN, value: true },

@@ -363,6 +363,60 @@ describe('backup and verified restore (SoftHSM, KEK ceremony)', () => {
     );
   });
 
+  it('importKeys restores a batch from one look-up of the token: the keys before a failure stay, the failing one is named and leaves nothing, the rest are not attempted', async () => {
+    const batchToken = createToken('bk-batch');
+    await enrollBackupKek({ libraryPath: SOFTHSM_LIB, from: so(backupToken), to: { ...so(batchToken), userPin: batchToken.pin } });
+    const backend = backendOn(batchToken);
+    await backend.initialize();
+    try {
+      // an id already taken on the token, by a key made there
+      await backend.generateKeyPair({ id: 'bk-ECDSA_P384', algorithm: 'ECDSA_P384' });
+      const first = await backend.backup.importKeys(['bk-ECDSA_P256', 'bk-RSA_2048', 'bk-ECDSA_P384', 'bk-RSA_3072'].map((id) => exported.get(id)!));
+      expect(first.imported.map((h) => h.id)).toEqual(['bk-ECDSA_P256', 'bk-RSA_2048']);
+      expect(first.failed?.index).toBe(2);
+      expect(first.failed?.error.code).toBe('KeyAlreadyExists');
+      expect(objectsWithId(batchToken, 'bk-RSA_3072')).toBe(0);
+
+      // a tampered blob first: IntegrityError, nothing of it left, and the index is looked up again
+      const original = exported.get('bk-RSA_3072')!;
+      const blob = Buffer.from(original.blob!);
+      blob[5]! ^= 0x01;
+      const second = await backend.backup.importKeys([{ ...original, blob }, original]);
+      expect(second.imported).toHaveLength(0);
+      expect(second.failed?.index).toBe(0);
+      expect(second.failed?.error.code).toBe('IntegrityError');
+      expect(objectsWithId(batchToken, 'bk-RSA_3072')).toBe(0);
+
+      // the same id twice in one batch: the second is refused from the index kept up to date
+      const third = await backend.backup.importKeys([original, original]);
+      expect(third.imported.map((h) => h.id)).toEqual(['bk-RSA_3072']);
+      expect(third.failed?.index).toBe(1);
+      expect(third.failed?.error.code).toBe('KeyAlreadyExists');
+      expect(objectsWithId(batchToken, 'bk-RSA_3072')).toBe(2); // one private, one public object
+
+      for (const id of ['bk-ECDSA_P256', 'bk-RSA_2048', 'bk-RSA_3072']) {
+        const algorithm = exported.get(id)!.algorithm;
+        const message = randomBytes(64);
+        expect(verifyLocally(algorithm, spkiBefore.get(id)!, message, await backend.sign(id, message)), id).toBe(true);
+      }
+      // the metadata written in the batch is what a fresh process reads back
+      const reopened = backendOn(batchToken);
+      await reopened.initialize();
+      try {
+        const listed = (await reopened.listKeys()).keys.filter((k) => k.id.startsWith('bk-'));
+        expect(listed.map((k) => k.id).sort()).toEqual(['bk-ECDSA_P256', 'bk-ECDSA_P384', 'bk-RSA_2048', 'bk-RSA_3072']);
+        for (const k of listed.filter((k) => k.id !== 'bk-ECDSA_P384')) {
+          expect(k.labels).toEqual({ team: 'payments' });
+          expect(k.expiresAt?.toISOString()).toBe(exported.get(k.id)!.parameters.expiresAt);
+        }
+      } finally {
+        await reopened.close();
+      }
+    } finally {
+      await backend.close();
+    }
+  });
+
   it('a token without the KEK refuses to export, naming the label and the ceremony; under another KEK restore refuses with IntegrityError', async () => {
     const lone = createToken('bk-lone');
     let backend = backendOn(lone);

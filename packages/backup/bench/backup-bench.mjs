@@ -90,7 +90,7 @@ function find(s, template, max) {
 }
 const mech = { mechanism: pkcs11js.CKM_AES_KEY_WRAP_PAD };
 const sa = session(A);
-const [kekA] = find(sa, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY }, { type: pkcs11js.CKA_LABEL, value: 'olocus-backup-kek' }], 1);
+const [kekA] = find(sa, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY }, { type: pkcs11js.CKA_LABEL, value: 'olocus-backup-kek' }, { type: pkcs11js.CKA_WRAP, value: true }], 1);
 const privates = find(sa, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }, { type: pkcs11js.CKA_EXTRACTABLE, value: true }], N + 10);
 const wrapped = [];
 const wrapTimes = [];
@@ -122,7 +122,8 @@ if (restored.keys.filter((k) => k.action === 'imported').length !== N) throw new
 
 // raw: C_UnwrapKey of the same blobs under the same KEK on token D (a private EC key object, as the backend makes)
 const sd = session(D);
-const [kekD] = find(sd, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY }, { type: pkcs11js.CKA_LABEL, value: 'olocus-backup-kek' }], 1);
+// the half that may unwrap (enrolled with the user PIN), not the trusted wrap-only half
+const [kekD] = find(sd, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY }, { type: pkcs11js.CKA_LABEL, value: 'olocus-backup-kek' }, { type: pkcs11js.CKA_UNWRAP, value: true }], 1);
 const unwrapTimes = [];
 t0 = performance.now();
 for (let i = 0; i < wrapped.length; i++) {

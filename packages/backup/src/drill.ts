@@ -1,8 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { isHsmError, verifyLocally, type HsmBackend } from '@olocus/hsm-core';
+import { importKeys, isHsmError, verifyLocally, type HsmBackend } from '@olocus/hsm-core';
 import { fingerprintOf, fromB64, keyPartName } from './format.js';
 import { exportedKeyOf } from './restore.js';
 import { verifyBundle, type VerifyBundleOptions } from './verify.js';
+
+/** Keys imported per batch: progress is reported at least this often. */
+const DRILL_CHUNK = 100;
 
 export interface DrillRow {
   key: string;
@@ -42,34 +45,56 @@ export async function drillBundle(file: string, options: DrillOptions): Promise<
   const states = new Map<string, string>();
   for (const r of verified.registry) for (const v of r.versions) states.set(String(v['key_id']), String(v['state']));
   const rows: DrillRow[] = [];
+  const total = verified.keys.length;
   let done = 0;
-  for (const k of verified.keys) {
-    const key = keyPartName(k);
-    const base = { key, id: k.id, ...(k.version !== undefined ? { version: k.version } : {}), ...(states.has(k.id) ? { state: states.get(k.id)! } : {}) };
-    done++;
-    if (k.method === 'reference-only' || k.method === 'provider-backup') {
-      rows.push({ ...base, result: 'kept-by-provider', reason: `${k.method}: the provider keeps the key; nothing to restore` });
-      continue;
-    }
-    try {
-      if (!scratch.backup) throw new Error(`the scratch backend (${scratch.type}) cannot import keys`);
-      const original = fromB64(k.publicKeySpki);
-      await scratch.backup.importKey(exportedKeyOf(k));
-      const restored = (await scratch.getPublicKey(k.id)).spki;
-      const message = randomBytes(32);
-      const signature = await scratch.sign(k.id, message, { purpose: 'backup-drill' });
-      if (!verifyLocally(k.algorithm, original, message, signature)) {
-        rows.push({ ...base, result: 'failed', reason: 'the restored key signs, but the signature does not verify with the original public key' });
-      } else if (fingerprintOf(restored) !== k.fingerprint) {
-        rows.push({ ...base, result: 'failed', reason: `restored fingerprint ${fingerprintOf(restored)} is not the original ${k.fingerprint}` });
-      } else {
-        rows.push({ ...base, result: 'ok', reason: `signed; verified with the original public key ${k.fingerprint}` });
+  // imported a chunk at a time (one token look-up a chunk, see importKeys), then each key proved
+  for (let start = 0; start < total; start += DRILL_CHUNK) {
+    const chunk = verified.keys.slice(start, start + DRILL_CHUNK);
+    const importFailed = new Map<number, string>();
+    const toImport = chunk.flatMap((k, i) => (k.method === 'reference-only' || k.method === 'provider-backup' ? [] : [i]));
+    if (!scratch.backup) {
+      for (const i of toImport) importFailed.set(i, `the scratch backend (${scratch.type}) cannot import keys`);
+    } else {
+      // a key that fails is reported and the rest of the chunk is still imported
+      for (let from = 0; from < toImport.length; ) {
+        const { imported, failed } = await importKeys(scratch.backup, toImport.slice(from).map((i) => exportedKeyOf(chunk[i]!)));
+        from += imported.length;
+        if (!failed) break;
+        importFailed.set(toImport[from]!, `${failed.error.code}: ${failed.error.message}`);
+        from++;
       }
-    } catch (error) {
-      const code = isHsmError(error) ? `${error.code}: ` : '';
-      rows.push({ ...base, result: 'failed', reason: `${code}${(error as Error).message}` });
     }
-    options.onProgress?.({ done, total: verified.keys.length, key });
+    for (const [i, k] of chunk.entries()) {
+      const key = keyPartName(k);
+      const base = { key, id: k.id, ...(k.version !== undefined ? { version: k.version } : {}), ...(states.has(k.id) ? { state: states.get(k.id)! } : {}) };
+      done++;
+      if (k.method === 'reference-only' || k.method === 'provider-backup') {
+        rows.push({ ...base, result: 'kept-by-provider', reason: `${k.method}: the provider keeps the key; nothing to restore` });
+        continue;
+      }
+      if (importFailed.has(i)) {
+        rows.push({ ...base, result: 'failed', reason: importFailed.get(i)! });
+        options.onProgress?.({ done, total, key });
+        continue;
+      }
+      try {
+        const original = fromB64(k.publicKeySpki);
+        const restored = (await scratch.getPublicKey(k.id)).spki;
+        const message = randomBytes(32);
+        const signature = await scratch.sign(k.id, message, { purpose: 'backup-drill' });
+        if (!verifyLocally(k.algorithm, original, message, signature)) {
+          rows.push({ ...base, result: 'failed', reason: 'the restored key signs, but the signature does not verify with the original public key' });
+        } else if (fingerprintOf(restored) !== k.fingerprint) {
+          rows.push({ ...base, result: 'failed', reason: `restored fingerprint ${fingerprintOf(restored)} is not the original ${k.fingerprint}` });
+        } else {
+          rows.push({ ...base, result: 'ok', reason: `signed; verified with the original public key ${k.fingerprint}` });
+        }
+      } catch (error) {
+        const code = isHsmError(error) ? `${error.code}: ` : '';
+        rows.push({ ...base, result: 'failed', reason: `${code}${(error as Error).message}` });
+      }
+      options.onProgress?.({ done, total, key });
+    }
   }
   for (const i of verified.manifest.ineligible) rows.push({ key: `key ${i.id}`, id: i.id, result: 'ineligible', reason: i.reason });
   return {

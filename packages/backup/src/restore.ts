@@ -1,8 +1,11 @@
-import { HsmError, isHsmError, type ExportedKey, type HsmBackend, type HsmKeyHandle } from '@olocus/hsm-core';
+import { HsmError, importKeys, isHsmError, type ExportedKey, type HsmBackend, type HsmKeyHandle } from '@olocus/hsm-core';
 import type { KeyRegistry } from '@olocus/hsm-rotation';
 import { bundleError, fingerprintOf, fromB64, keyPartName, registryPartName, type KeyPart, type RegistryPart } from './format.js';
 import { existingRows, insertRegistryRows, updateVersionRef } from './registry.js';
 import { verifyBundle, type VerifiedBundle, type VerifyBundleOptions } from './verify.js';
+
+/** Keys imported per batch: progress is reported and cancellation checked at least this often. */
+const IMPORT_CHUNK = 100;
 
 /** What restore did (or, in a dry run, would do) with one key of the bundle. */
 export type RestoreAction = 'imported' | 'would-import' | 'already-present' | 'kept-by-provider';
@@ -188,17 +191,21 @@ export async function restoreVerified(verified: VerifiedBundle, options: Restore
   }
   done = 0;
   const inRegistry = new Set(verified.registry.flatMap((r) => r.versions.map((v) => String(v['key_id']))));
-  for (const k of toImport) {
+  // a chunk at a time: one token look-up per chunk (importKeys), progress after each
+  for (let start = 0; start < toImport.length; start += IMPORT_CHUNK) {
     options.signal?.throwIfAborted();
-    let handle: HsmKeyHandle;
-    try {
-      handle = await backend.backup!.importKey(exportedKeyOf(k), options.signal ? { signal: options.signal } : undefined);
-    } catch (error) {
-      if (isHsmError(error, 'IntegrityError')) throw bundleError(keyPartName(k), `the imported key is not the bundle's key (${error.message})`, error);
-      throw error;
+    const chunk = toImport.slice(start, start + IMPORT_CHUNK);
+    const { imported, failed } = await importKeys(backend.backup!, chunk.map(exportedKeyOf), options.signal ? { signal: options.signal } : {});
+    for (const [i, handle] of imported.entries()) {
+      const k = chunk[i]!;
+      if (inRegistry.has(k.id)) await updateVersionRef(registry!, k.id, { ref: handle.ref, backend: handle.backend });
+      progress({ phase: 'import', done: ++done, total: toImport.length, key: keyPartName(k) });
     }
-    if (inRegistry.has(k.id)) await updateVersionRef(registry!, k.id, { ref: handle.ref, backend: handle.backend });
-    progress({ phase: 'import', done: ++done, total: toImport.length, key: keyPartName(k) });
+    if (failed) {
+      const k = chunk[failed.index]!;
+      if (isHsmError(failed.error, 'IntegrityError')) throw bundleError(keyPartName(k), `the imported key is not the bundle's key (${failed.error.message})`, failed.error);
+      throw failed.error;
+    }
   }
   // Rows restored earlier while their key was already present point at the present key.
   for (const [keyId, ref] of refs) if (inRegistry.has(keyId)) await updateVersionRef(registry!, keyId, ref);

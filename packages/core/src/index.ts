@@ -13,3 +13,4 @@ export * from './key-id.js';
 export * from './validate.js';
 export * from './names.js';
 export * from './retry.js';
+export * from './backup.js';

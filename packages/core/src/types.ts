@@ -1,4 +1,5 @@
 import type { KeyAlgorithm } from './algorithms.js';
+import type { HsmError } from './errors.js';
 
 export type KeyUsage = 'sign' | 'verify';
 
@@ -282,6 +283,21 @@ export interface KeyBackupCapability {
    * InvalidArgument saying that the provider keeps them.
    */
   importKey(exported: ExportedKey, options?: { id?: string; signal?: AbortSignal }): Promise<HsmKeyHandle>;
+  /**
+   * Restores several exported keys in order under their own ids, with importKey's checks and
+   * errors, stopping at the first key that fails. Optional: for a backend whose per-key look-ups
+   * cost a pass over the whole store (a PKCS#11 token's C_FindObjects on SoftHSM), one pass serves
+   * the batch. Callers use `importKeys` from this package, which falls back to importKey.
+   */
+  importKeys?(exported: readonly ExportedKey[], options?: { signal?: AbortSignal }): Promise<ImportKeysResult>;
+}
+
+/** What a batch import did: the first `imported.length` keys are restored, in order. */
+export interface ImportKeysResult {
+  /** The keys restored, in the order given. */
+  imported: HsmKeyHandle[];
+  /** The key that failed (its position in the list) and why; the keys after it were not attempted. */
+  failed?: { index: number; error: HsmError };
 }
 
 /** Context the registry passes to a backend factory. */
