@@ -108,7 +108,7 @@ export class AwsCloudHsmBackend implements HsmBackend {
     this.settings = { semaphore: new Semaphore(4), retry: options.retry, requestTimeoutMs: options.requestTimeoutMs, closing: this.closing.signal, inflight: new Set() };
   }
 
-  private call<T>(operation: string, send: (signal: AbortSignal) => Promise<T>, fallback: HsmErrorCode): Promise<T> {
+  private call<T>(operation: string, send: (signal: AbortSignal | undefined) => Promise<T>, fallback: HsmErrorCode): Promise<T> {
     const context: AwsErrorContext = { operation, service: 'AWS CloudHSM', fallback, subject: `cluster ${this.options.clusterId}`, ...(this.options.profile ? { profile: this.options.profile } : {}) };
     return awsCall(this.settings, context, send);
   }
