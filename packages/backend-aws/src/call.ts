@@ -50,7 +50,13 @@ export interface CallOptions {
   timeoutMs?: number;
 }
 
-export async function awsCall<T>(settings: CallSettings, context: AwsErrorContext, send: (signal: AbortSignal | undefined) => Promise<T>, options: CallOptions = {}): Promise<T> {
+/** What an attempt passes to the SDK's `send`: its signal, and its time limit for the HTTP handler. */
+export interface HttpOptions {
+  abortSignal?: AbortSignal;
+  requestTimeout?: number;
+}
+
+export async function awsCall<T>(settings: CallSettings, context: AwsErrorContext, send: (http: HttpOptions) => Promise<T>, options: CallOptions = {}): Promise<T> {
   const callerSignal = options.signal;
   const total = Math.max(settings.retry.totalTimeMs, options.timeoutMs ?? 0);
   const perAttempt = Math.max(settings.requestTimeoutMs, options.timeoutMs ?? 0);
@@ -64,7 +70,7 @@ export async function awsCall<T>(settings: CallSettings, context: AwsErrorContex
       return await settings.semaphore.run(async () => {
         if (settings.socketBounded && budget === settings.requestTimeoutMs) {
           try {
-            return await send(undefined);
+            return await send({});
           } catch (error) {
             if (settings.closing.aborted) throw new HsmError('Closed', `the ${context.service} backend was closed during ${context.operation}`, { cause: error });
             throw error;
@@ -80,7 +86,8 @@ export async function awsCall<T>(settings: CallSettings, context: AwsErrorContex
         }, budget);
         settings.inflight.add(controller);
         try {
-          return await send(controller.signal);
+          // the handler's own limit follows the attempt's, so a longer one (CreateKey) is not cut at requestTimeoutMs
+          return await send({ abortSignal: controller.signal, requestTimeout: budget });
         } catch (error) {
           if (settings.closing.aborted) throw new HsmError('Closed', `the ${context.service} backend was closed during ${context.operation}`, { cause: error });
           if (timedOut) {
@@ -122,7 +129,3 @@ function refused(error: unknown): boolean {
   return false;
 }
 
-/** The SDK's per-request options for an attempt's signal, when it has one. */
-export function withSignal(signal: AbortSignal | undefined): { abortSignal?: AbortSignal } {
-  return signal ? { abortSignal: signal } : {};
-}

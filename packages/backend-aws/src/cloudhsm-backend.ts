@@ -22,7 +22,7 @@ import {
   type PublicKeyInfo,
   type SignOptions,
 } from '@olocus/hsm-core';
-import { abortAll, awsCall, type CallSettings } from './call.js';
+import { abortAll, awsCall, type CallSettings, type HttpOptions } from './call.js';
 import type { AwsCloudHsmOptions } from './cloudhsm-options.js';
 import type { AwsErrorContext } from './errors.js';
 import { Semaphore } from './semaphore.js';
@@ -108,7 +108,7 @@ export class AwsCloudHsmBackend implements HsmBackend {
     this.settings = { semaphore: new Semaphore(4), retry: options.retry, requestTimeoutMs: options.requestTimeoutMs, closing: this.closing.signal, inflight: new Set() };
   }
 
-  private call<T>(operation: string, send: (signal: AbortSignal | undefined) => Promise<T>, fallback: HsmErrorCode): Promise<T> {
+  private call<T>(operation: string, send: (http: HttpOptions) => Promise<T>, fallback: HsmErrorCode): Promise<T> {
     const context: AwsErrorContext = { operation, service: 'AWS CloudHSM', fallback, subject: `cluster ${this.options.clusterId}`, ...(this.options.profile ? { profile: this.options.profile } : {}) };
     return awsCall(this.settings, context, send);
   }
@@ -122,7 +122,7 @@ export class AwsCloudHsmBackend implements HsmBackend {
   async describeCluster(): Promise<ClusterView> {
     const answer = await this.call(
       'DescribeClusters',
-      (abortSignal) => this.client.send(new DescribeClustersCommand({ Filters: { clusterIds: [this.options.clusterId] } }), { abortSignal: abortSignal as never }),
+      (http) => this.client.send(new DescribeClustersCommand({ Filters: { clusterIds: [this.options.clusterId] } }), http as never),
       'InitializationFailed',
     );
     const cluster: Cluster | undefined = answer.Clusters?.find((c) => c.ClusterId === this.options.clusterId);
@@ -180,8 +180,8 @@ export class AwsCloudHsmBackend implements HsmBackend {
     do {
       const page = await this.call(
         'DescribeBackups',
-        (abortSignal) =>
-          this.client.send(new DescribeBackupsCommand({ Filters: { clusterIds: [this.options.clusterId] }, SortAscending: false, ...(token ? { NextToken: token } : {}) }), { abortSignal: abortSignal as never }),
+        (http) =>
+          this.client.send(new DescribeBackupsCommand({ Filters: { clusterIds: [this.options.clusterId] }, SortAscending: false, ...(token ? { NextToken: token } : {}) }), http as never),
         'DeviceUnavailable',
       );
       for (const b of (page.Backups ?? []) as Backup[]) {

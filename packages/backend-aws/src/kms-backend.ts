@@ -59,7 +59,7 @@ import {
   type PublicKeyInfo,
   type SignOptions,
 } from '@olocus/hsm-core';
-import { abortAll, awsCall, withSignal, type CallOptions, type CallSettings } from './call.js';
+import { abortAll, awsCall, type CallOptions, type CallSettings, type HttpOptions } from './call.js';
 import type { AwsErrorContext } from './errors.js';
 import { KMS_ALGORITHMS, type AwsKmsOptions } from './kms-options.js';
 import { Semaphore } from './semaphore.js';
@@ -236,7 +236,7 @@ export class AwsKmsBackend implements HsmBackend {
     return `aws-kms:${this.options.region}:${where}`;
   }
 
-  private call<T>(operation: string, subject: string | undefined, send: (signal: AbortSignal | undefined) => Promise<T>, fallback: HsmErrorCode = 'Internal', options: CallOptions = {}): Promise<T> {
+  private call<T>(operation: string, subject: string | undefined, send: (http: HttpOptions) => Promise<T>, fallback: HsmErrorCode = 'Internal', options: CallOptions = {}): Promise<T> {
     const context: AwsErrorContext = { operation, service: 'AWS KMS', fallback, ...(subject ? { subject } : {}), ...(this.options.profile ? { profile: this.options.profile } : {}) };
     return awsCall(this.settings, context, send, options);
   }
@@ -250,7 +250,7 @@ export class AwsKmsBackend implements HsmBackend {
     if (this.state === 'closed') throw new HsmError('Closed', 'the aws-kms backend is closed');
     if (this.state === 'ready') return;
     // One request proves the endpoint, the credentials and the permission to list, and gives the account.
-    const aliases = await this.call('ListAliases', undefined, (abortSignal) => this.client.send(new ListAliasesCommand({ Limit: 100 }), withSignal(abortSignal)), 'InitializationFailed');
+    const aliases = await this.call('ListAliases', undefined, (http) => this.client.send(new ListAliasesCommand({ Limit: 100 }), http), 'InitializationFailed');
     if (!this.account) {
       const arn = aliases.Aliases?.find((a) => a.AliasArn)?.AliasArn;
       const account = arn?.split(':')[4];
@@ -327,7 +327,7 @@ export class AwsKmsBackend implements HsmBackend {
     this.ready();
     const started = performance.now();
     try {
-      await this.call('ListKeys', undefined, (abortSignal) => this.client.send(new ListKeysCommand({ Limit: 1 }), withSignal(abortSignal)), 'DeviceUnavailable');
+      await this.call('ListKeys', undefined, (http) => this.client.send(new ListKeysCommand({ Limit: 1 }), http), 'DeviceUnavailable');
       return { healthy: true, latencyMs: performance.now() - started, message: `AWS KMS in ${this.options.region} answers`, details: { region: this.options.region } };
     } catch (error) {
       const code = isHsmError(error) ? error.code : 'Internal';
@@ -380,7 +380,7 @@ export class AwsKmsBackend implements HsmBackend {
     const cached = this.keys.get(wanted);
     if (!options.fresh && cached && Date.now() - cached.resolvedAt < this.options.keyCacheTtlMs) return cached;
     const awsId = this.awsKeyIdFor(wanted);
-    const described = await this.call('DescribeKey', wanted, (abortSignal) => this.client.send(new DescribeKeyCommand({ KeyId: awsId }), withSignal(abortSignal)), 'KeyNotFound');
+    const described = await this.call('DescribeKey', wanted, (http) => this.client.send(new DescribeKeyCommand({ KeyId: awsId }), http), 'KeyNotFound');
     const metadata = described.KeyMetadata;
     if (!metadata?.Arn || !metadata.KeyId) throw new HsmError('Internal', `AWS KMS DescribeKey for ${wanted} returned no key metadata`);
     const tags = await this.tagsOf(metadata.KeyId, wanted);
@@ -396,7 +396,7 @@ export class AwsKmsBackend implements HsmBackend {
     const tags: Record<string, string> = {};
     let marker: string | undefined;
     do {
-      const page = await this.call('ListResourceTags', subject, (abortSignal) => this.client.send(new ListResourceTagsCommand({ KeyId: keyId, ...(marker ? { Marker: marker } : {}) }), withSignal(abortSignal)), 'KeyNotFound');
+      const page = await this.call('ListResourceTags', subject, (http) => this.client.send(new ListResourceTagsCommand({ KeyId: keyId, ...(marker ? { Marker: marker } : {}) }), http), 'KeyNotFound');
       for (const tag of page.Tags ?? []) if (tag.TagKey !== undefined && tag.TagValue !== undefined) tags[tag.TagKey] = tag.TagValue;
       marker = page.Truncated ? page.NextMarker : undefined;
     } while (marker);
@@ -477,7 +477,7 @@ export class AwsKmsBackend implements HsmBackend {
   private async spkiOf(resolved: ResolvedKey): Promise<Uint8Array> {
     const cached = this.publicKeys.get(resolved.arn);
     if (cached) return cached;
-    const answer = await this.call('GetPublicKey', resolved.handle.id, (abortSignal) => this.client.send(new GetPublicKeyCommand({ KeyId: resolved.arn }), withSignal(abortSignal)), 'KeyNotFound');
+    const answer = await this.call('GetPublicKey', resolved.handle.id, (http) => this.client.send(new GetPublicKeyCommand({ KeyId: resolved.arn }), http), 'KeyNotFound');
     if (!answer.PublicKey) throw new HsmError('Internal', `AWS KMS returned no public key for ${resolved.arn}`);
     const spki = new Uint8Array(answer.PublicKey);
     this.publicKeys.set(resolved.arn, spki);
@@ -517,7 +517,7 @@ export class AwsKmsBackend implements HsmBackend {
       const created = await this.call(
         'CreateKey',
         normalized.id,
-        (abortSignal) =>
+        (http) =>
           this.client.send(
             new CreateKeyCommand({
               KeySpec: KEY_SPEC[normalized.algorithm],
@@ -525,7 +525,7 @@ export class AwsKmsBackend implements HsmBackend {
               Description: `Olocus HSM key ${normalized.id} (${normalized.algorithm})`,
               Tags: tags,
             }),
-            withSignal(abortSignal),
+            http,
           ),
         'KeyGenerationFailed',
         // a timed-out CreateKey may have made a key: never sent twice (a leftover is an orphan the scan cleans)
@@ -537,10 +537,10 @@ export class AwsKmsBackend implements HsmBackend {
     // every other orphan of this id is cleaned once its grace time is over
     for (const orphan of orphans) if (orphan.KeyId !== keyId) await this.cleanOrphan(orphan);
     try {
-      await this.call('CreateAlias', normalized.id, (abortSignal) => this.client.send(new CreateAliasCommand({ AliasName: alias, TargetKeyId: keyId }), withSignal(abortSignal)), 'KeyGenerationFailed', { idempotent: false });
+      await this.call('CreateAlias', normalized.id, (http) => this.client.send(new CreateAliasCommand({ AliasName: alias, TargetKeyId: keyId }), http), 'KeyGenerationFailed', { idempotent: false });
     } catch (error) {
       // a timed-out CreateAlias may have been applied: the alias then already names this key
-      const target = await this.call('DescribeKey', normalized.id, (abortSignal) => this.client.send(new DescribeKeyCommand({ KeyId: alias }), withSignal(abortSignal)), 'KeyNotFound').catch(() => undefined);
+      const target = await this.call('DescribeKey', normalized.id, (http) => this.client.send(new DescribeKeyCommand({ KeyId: alias }), http), 'KeyNotFound').catch(() => undefined);
       if (target?.KeyMetadata?.KeyId === keyId) return this.finishGenerate(normalized.id, arn);
       // a named key or none: the unnamed one goes (a second generate of the same id may have won)
       await this.scheduleDeletion(keyId, normalized.id).catch(() => undefined);
@@ -564,7 +564,7 @@ export class AwsKmsBackend implements HsmBackend {
 
   private async assertAliasFree(alias: string, id: string): Promise<void> {
     try {
-      await this.call('DescribeKey', id, (abortSignal) => this.client.send(new DescribeKeyCommand({ KeyId: alias }), withSignal(abortSignal)), 'KeyNotFound');
+      await this.call('DescribeKey', id, (http) => this.client.send(new DescribeKeyCommand({ KeyId: alias }), http), 'KeyNotFound');
     } catch (error) {
       if (isHsmError(error, 'KeyNotFound')) return;
       throw error;
@@ -583,7 +583,7 @@ export class AwsKmsBackend implements HsmBackend {
       const orphans = new Map<string, Orphan[]>();
       let marker: string | undefined;
       do {
-        const page = await this.call('ListKeys', undefined, (abortSignal) => this.client.send(new ListKeysCommand({ Limit: 1000, ...(marker ? { Marker: marker } : {}) }), withSignal(abortSignal)));
+        const page = await this.call('ListKeys', undefined, (http) => this.client.send(new ListKeysCommand({ Limit: 1000, ...(marker ? { Marker: marker } : {}) }), http));
         for (const entry of page.Keys ?? []) {
           if (!entry.KeyId || named.has(entry.KeyId)) continue;
           let tags: Record<string, string>;
@@ -594,7 +594,7 @@ export class AwsKmsBackend implements HsmBackend {
           }
           const id = tags[TAG_ID];
           if (!id) continue;
-          const described = await this.call('DescribeKey', entry.KeyId, (abortSignal) => this.client.send(new DescribeKeyCommand({ KeyId: entry.KeyId }), withSignal(abortSignal)), 'KeyNotFound').catch(() => undefined);
+          const described = await this.call('DescribeKey', entry.KeyId, (http) => this.client.send(new DescribeKeyCommand({ KeyId: entry.KeyId }), http), 'KeyNotFound').catch(() => undefined);
           const metadata = described?.KeyMetadata;
           if (!metadata || metadata.KeyState === 'PendingDeletion') continue;
           const list = orphans.get(id) ?? [];
@@ -623,14 +623,14 @@ export class AwsKmsBackend implements HsmBackend {
   }
 
   private async scheduleDeletion(keyId: string, subject: string): Promise<void> {
-    await this.call('ScheduleKeyDeletion', subject, (abortSignal) => this.client.send(new ScheduleKeyDeletionCommand({ KeyId: keyId, PendingWindowInDays: this.options.deletionWindowDays }), withSignal(abortSignal)), 'Internal');
+    await this.call('ScheduleKeyDeletion', subject, (http) => this.client.send(new ScheduleKeyDeletionCommand({ KeyId: keyId, PendingWindowInDays: this.options.deletionWindowDays }), http), 'Internal');
   }
 
   private async allAliases(): Promise<AliasListEntry[]> {
     const all: AliasListEntry[] = [];
     let marker: string | undefined;
     do {
-      const page = await this.call('ListAliases', undefined, (abortSignal) => this.client.send(new ListAliasesCommand({ Limit: 100, ...(marker ? { Marker: marker } : {}) }), withSignal(abortSignal)));
+      const page = await this.call('ListAliases', undefined, (http) => this.client.send(new ListAliasesCommand({ Limit: 100, ...(marker ? { Marker: marker } : {}) }), http));
       all.push(...(page.Aliases ?? []));
       marker = page.Truncated ? page.NextMarker : undefined;
     } while (marker);
@@ -668,7 +668,7 @@ export class AwsKmsBackend implements HsmBackend {
     // the alias goes too, so that the id is free again and never names a dying key
     const aliases = (await this.allAliases()).filter((a) => a.TargetKeyId === handle.metadata.keyId && a.AliasName && this.codec.decode(a.AliasName) !== undefined);
     for (const alias of aliases) {
-      await this.call('DeleteAlias', alias.AliasName, (abortSignal) => this.client.send(new DeleteAliasCommand({ AliasName: alias.AliasName }), withSignal(abortSignal)), 'Internal').catch((error: unknown) => {
+      await this.call('DeleteAlias', alias.AliasName, (http) => this.client.send(new DeleteAliasCommand({ AliasName: alias.AliasName }), http), 'Internal').catch((error: unknown) => {
         if (!isHsmError(error, 'KeyNotFound')) throw error;
       });
     }
@@ -718,7 +718,7 @@ export class AwsKmsBackend implements HsmBackend {
       answer = await this.call(
         'Sign',
         handle.id,
-        (abortSignal) => this.client.send(new SignCommand({ KeyId: arn, Message: message, MessageType: messageType, SigningAlgorithm: SIGNING_ALGORITHM[handle.algorithm] }), withSignal(abortSignal)),
+        (http) => this.client.send(new SignCommand({ KeyId: arn, Message: message, MessageType: messageType, SigningAlgorithm: SIGNING_ALGORITHM[handle.algorithm] }), http),
         'SigningFailed',
         signal ? { signal } : {},
       );

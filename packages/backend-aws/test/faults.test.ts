@@ -85,6 +85,26 @@ describe('aws-kms faults', () => {
     }
   });
 
+  it('a slow CreateKey gets keyCreationTimeoutMs, not requestTimeoutMs; a Sign as slow is cut at requestTimeoutMs', async () => {
+    const proxy = await new HttpFaultProxy(kms.port).start();
+    const backend = backendAt(proxy.endpoint, { requestTimeoutMs: 300, keyCreationTimeoutMs: 5000, retry: { totalTimeMs: 1000 } });
+    try {
+      await backend.initialize();
+      // the HTTP handler's own request timeout must follow the attempt's longer limit
+      proxy.delayFor = (target) => (target.endsWith('.CreateKey') ? 900 : 0);
+      const key = await backend.generateKeyPair({ id: 'slow-create', algorithm: 'ECDSA_P256' });
+      expect((await backend.sign(key, randomBytes(16))).length).toBe(64);
+      proxy.delayFor = (target) => (target.endsWith('.Sign') ? 900 : 0);
+      const { error, ms } = await timed(backend.sign(key, randomBytes(16)));
+      expect(error.code).toBe('DeviceUnavailable');
+      expect(error.details.reason).toBe('timeout');
+      expect(ms).toBeLessThan(1000 + 1500);
+    } finally {
+      await backend.close();
+      await proxy.stop();
+    }
+  });
+
   it('close() during a hung call ends it at once with Closed', async () => {
     const proxy = await new TcpProxy(kms.port).start();
     const backend = backendAt(proxy.endpoint, { retry: { totalTimeMs: 30_000 }, requestTimeoutMs: 20_000 });

@@ -60,6 +60,8 @@ export class HttpFaultProxy {
   /** Rewrites a successful upstream JSON answer (e.g. a cluster's state and HSMs). */
   rewrite: ((target: string, body: string) => string) | undefined;
   delayMs = 0;
+  /** A delay for some operations only (by X-Amz-Target), added to `delayMs`. */
+  delayFor: ((target: string) => number) | undefined;
   port = 0;
   readonly seen: string[] = [];
   /** Requests being handled now, and the most at once: what the client really had in flight. */
@@ -90,7 +92,8 @@ export class HttpFaultProxy {
     this.inFlight++;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
     res.once('close', () => this.inFlight--);
-    if (this.delayMs > 0) await new Promise((r) => setTimeout(r, this.delayMs));
+    const delay = this.delayMs + (this.delayFor?.(target) ?? 0);
+    if (delay > 0) await new Promise((r) => setTimeout(r, delay));
     const fault = this.inject?.(target, body.toString());
     if (fault) {
       res.writeHead(fault.status, { 'content-type': 'application/x-amz-json-1.1', 'x-amzn-requestid': 'proxy-injected' });
