@@ -395,7 +395,7 @@ export class Pkcs11KeyBackup implements KeyBackupCapability {
     return result.imported[0]!;
   }
 
-  importKeys(exported: readonly ExportedKey[], options: { signal?: AbortSignal } = {}): Promise<ImportKeysResult> {
+  async importKeys(exported: readonly ExportedKey[], options: { signal?: AbortSignal } = {}): Promise<ImportKeysResult> {
     if (!Array.isArray(exported)) throw new HsmError('InvalidArgument', 'exported must be a list of ExportedKey', { details: { field: 'exported' } });
     return this.importBatch(exported.map((e) => ({ exported: e, id: undefined })), options.signal);
   }

@@ -218,7 +218,8 @@ export class TokenConnection {
     await this.pool.start();
     const threads = remote ? 0 : (this.options.signThreads ?? Math.min(max, availableParallelism()));
     if (threads > 0) {
-      this.signThreads = new SignThreads(this.libraryPath, Math.min(threads, max), max, Uint8Array.from(this.anchor!.handle));
+      const firstAnchor = Uint8Array.from(this.anchor!.handle);
+      this.signThreads = new SignThreads(this.libraryPath, Math.min(threads, max), max, () => (this.anchor ? Uint8Array.from(this.anchor.handle) : firstAnchor));
       // otherwise started on demand (signing.ts): a process that verifies, or signs once, never starts them
       if (this.options.dispatch === 'threads') this.signThreads.start();
     }

@@ -184,6 +184,8 @@ class SignThread {
   private doneTail = 0;
   readonly slotsHere = new Set<number>();
   exited = false;
+  /** Its own probe succeeded: requests may go to it (a thread still loading, or whose probe failed, gets none). */
+  ready = false;
   /** Set once the thread has loaded pkcs11js and answered the sharing probe. */
   private started: Promise<void>;
   private stopping = false;
@@ -220,6 +222,10 @@ class SignThread {
       // referenced until here: a process must not exit while a thread is still loading the addon
       // (that crashed at exit: napi_create_reference on a worker thread, issue 18 item 10)
       if (this.inflight === 0 && !this.stopping) this.worker.unref();
+      if (rv === 0) {
+        this.ready = true;
+        this.owner.threadReady();
+      }
       this.owner.probed(rv);
     });
     this.worker.on('error', () => undefined); // 'exit' follows and handles the pending requests
@@ -335,8 +341,12 @@ export class SignThreads {
     private readonly libraryPath: string,
     threads: number,
     maxInflight: number,
-    /** A session handle of the main thread (the anchor), for the sharing probe. */
-    private readonly probe: Uint8Array,
+    /**
+     * A session handle of the main thread (its anchor), for the sharing probe: asked at each spawn,
+     * since a replacement thread probing with an anchor closed since (C_CloseAllSessions, a
+     * re-login) would fail its probe and exit.
+     */
+    private readonly probe: () => Uint8Array,
   ) {
     pkcs11jsPath ??= createRequire(import.meta.url).resolve('pkcs11js');
     this.slots = new SharedArrayBuffer(SLOT_BYTES * maxInflight);
@@ -368,7 +378,7 @@ export class SignThreads {
   }
 
   private spawn(): SignThread {
-    return new SignThread(this, this.cap, this.libraryPath, pkcs11jsPath!, this.slots, this.probe);
+    return new SignThread(this, this.cap, this.libraryPath, pkcs11jsPath!, this.slots, this.probe());
   }
 
   /**
@@ -391,9 +401,16 @@ export class SignThreads {
 
   unsupportedReason: string | undefined;
 
+  /** Threads whose own probe succeeded and that have not exited. */
+  private readyThreads = 0;
+
+  threadReady(): void {
+    this.readyThreads++;
+  }
+
   /** Whether a request of this shape can go to a thread (else the caller signs on the main thread). */
   accepts(handleBytes: number, signatureBytes: number): boolean {
-    return this.state === 'ready' && !this.closed && this.threads.length > 0 && this.free.length > 0 && (handleBytes === 8 || handleBytes === 4) && signatureBytes <= OUT_CAP;
+    return this.state === 'ready' && !this.closed && this.readyThreads > 0 && this.free.length > 0 && (handleBytes === 8 || handleBytes === 4) && signatureBytes <= OUT_CAP;
   }
 
   /** C_SignInit + C_Sign on a sign thread. Rejects like pkcs11js (a Pkcs11Error-shaped error with `code`). */
@@ -428,17 +445,19 @@ export class SignThreads {
     return promise;
   }
 
-  /** The least busy live thread (round robin among equals). */
+  /** The least busy ready thread (round robin among equals); accepts() made sure there is one. */
   private pick(): SignThread {
     const threads = this.threads;
     const n = threads.length;
-    let best = threads[this.next % n]!;
-    for (let i = 1; i < n && best.inflight > 0; i++) {
+    let best: SignThread | undefined;
+    for (let i = 0; i < n; i++) {
       const t = threads[(this.next + i) % n]!;
-      if (t.inflight < best.inflight) best = t;
+      if (!t.ready) continue;
+      if (best === undefined || t.inflight < best.inflight) best = t;
+      if (best.inflight === 0) break;
     }
     this.next = (this.next + 1) % n;
-    return best;
+    return best!;
   }
 
   /** Called by a thread when the worker has written the result of `slot`. */
@@ -462,6 +481,10 @@ export class SignThreads {
   /** A worker died (it should not): fail its requests as retryable and replace it. */
   threadExited(thread: SignThread): void {
     const index = this.threads.indexOf(thread);
+    if (thread.ready) {
+      thread.ready = false;
+      this.readyThreads--;
+    }
     for (const slot of thread.slotsHere) {
       const waiter = this.pending[slot];
       this.pending[slot] = undefined;

@@ -369,6 +369,8 @@ describe('backup and verified restore (SoftHSM, KEK ceremony)', () => {
     const backend = backendOn(batchToken);
     await backend.initialize();
     try {
+      await expectHsmError(backend.backup.importKeys('not a list' as never), 'InvalidArgument');
+      expect(await backend.backup.importKeys([])).toEqual({ imported: [] });
       // an id already taken on the token, by a key made there
       await backend.generateKeyPair({ id: 'bk-ECDSA_P384', algorithm: 'ECDSA_P384' });
       const first = await backend.backup.importKeys(['bk-ECDSA_P256', 'bk-RSA_2048', 'bk-ECDSA_P384', 'bk-RSA_3072'].map((id) => exported.get(id)!));
