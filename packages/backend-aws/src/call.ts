@@ -68,26 +68,22 @@ export async function awsCall<T>(settings: CallSettings, context: AwsErrorContex
     const budget = Math.max(1, Math.min(perAttempt, remaining));
     try {
       return await settings.semaphore.run(async () => {
-        if (settings.socketBounded && budget === settings.requestTimeoutMs) {
-          try {
-            return await send({});
-          } catch (error) {
-            if (settings.closing.aborted) throw new HsmError('Closed', `the ${context.service} backend was closed during ${context.operation}`, { cause: error });
-            throw error;
-          }
-        }
-        // one controller and one timer per attempt, aborted by close() through `inflight`: cheaper
-        // than AbortSignal.timeout + AbortSignal.any, and nothing accumulates on a long-lived signal
-        const controller = new AbortController();
+        // An attempt with the whole requestTimeoutMs is bounded by the handler itself (socketBounded).
+        // Any other gets one controller and one timer, aborted by close() through `inflight` (cheaper
+        // than AbortSignal.timeout + AbortSignal.any, and nothing accumulates on a long-lived signal),
+        // and passes its limit to the handler so that a longer one (CreateKey) is not cut short.
+        const controller = settings.socketBounded && budget === settings.requestTimeoutMs ? undefined : new AbortController();
         let timedOut = false;
-        const timer = setTimeout(() => {
-          timedOut = true;
-          controller.abort();
-        }, budget);
-        settings.inflight.add(controller);
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        if (controller) {
+          timer = setTimeout(() => {
+            timedOut = true;
+            controller.abort();
+          }, budget);
+          settings.inflight.add(controller);
+        }
         try {
-          // the handler's own limit follows the attempt's, so a longer one (CreateKey) is not cut at requestTimeoutMs
-          return await send({ abortSignal: controller.signal, requestTimeout: budget });
+          return await send(controller ? { abortSignal: controller.signal, requestTimeout: budget } : {});
         } catch (error) {
           if (settings.closing.aborted) throw new HsmError('Closed', `the ${context.service} backend was closed during ${context.operation}`, { cause: error });
           if (timedOut) {
@@ -97,8 +93,10 @@ export async function awsCall<T>(settings: CallSettings, context: AwsErrorContex
           }
           throw error;
         } finally {
-          clearTimeout(timer);
-          settings.inflight.delete(controller);
+          if (controller) {
+            clearTimeout(timer);
+            settings.inflight.delete(controller);
+          }
         }
       }, callerSignal);
     } catch (error) {
@@ -128,4 +126,3 @@ function refused(error: unknown): boolean {
   }
   return false;
 }
-

@@ -1,11 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { importKeys, isHsmError, verifyLocally, type HsmBackend } from '@olocus/hsm-core';
 import { fingerprintOf, fromB64, keyPartName } from './format.js';
-import { exportedKeyOf } from './restore.js';
+import { IMPORT_BATCH, exportedKeyOf, keptByProvider } from './restore.js';
 import { verifyBundle, type VerifyBundleOptions } from './verify.js';
-
-/** Keys imported per batch: progress is reported at least this often. */
-const DRILL_CHUNK = 100;
 
 export interface DrillRow {
   key: string;
@@ -48,10 +45,10 @@ export async function drillBundle(file: string, options: DrillOptions): Promise<
   const total = verified.keys.length;
   let done = 0;
   // imported a chunk at a time (one token look-up a chunk, see importKeys), then each key proved
-  for (let start = 0; start < total; start += DRILL_CHUNK) {
-    const chunk = verified.keys.slice(start, start + DRILL_CHUNK);
+  for (let start = 0; start < total; start += IMPORT_BATCH) {
+    const chunk = verified.keys.slice(start, start + IMPORT_BATCH);
     const importFailed = new Map<number, string>();
-    const toImport = chunk.flatMap((k, i) => (k.method === 'reference-only' || k.method === 'provider-backup' ? [] : [i]));
+    const toImport = chunk.flatMap((k, i) => (keptByProvider(k) ? [] : [i]));
     if (!scratch.backup) {
       for (const i of toImport) importFailed.set(i, `the scratch backend (${scratch.type}) cannot import keys`);
     } else {
@@ -68,7 +65,7 @@ export async function drillBundle(file: string, options: DrillOptions): Promise<
       const key = keyPartName(k);
       const base = { key, id: k.id, ...(k.version !== undefined ? { version: k.version } : {}), ...(states.has(k.id) ? { state: states.get(k.id)! } : {}) };
       done++;
-      if (k.method === 'reference-only' || k.method === 'provider-backup') {
+      if (keptByProvider(k)) {
         rows.push({ ...base, result: 'kept-by-provider', reason: `${k.method}: the provider keeps the key; nothing to restore` });
         continue;
       }

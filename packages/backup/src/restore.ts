@@ -4,8 +4,8 @@ import { bundleError, fingerprintOf, fromB64, keyPartName, registryPartName, typ
 import { existingRows, insertRegistryRows, updateVersionRef } from './registry.js';
 import { verifyBundle, type VerifiedBundle, type VerifyBundleOptions } from './verify.js';
 
-/** Keys imported per batch: progress is reported and cancellation checked at least this often. */
-const IMPORT_CHUNK = 100;
+/** Keys imported per batch (restore and drill): progress is reported and cancellation checked at least this often. */
+export const IMPORT_BATCH = 100;
 
 /** What restore did (or, in a dry run, would do) with one key of the bundle. */
 export type RestoreAction = 'imported' | 'would-import' | 'already-present' | 'kept-by-provider';
@@ -55,6 +55,11 @@ export interface RestoreBundleOptions extends VerifyBundleOptions {
 }
 
 const PROVIDER_KEPT = new Set(['reference-only', 'provider-backup']);
+
+/** A key the provider keeps (a reference or the provider's own backup): nothing to import. */
+export function keptByProvider(k: KeyPart): boolean {
+  return PROVIDER_KEPT.has(k.method);
+}
 
 export function exportedKeyOf(k: KeyPart): ExportedKey {
   return {
@@ -147,7 +152,7 @@ export async function restoreVerified(verified: VerifiedBundle, options: Restore
       method: k.method,
       fingerprint: k.fingerprint,
     };
-    if (PROVIDER_KEPT.has(k.method)) {
+    if (keptByProvider(k)) {
       rows.push({ ...base, action: 'kept-by-provider', note: `kept by the provider (${k.method}): not imported; the registry keeps its reference` });
       continue;
     }
@@ -192,9 +197,9 @@ export async function restoreVerified(verified: VerifiedBundle, options: Restore
   done = 0;
   const inRegistry = new Set(verified.registry.flatMap((r) => r.versions.map((v) => String(v['key_id']))));
   // a chunk at a time: one token look-up per chunk (importKeys), progress after each
-  for (let start = 0; start < toImport.length; start += IMPORT_CHUNK) {
+  for (let start = 0; start < toImport.length; start += IMPORT_BATCH) {
     options.signal?.throwIfAborted();
-    const chunk = toImport.slice(start, start + IMPORT_CHUNK);
+    const chunk = toImport.slice(start, start + IMPORT_BATCH);
     const { imported, failed } = await importKeys(backend.backup!, chunk.map(exportedKeyOf), options.signal ? { signal: options.signal } : {});
     for (const [i, handle] of imported.entries()) {
       const k = chunk[i]!;

@@ -20,4 +20,3 @@ export async function importKeys(capability: KeyBackupCapability, exported: read
   }
   return result;
 }
-
