@@ -1,7 +1,7 @@
 /**
  * The pool against network HSM stand-ins: three SoftHSM tokens, each behind its own `p11-kit
- * server` socket, holding one replicated key. 16 concurrent signers; one member's server is
- * killed mid-run and restarted.
+ * server` socket, holding one replicated key. Two signers first, for the weighted share; then 16
+ * concurrent signers while one member's server is killed mid-run and restarted.
  */
 import { randomBytes, verify as nodeVerify } from 'node:crypto';
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
@@ -90,19 +90,30 @@ describe('HsmPool over three p11-kit servers', () => {
           await sleep(10);
         }
       };
-      signers = Array.from({ length: 16 }, signer);
-
-      // phase 1: all healthy, shares by weight
-      await until(() => signed.length >= 100, 'warm-up');
+      // phase 1: all healthy, shares by weight. Weights hold while the members keep up; a member
+      // whose queue is longer than the others' gets less (by design: load before share), and with
+      // 16 signers on a loaded two-core CI machine the three server processes do not get equal CPU
+      // (CI saw 42/29/29 %). With two signers at most one other call is in flight at each pick, so
+      // no member is ever held back for load, and the share must come out by weight: each pick goes
+      // to the member furthest behind its share, which keeps every member's calls per unit of weight
+      // within one of the others', so a window of calls is off by at most two per unit of weight.
+      signers = Array.from({ length: 2 }, signer);
+      await until(() => signed.length >= 20, 'warm-up');
       const before = dispatched();
-      await until(() => signed.length >= 1300, 'the weighted phase');
+      await until(() => signed.length >= 420, 'the weighted phase');
       const phase = dispatched().map((d, i) => d - before[i]!);
       const total = phase.reduce((a, b) => a + b, 0);
       const weightSum = WEIGHTS.reduce((a, b) => a + b, 0);
       for (const [i, count] of phase.entries()) {
-        const expected = WEIGHTS[i]! / weightSum;
-        expect(Math.abs(count / total - expected) / expected, `member hsm${i}: ${count}/${total} against weight ${expected}`).toBeLessThanOrEqual(0.1);
+        const expected = (total * WEIGHTS[i]!) / weightSum;
+        expect(Math.abs(count - expected), `member hsm${i}: ${count} of ${total} calls against weight ${WEIGHTS[i]}/${weightSum}`).toBeLessThanOrEqual(2 * WEIGHTS[i]!);
       }
+
+      // 16 concurrent signers from here on
+      signers.push(...Array.from({ length: 14 }, signer));
+      const signedAtFull = signed.length;
+      await until(() => signed.length >= signedAtFull + 300, 'warm-up with 16 signers');
+      expect(dispatched().every((d, i) => d > before[i]! + phase[i]!), 'every member takes work with 16 signers').toBe(true);
 
       // phase 2: hsm1's server dies
       servers[1]!.kill();
@@ -128,7 +139,7 @@ describe('HsmPool over three p11-kit servers', () => {
       for (const { data, signature } of signed) expect(nodeVerify('sha256', data, { key: pem, dsaEncoding: 'ieee-p1363' }, signature)).toBe(true);
       // every call that failed on a member was retried once elsewhere, and succeeded there
       expect(pool.status().reduce((n, m) => n + m.failed, 0)).toBe(retried);
-      console.log(`signed ${signed.length}, retried ${retried}, weighted phase ${phase.join('/')}, hsm1 back in ${recoveryMs} ms`);
+      console.log(`signed ${signed.length}, retried ${retried}, weighted phase (2 signers) ${phase.join('/')}, hsm1 back in ${recoveryMs} ms`);
     } finally {
       // the signers stop before the pool closes, also when an assertion failed mid-run
       stop = true;
