@@ -79,9 +79,11 @@ const START_RETRY_BUDGET_MS = 5_000;
  * process's C_Login shows (no initialised token at all, a slot whose token is not initialised,
  * or the device answering an error), which is retried for up to START_RETRY_BUDGET_MS; `maybe`
  * for a token or slot that is missing while others are there (more likely a wrong label or
- * slot), retried only a few times so that a typo is reported within about a second.
+ * slot), retried only a few times so that a typo is reported within about a second. A user PIN
+ * that is not initialised is `maybe` too: a token being rewritten shows it for a moment.
  */
 function transientStartFailure(error: unknown): 'rewrite' | 'maybe' | false {
+  if (isHsmError(error, 'LoginFailed')) return error.details.rv === 'CKR_USER_PIN_NOT_INITIALIZED' ? 'maybe' : false;
   if (isHsmError(error, 'TokenLabelMismatch')) return error.details.found === '' ? 'rewrite' : 'maybe';
   if (isHsmError(error, 'SlotNotFound')) return /has no token|not initialised/.test(error.message) ? 'rewrite' : 'maybe';
   const cls = classifyReturnValue(error);

@@ -107,9 +107,17 @@ export class LoginState {
         this.proveAgainstOpenLogin(target, pin);
       } else if (rv === CKR.PIN_LOCKED) {
         throw this.refuse(new HsmError('PinLocked', `the user PIN of token '${target.tokenLabel}' is locked; unlock it with the SO PIN`, { retryable: false, details: { rv: 'CKR_PIN_LOCKED' } }));
+      } else if (rv === CKR.USER_PIN_NOT_INITIALIZED) {
+        // No PIN was tried, so nothing is spent by asking again; and it is not final: SoftHSM
+        // answers it for a moment while another process's C_Login rewrites the token file (CI saw
+        // one of 25 start-ups beside three login loops fail so). Start-up asks again a few times.
+        throw new HsmError('LoginFailed', `login to token '${target.tokenLabel}' failed: the user PIN is not initialised (the token's security officer sets it: pkcs11-tool --init-pin, or softhsm2-util --init-token --pin)`, {
+          retryable: false,
+          details: { rv: 'CKR_USER_PIN_NOT_INITIALIZED', tokenLabel: target.tokenLabel },
+        });
       } else if (rv !== undefined && classifyReturnValue(rv) === 'pin') {
         if (rv === CKR.PIN_INCORRECT) rememberRefusedPin(target.scope, pin);
-        const why = rv === CKR.PIN_INCORRECT ? 'the PIN is incorrect' : rv === CKR.USER_PIN_NOT_INITIALIZED ? 'the user PIN is not initialised' : `the PIN was refused (${returnValueName(rv)})`;
+        const why = rv === CKR.PIN_INCORRECT ? 'the PIN is incorrect' : `the PIN was refused (${returnValueName(rv)})`;
         throw this.refuse(
           new HsmError('LoginFailed', `login to token '${target.tokenLabel}' failed: ${why}; not retried, so the token is not locked by retries`, {
             retryable: false,
