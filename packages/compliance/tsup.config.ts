@@ -1,7 +1,8 @@
 import { defineConfig } from 'tsup';
 
 export default defineConfig({
-  entry: ['src/index.ts', '!src/**/*.test.ts'],
+  // ./audit is the audit log alone (what a one-shot command loads), without the rules and reports
+  entry: { index: 'src/index.ts', audit: 'src/audit/index.ts' },
   format: ['esm'],
   dts: true,
   sourcemap: true,

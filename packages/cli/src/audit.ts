@@ -152,7 +152,7 @@ function rotationRecord(event: RotationEvent): RecordInput | undefined {
 }
 
 export async function openCliAudit(ctx: CliContext, section: AuditSection, configPath: string, actor: string): Promise<CliAudit> {
-  const { openAuditLog, auditorFor, eventToRecords, storageFaultError, storageFaultOf } = await import('@olocus/hsm-compliance');
+  const { openAuditLog, auditorFor, eventToRecords, storageFaultError, storageFaultOf } = await import('@olocus/hsm-compliance/audit');
   const file = section.storage.kind === 'sqlite' ? section.storage.path : undefined;
   // One mapping with the library (compliance's): a full disk is a retryable DeviceUnavailable
   // that says so and names the file, whichever layer meets it.

@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { canonicalRecord, openAuditLog, recordHash, ZERO_HASH, type AuditRecord } from '../src/audit/index.js';
 import { storageFor, tempDir } from './audit-helpers.js';
 import { join } from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
 
 // CommonJS default export: typed as the module under NodeNext
 const canonicalize = ((canonicalizeModule as unknown as { default?: unknown }).default ?? canonicalizeModule) as (v: unknown) => string;
@@ -77,5 +78,49 @@ describe('options', () => {
     await expect(openAuditLog({ storage: { kind: 'sqlite', path }, retention: { days: 0 } })).rejects.toMatchObject({ code: 'InvalidConfiguration', details: { field: 'audit.retention.days' } });
     await expect(openAuditLog({ storage: { kind: 'nope' } as never })).rejects.toMatchObject({ code: 'InvalidConfiguration', details: { field: 'audit.storage.kind' } });
     expect(existsSync(path)).toBe(false);
+  });
+});
+
+describe('SQLite schema check on open (kysely is loaded only when a migration is due)', () => {
+  const migrationRows = (path: string) => {
+    const db = new BetterSqlite3(path, { readonly: true });
+    try {
+      return (db.prepare('select name from audit_kysely_migration order by name').pluck().all() as string[]);
+    } finally {
+      db.close();
+    }
+  };
+
+  it('applies a migration that an older version of the log lacks', async () => {
+    const storage = { kind: 'sqlite' as const, path: join(tempDir('schema-old'), 'audit.db') };
+    await (await openAuditLog({ storage })).close();
+    expect(migrationRows(storage.path)).toEqual(['0001_audit', '0002_checkpoint_keys']);
+    // the log as the version before 0002 left it
+    const db = new BetterSqlite3(storage.path);
+    db.exec("drop table audit_checkpoint_keys; delete from audit_kysely_migration where name = '0002_checkpoint_keys'");
+    db.close();
+    const log = await openAuditLog({ storage });
+    expect(migrationRows(storage.path)).toEqual(['0001_audit', '0002_checkpoint_keys']);
+    const check = new BetterSqlite3(storage.path, { readonly: true });
+    expect(check.prepare("select name from sqlite_master where name = 'audit_checkpoint_keys'").pluck().get()).toBe('audit_checkpoint_keys');
+    check.close();
+    expect(await log.verify()).toMatchObject({ ok: true });
+    await log.close();
+  });
+
+  it('refuses a log migrated by a newer version instead of writing to a schema it does not know', async () => {
+    const storage = { kind: 'sqlite' as const, path: join(tempDir('schema-new'), 'audit.db') };
+    await (await openAuditLog({ storage })).close();
+    const db = new BetterSqlite3(storage.path);
+    db.prepare('insert into audit_kysely_migration (name, timestamp) values (?, ?)').run('0003_from_the_future', new Date().toISOString());
+    db.close();
+    const error = await openAuditLog({ storage }).then(
+      async (log) => {
+        await log.close();
+        return undefined;
+      },
+      (e: unknown) => e,
+    );
+    expect(error).toMatchObject({ message: expect.stringContaining('0003_from_the_future') });
   });
 });

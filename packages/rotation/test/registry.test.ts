@@ -166,3 +166,34 @@ describe.each(STORAGE_KINDS)('key registry (%s)', (kind) => {
     expect((await b.getActiveKeyUncached('c')).version).toBe(2);
   });
 });
+
+describe('SQLite registry schema check on open (the Migrator runs only when a migration is due)', () => {
+  it('applies a migration an older registry lacks, and refuses one this version does not know', async () => {
+    const storage = await freshStorage('sqlite', 'schema');
+    await (await KeyRegistry.open(storage)).close();
+    const raw = await rawSql(storage);
+    try {
+      expect(await raw.exec('select name from kysely_migration order by name')).toEqual([{ name: '0001_initial' }, { name: '0002_logical_key_backup' }]);
+      // the registry as the version before 0002 left it
+      await raw.exec('alter table logical_keys drop column backup');
+      await raw.exec("delete from kysely_migration where name = '0002_logical_key_backup'");
+      await (await KeyRegistry.open(storage)).close();
+      expect((await raw.exec('select name from pragma_table_info(?)', ['logical_keys'])).map((r) => (r as { name: string }).name)).toContain('backup');
+      expect(await raw.exec('select name from kysely_migration order by name')).toEqual([{ name: '0001_initial' }, { name: '0002_logical_key_backup' }]);
+
+      // a newer version's migration: refused, not written past
+      await raw.exec('insert into kysely_migration (name, timestamp) values (?, ?)', ['0003_from_the_future', new Date().toISOString()]);
+      const error = await KeyRegistry.open(storage).then(
+        async (r) => {
+          await r.close();
+          return undefined;
+        },
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(HsmError);
+      expect(String((error as Error).message) + String(((error as Error).cause as Error | undefined)?.message)).toContain('0003_from_the_future');
+    } finally {
+      await raw.close();
+    }
+  });
+});

@@ -160,7 +160,7 @@ export async function rotateCheckpointKey(ctx: CliContext, opts: { newKeyId?: st
     const backend = audit.backend;
     const current = audit.log.checkpointSigner;
     if (!backend || !current) throw new CliError('InvalidConfiguration', 'the audit log has no checkpoint key to rotate (the backend did not open for it); check the config\'s backend section');
-    const { checkpointSignerFromBackend } = await import('@olocus/hsm-compliance');
+    const { checkpointSignerFromBackend } = await import('@olocus/hsm-compliance/audit');
     const { isHsmError } = await import('@olocus/hsm-core');
     const newKeyId = opts.newKeyId ?? nextCheckpointKeyId(audit.section.checkpoint.keyId);
     const old = await backend.getKey(current.keyId);

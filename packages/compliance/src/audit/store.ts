@@ -4,7 +4,7 @@ import type pg from 'pg';
 
 /** pg is loaded only when a PostgreSQL store is opened: a SQLite-only process (a one-shot CLI command) never pays for it. */
 const loadPg = async (): Promise<typeof pg> => (await import('pg')).default;
-import { Kysely, Migrator, PostgresDialect, SqliteDialect, type Migration } from 'kysely';
+import type { Kysely, Migration } from 'kysely';
 import { HsmError, isHsmError, isSqliteBusy, retryWhile } from '@olocus/hsm-core';
 import { storageFaultError } from './faults.js';
 import type { AuditCheckpoint, AuditRecord } from './types.js';
@@ -297,11 +297,32 @@ export async function openStore(storage: ResolvedAuditLogOptions['storage']): Pr
   return storage.kind === 'sqlite' ? openSqlite(storage) : openPostgres(storage);
 }
 
+/**
+ * kysely only builds and runs the schema migrations (and drives Postgres): loaded when needed, a
+ * one-shot command on an up-to-date SQLite log never compiles its ~430 KB.
+ */
+const loadKysely = () => import('kysely');
+const MIGRATION_TABLE = 'audit_kysely_migration';
+
+/**
+ * True when the SQLite log has exactly this version's migrations applied, read without kysely.
+ * Anything else (a new log, a pending migration, one this version does not know) goes through
+ * kysely's Migrator, which applies or refuses as before.
+ */
+function sqliteSchemaCurrent(database: BetterSqlite3.Database): boolean {
+  const table = database.prepare("select 1 from sqlite_master where type = 'table' and name = ?").get(MIGRATION_TABLE);
+  if (!table) return false;
+  const applied = (database.prepare(`select name from ${MIGRATION_TABLE}`).pluck().all() as string[]).sort();
+  const known = Object.keys(migrations('sqlite')).sort();
+  return applied.length === known.length && applied.every((name, i) => name === known[i]);
+}
+
 async function runMigrations(db: Kysely<any>, dialect: Dialect, target: string, schema?: string): Promise<void> {
+  const { Migrator } = await loadKysely();
   const migrator = new Migrator({
     db,
     provider: { getMigrations: async () => migrations(dialect) },
-    migrationTableName: 'audit_kysely_migration',
+    migrationTableName: MIGRATION_TABLE,
     migrationLockTableName: 'audit_kysely_migration_lock',
     ...(schema ? { migrationTableSchema: schema } : {}),
   });
@@ -337,7 +358,14 @@ async function openSqlite(storage: Extract<ResolvedAuditLogOptions['storage'], {
     database.close();
     throw storageError(error, 'opening SQLite database', target);
   }
-  const db = new Kysely<any>({ dialect: new SqliteDialect({ database }) });
+  let db: Kysely<any> | undefined;
+  const kyselyDb = async () => {
+    if (!db) {
+      const { Kysely, SqliteDialect } = await loadKysely();
+      db = new Kysely<any>({ dialect: new SqliteDialect({ database }) });
+    }
+    return db;
+  };
   const writer = storage.writerThread ? new SqliteWriter(storage.path, storage.busyTimeoutMs) : undefined;
   // inline commits: no WAL checkpoint inside a commit on this thread; a helper thread does them
   // Inline commits run with wal_autocheckpoint off (no checkpoint on the caller's thread); the
@@ -421,10 +449,11 @@ async function openSqlite(storage: Extract<ResolvedAuditLogOptions['storage'], {
       const deadline = Date.now() + storage.busyTimeoutMs;
       for (let attempt = 1; ; attempt++) {
         try {
-          await runMigrations(db, 'sqlite', target);
+          if (sqliteSchemaCurrent(database)) return;
+          await runMigrations(await kyselyDb(), 'sqlite', target);
           return;
         } catch (error) {
-          const code = (error as { cause?: { code?: string } }).cause?.code ?? '';
+          const code = (error as { code?: string; cause?: { code?: string } }).cause?.code ?? (error as { code?: string }).code ?? '';
           if (!code.startsWith('SQLITE_') || attempt >= 10 || Date.now() >= deadline) throw error;
           await sleep(5 + Math.random() * 20);
         }
@@ -545,7 +574,9 @@ async function openSqlite(storage: Extract<ResolvedAuditLogOptions['storage'], {
           // a busy database: the next process's checkpointer will do it
         }
       }
-      await db.destroy();
+      // kysely's SQLite driver closes the database it was given
+      if (db) await db.destroy();
+      else database.close();
     },
   };
 }
@@ -579,6 +610,7 @@ async function openPostgres(storage: Extract<ResolvedAuditLogOptions['storage'],
     await pool.end().catch(() => undefined);
     throw storageError(error, 'connecting to PostgreSQL', target);
   }
+  const { Kysely, PostgresDialect } = await loadKysely();
   const db = new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
   let closed = false;
   const RETRY = new Set(['40001', '40P01']);

@@ -7,7 +7,7 @@ import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql } from 'kysely';
 import { HsmError, isSqliteBusy, retryWhile } from '@olocus/hsm-core';
 import type { StorageConfig } from '../config.js';
 import type { Database } from './schema.js';
-import { migrationProvider, type DialectName } from './migrations.js';
+import { migrationProvider, migrations, type DialectName } from './migrations.js';
 
 /** The registry's database: Kysely plus the few things that differ between SQLite and PostgreSQL. */
 export interface Store {
@@ -87,7 +87,20 @@ async function openSqlite(config: Extract<StorageConfig, { kind: 'sqlite' }>): P
     throw storageError(error, 'opening SQLite database', config.path);
   }
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
-  return makeStore('sqlite', db, config.path);
+  return makeStore('sqlite', db, config.path, undefined, () => sqliteMigrationsCurrent(database));
+}
+
+/**
+ * True when the registry has exactly this version's migrations applied. Kysely's Migrator would
+ * find that too, after reading the table list of the whole database (a few ms of every one-shot
+ * command); a registry that lacks a migration or has one this version does not know still goes
+ * through the Migrator, which applies or refuses as before.
+ */
+function sqliteMigrationsCurrent(database: BetterSqlite3.Database): boolean {
+  if (!database.prepare("select 1 from sqlite_master where type = 'table' and name = 'kysely_migration'").get()) return false;
+  const applied = (database.prepare('select name from kysely_migration').pluck().all() as string[]).sort();
+  const known = Object.keys(migrations('sqlite')).sort();
+  return applied.length === known.length && applied.every((name, i) => name === known[i]);
 }
 
 async function openPostgres(config: Extract<StorageConfig, { kind: 'postgres' }>): Promise<Store> {
@@ -139,7 +152,7 @@ async function openPostgres(config: Extract<StorageConfig, { kind: 'postgres' }>
 
 const RETRY_PG = new Set(['40001', '40P01']);
 
-function makeStore(dialect: DialectName, db: Kysely<Database>, target: string, migrationTableSchema?: string): Store {
+function makeStore(dialect: DialectName, db: Kysely<Database>, target: string, migrationTableSchema?: string, schemaCurrent?: () => boolean): Store {
   let closed = false;
   const store: Store = {
     dialect,
@@ -170,6 +183,11 @@ function makeStore(dialect: DialectName, db: Kysely<Database>, target: string, m
       }
     },
     async migrate() {
+      try {
+        if (schemaCurrent?.()) return;
+      } catch {
+        // unreadable here (busy, locked): the Migrator below decides, with its own lock and errors
+      }
       const migrator = new Migrator({ db, provider: migrationProvider(dialect), ...(migrationTableSchema ? { migrationTableSchema } : {}) });
       const { error, results } = await migrator.migrateToLatest();
       if (error) {
