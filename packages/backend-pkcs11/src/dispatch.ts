@@ -12,7 +12,9 @@
  *   Short operations run inline, synchronously, in bounded batches: at most `budgetUs` of inline
  *   signing per event-loop turn, then the rest waits for the next turn (setImmediate, after I/O) or,
  *   when the sign threads are ready, goes to them at once (the second core);
- * - long operations go to the sign threads (or, until they are ready, to the libuv pool).
+ * - long operations go to the sign threads (or, until they are ready, to the libuv pool);
+ * - with many callers at once (4 per sign thread; see signing.ts) short operations go to the
+ *   threads too, so every core signs.
  * A classification changes only past a margin (hysteresis), so an operation near the threshold does
  * not flip at every sample. Nothing here applies to remote modules: they are never signed inline.
  */

@@ -101,6 +101,8 @@ const reqRing = ${C_RINGS};
 const doneRing = ${C_RINGS} + cap;
 let tail = 0;
 let doneHead = 0;
+let notified = 0;
+const NOTIFY_EVERY = 4;
 const views = [];
 function run(slot) {
   const base = slot * slotBytes;
@@ -153,7 +155,12 @@ for (;;) {
   ctl[doneRing + (doneHead & mask)] = slot;
   doneHead = (doneHead + 1) | 0;
   Atomics.store(ctl, ${C_DONE_HEAD}, doneHead);
-  Atomics.notify(ctl, ${C_DONE_HEAD}); // wakes the main thread's Atomics.waitAsync, if armed
+  // wakes the main thread's Atomics.waitAsync, if armed: when this thread has nothing left to do,
+  // or every few results while it has (a wake per result cost a context switch per signature)
+  if (Atomics.load(ctl, ${C_REQ_HEAD}) === tail || ((doneHead - notified) | 0) >= NOTIFY_EVERY) {
+    notified = doneHead;
+    Atomics.notify(ctl, ${C_DONE_HEAD});
+  }
 }
 })();
 `;
@@ -406,6 +413,11 @@ export class SignThreads {
 
   threadReady(): void {
     this.readyThreads++;
+  }
+
+  /** Requests on the threads now. */
+  get inflight(): number {
+    return this.cap - this.free.length;
   }
 
   /** Whether a request of this shape can go to a thread (else the caller signs on the main thread). */

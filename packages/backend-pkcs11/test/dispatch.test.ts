@@ -87,6 +87,52 @@ describe('adaptive dispatch', () => {
     }
   });
 
+  it('auto: a few callers sign P-256 inline; from four callers per sign thread on, the threads take it (both cores sign)', async () => {
+    const backend = new Pkcs11Backend(
+      { libraryPath: SOFTHSM_LIB, tokenLabel: token.label, signThreads: 2, dispatch: 'auto', sessionPool: { minSessions: 16, maxSessions: 16 } },
+      { pin: token.pin },
+    );
+    await backend.initialize();
+    try {
+      await backend.generateKeyPair({ id: 'c-p256', algorithm: 'ECDSA_P256' });
+      const pem = exportPublicKey(await backend.getPublicKey('c-p256'), 'pem');
+      const callers = async (n: number, each: number) => {
+        const before = backend.metrics();
+        await Promise.all(
+          Array.from({ length: n }, async () => {
+            for (let i = 0; i < each; i++) {
+              const data = randomBytes(64);
+              const signature = await backend.sign('c-p256', data);
+              expect(nodeVerify('sha256', data, { key: pem, dsaEncoding: 'ieee-p1363' }, signature)).toBe(true);
+            }
+          }),
+        );
+        const after = backend.metrics();
+        return { inline: after.inlineSigns - before.inlineSigns, threads: after.threadSigns - before.threadSigns };
+      };
+      // one caller: inline, and the threads never start
+      expect(await callers(1, 50)).toEqual({ inline: 50, threads: 0 });
+      expect(backend.metrics().signThreads).toBe('idle');
+      // 16 callers (8 per thread) start the threads (inline while they load pkcs11js)...
+      await callers(16, 5);
+      const deadline = Date.now() + 10_000; // a bound for a hung test, not a performance assertion
+      while (backend.metrics().signThreads !== 'ready' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      expect(backend.metrics().signThreads).toBe('ready');
+      // ...which then take nearly all of it
+      const many = await callers(16, 60);
+      expect(many.inline + many.threads).toBe(960);
+      expect(many.threads / 960, `16 callers: ${JSON.stringify(many)}`).toBeGreaterThan(0.8);
+      // 3 callers (under 4 per thread), threads ready: inline, but for what overflows a full
+      // turn's budget (measured 20-25 % here: the callers keep submitting within the turn)
+      const few = await callers(3, 100);
+      expect(few.inline + few.threads).toBe(300);
+      expect(few.inline / 300, `3 callers: ${JSON.stringify(few)}`).toBeGreaterThan(0.5);
+      expect(backend.metrics().pool?.inUse).toBe(0);
+    } finally {
+      await backend.close();
+    }
+  });
+
   it("dispatch 'inline': every signature inline, in batches bounded per event-loop turn (the loop keeps turning)", async () => {
     const backend = backendWith({ dispatch: 'inline', inlineBudgetMs: 1 });
     await backend.initialize();
