@@ -358,7 +358,7 @@ async function openSqlite(storage: Extract<ResolvedAuditLogOptions['storage'], {
     database.close();
     throw storageError(error, 'opening SQLite database', target);
   }
-  let db: Kysely<any> | undefined;
+  let db: Parameters<typeof runMigrations>[0] | undefined;
   const kyselyDb = async () => {
     if (!db) {
       const { Kysely, SqliteDialect } = await loadKysely();
