@@ -1,7 +1,8 @@
 import { defineConfig } from 'tsup';
 
 export default defineConfig({
-  entry: ['src/index.ts', '!src/**/*.test.ts'],
+  // ./lite: the id convention, the states, the policy schema and a read-only look into a SQLite registry, without Kysely
+  entry: { index: 'src/index.ts', lite: 'src/lite.ts' },
   format: ['esm'],
   dts: true,
   sourcemap: true,

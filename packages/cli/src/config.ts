@@ -69,7 +69,7 @@ export async function loadConfig(ctx: CliContext): Promise<LoadedConfig> {
   const audit = resolveAuditPaths(parseAuditSection(raw.audit, path), dirname(path));
   if (rotation.policy !== undefined) {
     // The policy is checked by the rotation package's own schema (a bad field is named).
-    const { parsePolicy } = await import('@olocus/hsm-rotation');
+    const { parsePolicy } = await import('@olocus/hsm-rotation/lite');
     try {
       parsePolicy(rotation.policy, 'rotation.policy');
     } catch (error) {

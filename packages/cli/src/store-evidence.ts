@@ -59,7 +59,7 @@ export async function hasCheckpointKey(backend: HsmBackend, keyId: string, ident
 
 /** Backend keys named like rotation versions (`<id>.v<N>`): a key registry made them. At most `limit` are returned. */
 export async function versionShapedKeys(backend: HsmBackend, limit = 5): Promise<string[]> {
-  const { parseVersionKeyId } = await import('@olocus/hsm-rotation');
+  const { parseVersionKeyId } = await import('@olocus/hsm-rotation/lite');
   const found: string[] = [];
   let cursor: string | undefined;
   do {

@@ -1,6 +1,11 @@
+import { existsSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { HsmError } from '@olocus/hsm-core';
 import { KeyRegistry, type StorageConfigInput } from '../src/index.js';
+import { lookupSqliteRegistry } from '../src/lite.js';
+import { migrations } from '../src/storage/migrations.js';
+import { MIGRATION_NAMES } from '../src/storage/migration-names.js';
 import { cleanupStorage, FakeClock, freshStorage, HOUR, rawSql, STORAGE_KINDS } from './helpers.js';
 import { seedVersion } from './seed.js';
 
@@ -195,5 +200,36 @@ describe('SQLite registry schema check on open (the Migrator runs only when a mi
     } finally {
       await raw.close();
     }
+  });
+});
+
+describe('lookupSqliteRegistry (what a one-shot command reads before deciding to open the registry)', () => {
+  it('names a logical key, a registered version and an unknown id; cannot tell for a missing file or a schema that is not current', async () => {
+    expect(Object.keys(migrations('sqlite'))).toEqual([...MIGRATION_NAMES]);
+    expect(Object.keys(migrations('postgres'))).toEqual([...MIGRATION_NAMES]);
+    const storage = (await freshStorage('sqlite', 'lookup')) as { kind: 'sqlite'; path: string };
+    expect(lookupSqliteRegistry(storage.path, 'k')).toBeUndefined(); // no file yet (and none is created)
+    expect(existsSync(storage.path)).toBe(false);
+    await (await KeyRegistry.open(storage)).close();
+    const raw = await rawSql(storage);
+    try {
+      await seedVersion(raw, 'k', 1, 'Active', Date.now());
+      expect(lookupSqliteRegistry(storage.path, 'k')).toBe('logical');
+      expect(lookupSqliteRegistry(storage.path, 'k.v1')).toBe('version');
+      expect(lookupSqliteRegistry(storage.path, 'k.v2')).toBe('none'); // version-shaped, not registered
+      expect(lookupSqliteRegistry(storage.path, 'plain')).toBe('none');
+      // a schema with a migration this version does not know: cannot tell (the registry refuses it on open)
+      await raw.exec('insert into kysely_migration (name, timestamp) values (?, ?)', ['0003_from_the_future', new Date().toISOString()]);
+      expect(lookupSqliteRegistry(storage.path, 'plain')).toBeUndefined();
+      // one that lacks a migration: cannot tell (opening the registry migrates it)
+      await raw.exec("delete from kysely_migration where name in ('0003_from_the_future', '0002_logical_key_backup')");
+      expect(lookupSqliteRegistry(storage.path, 'plain')).toBeUndefined();
+    } finally {
+      await raw.close();
+    }
+    // not a database
+    const bogus = join(dirname(storage.path), 'not-a-db');
+    writeFileSync(bogus, 'this is not SQLite');
+    expect(lookupSqliteRegistry(bogus, 'plain')).toBeUndefined();
   });
 });

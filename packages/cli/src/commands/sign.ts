@@ -1,10 +1,11 @@
 import { existsSync } from 'node:fs';
 import { algorithmInfo, decodeSignature, encodeSignature, isHsmError, jwsAlgorithm, type HsmKeyHandle, type HsmManager, type KeyAlgorithm, type MessageInput, type SignatureFormat } from '@olocus/hsm-core';
-import { parseVersionKeyId, VERIFYING_STATES, type RotationContext } from '@olocus/hsm-rotation';
+import type { RotationContext } from '@olocus/hsm-rotation';
+import { lookupSqliteRegistry, parseVersionKeyId, VERIFYING_STATES } from '@olocus/hsm-rotation/lite';
 import { checkOutputPath, decodeBase64, echo, formatBytes, openInput, readInputLimited, SIGNATURE_READ_LIMIT, toBase64, toBase64Url, writeOutput } from '../io.js';
 import { CliError, EXIT_NEGATIVE } from '../errors.js';
 import { jwsHeader, jwsSigningInput, parseCompactJws, type ParsedJws } from '../jws.js';
-import { classifyKey, openRotationFor, type KeyTarget } from '../rotation.js';
+import type { KeyTarget } from '../rotation.js';
 import { loadConfig, type LoadedConfig } from '../config.js';
 import { openManager } from '../manager.js';
 import type { CliContext } from '../context.js';
@@ -45,16 +46,19 @@ export function oneShotBackend(loaded: LoadedConfig): LoadedConfig {
 
 /**
  * As rotation.ts's withManagerAndRegistry, with the backend tuned for one operation: the
- * registry is opened only when it can hold keys (a SQLite file that does not exist yet holds
- * none and is not created here).
+ * registry is opened only when it can hold `keyName` (a SQLite file that does not exist yet holds
+ * none and is not created here; one that, read-only, is current and holds no logical key or
+ * version of that name is not opened either, so a plain key never loads the rotation package).
  */
-async function withOneShot<T>(ctx: CliContext, fn: (manager: HsmManager, rot: RotationContext | undefined) => Promise<T>): Promise<T> {
+async function withOneShot<T>(ctx: CliContext, keyName: string, fn: (manager: HsmManager, rot: RotationContext | undefined) => Promise<T>): Promise<T> {
   const loaded = oneShotBackend(await loadConfig(ctx));
   const manager = await openManager(ctx, loaded);
   try {
     const storage = loaded.rotation.storage;
     const present = storage.kind === 'postgres' || (storage.path !== ':memory:' && existsSync(storage.path));
     if (!present) return await fn(manager, undefined);
+    if (storage.kind === 'sqlite' && lookupSqliteRegistry(storage.path, keyName) === 'none') return await fn(manager, undefined);
+    const { openRotationFor } = await import('../rotation.js');
     const rot = await openRotationFor(ctx, loaded, manager, { reconcile: false });
     try {
       return await fn(manager, rot);
@@ -66,11 +70,16 @@ async function withOneShot<T>(ctx: CliContext, fn: (manager: HsmManager, rot: Ro
   }
 }
 
+/** rotation.ts's classifyKey, loaded only when there is a registry to ask. */
+async function classify(rot: RotationContext | undefined, name: string): Promise<KeyTarget> {
+  return rot ? (await import('../rotation.js')).classifyKey(rot, name) : { kind: 'backend' };
+}
+
 /** What signs: a backend key (handle), or a logical key whose Active version signs. */
 type Signer = { kind: 'backend'; handle: HsmKeyHandle } | { kind: 'logical'; base: string; name: string; expectKeyId?: string; rot: RotationContext };
 
 async function signerFor(manager: HsmManager, rot: RotationContext | undefined, name: string): Promise<Signer> {
-  const target = await classifyKey(rot, name);
+  const target = await classify(rot, name);
   // The key reference (id or backend reference such as a pkcs11: URI) goes to the backend unchanged.
   if (target.kind === 'backend') return { kind: 'backend', handle: await manager.getKey(name) };
   const base = target.kind === 'logical' ? target.baseKeyId : target.version.baseKeyId;
@@ -149,7 +158,7 @@ export async function sign(ctx: CliContext, opts: SignOptions): Promise<void> {
   const payload = attached ? await readInputLimited(ctx, '--in', opts.in, ATTACHED_JWS_LIMIT, 'message of an attached JWS (use --detached for larger ones)') : undefined;
   const input = payload ? undefined : await openInput(ctx, '--in', opts.in);
   try {
-    await withOneShot(ctx, async (manager, rot) => {
+    await withOneShot(ctx, opts.key, async (manager, rot) => {
       const signer = await signerFor(manager, rot, opts.key);
       const signWith = (m: HsmManager, sg: Signer, message: MessageInput, expect?: string): Promise<Signed> =>
         signWithKey(m, sg, message, expect).catch((error: unknown) => {
@@ -265,7 +274,7 @@ interface VerifyTarget {
 }
 
 async function verifyTarget(manager: HsmManager, rot: RotationContext | undefined, name: string): Promise<VerifyTarget> {
-  const target = await classifyKey(rot, name);
+  const target = await classify(rot, name);
   if (target.kind === 'backend') {
     const handle = await manager.getKey(name);
     return { key: handle.id, algorithm: handle.algorithm, target, handle, ref: handle.ref, kidMatches: (kid) => kid === handle.id || kid === handle.ref };
@@ -284,7 +293,7 @@ export async function verify(ctx: CliContext, opts: VerifyOptions): Promise<void
   // The message streams (no size limit for a single candidate version); an attached JWS carries it.
   const input = evidence.kind === 'jws' && evidence.attached ? undefined : await openInput(ctx, '--in', opts.in);
   try {
-    await withOneShot(ctx, async (manager, rot) => {
+    await withOneShot(ctx, opts.key, async (manager, rot) => {
       const k = await verifyTarget(manager, rot, opts.key);
       const info = algorithmInfo(k.algorithm);
       let reason: string | undefined;

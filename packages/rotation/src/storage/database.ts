@@ -7,7 +7,8 @@ import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql } from 'kysely';
 import { HsmError, isSqliteBusy, retryWhile } from '@olocus/hsm-core';
 import type { StorageConfig } from '../config.js';
 import type { Database } from './schema.js';
-import { migrationProvider, migrations, type DialectName } from './migrations.js';
+import { migrationProvider, type DialectName } from './migrations.js';
+import { migrationsCurrent } from './migration-names.js';
 
 /** The registry's database: Kysely plus the few things that differ between SQLite and PostgreSQL. */
 export interface Store {
@@ -98,9 +99,7 @@ async function openSqlite(config: Extract<StorageConfig, { kind: 'sqlite' }>): P
  */
 function sqliteMigrationsCurrent(database: BetterSqlite3.Database): boolean {
   if (!database.prepare("select 1 from sqlite_master where type = 'table' and name = 'kysely_migration'").get()) return false;
-  const applied = (database.prepare('select name from kysely_migration').pluck().all() as string[]).sort();
-  const known = Object.keys(migrations('sqlite')).sort();
-  return applied.length === known.length && applied.every((name, i) => name === known[i]);
+  return migrationsCurrent(database.prepare('select name from kysely_migration').pluck().all() as string[]);
 }
 
 async function openPostgres(config: Extract<StorageConfig, { kind: 'postgres' }>): Promise<Store> {

@@ -1,0 +1,12 @@
+/**
+ * The registry's migrations by name, in order: what a current schema lists in `kysely_migration`.
+ * Kept apart from the migrations themselves (which need Kysely) so that a schema check can run
+ * without loading it; a test holds the two lists equal.
+ */
+export const MIGRATION_NAMES: readonly string[] = Object.freeze(['0001_initial', '0002_logical_key_backup']);
+
+/** Whether `applied` (the names in `kysely_migration`) is exactly this version's migrations. */
+export function migrationsCurrent(applied: readonly string[]): boolean {
+  const sorted = [...applied].sort();
+  return sorted.length === MIGRATION_NAMES.length && sorted.every((name, i) => name === MIGRATION_NAMES[i]);
+}
