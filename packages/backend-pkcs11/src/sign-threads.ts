@@ -415,11 +415,6 @@ export class SignThreads {
     this.readyThreads++;
   }
 
-  /** Requests on the threads now. */
-  get inflight(): number {
-    return this.cap - this.free.length;
-  }
-
   /** Whether a request of this shape can go to a thread (else the caller signs on the main thread). */
   accepts(handleBytes: number, signatureBytes: number): boolean {
     return this.state === 'ready' && !this.closed && this.readyThreads > 0 && this.free.length > 0 && (handleBytes === 8 || handleBytes === 4) && signatureBytes <= OUT_CAP;

@@ -13,4 +13,5 @@ export * from './key-id.js';
 export * from './validate.js';
 export * from './names.js';
 export * from './retry.js';
+export * from './sqlite.js';
 export * from './backup.js';

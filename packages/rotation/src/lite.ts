@@ -6,7 +6,8 @@
  */
 import BetterSqlite3 from 'better-sqlite3';
 import { parseVersionKeyId } from './key-ids.js';
-import { migrationsCurrent } from './storage/migration-names.js';
+import { sqliteMigrationsCurrent } from '@olocus/hsm-core';
+import { MIGRATION_NAMES, MIGRATION_TABLE } from './storage/migration-names.js';
 
 export { parseVersionKeyId, versionKeyId } from './key-ids.js';
 export { VERIFYING_STATES, KEY_STATES, type KeyState } from './states.js';
@@ -26,8 +27,7 @@ export function lookupSqliteRegistry(path: string, id: string): RegistryEntryKin
   let database: BetterSqlite3.Database | undefined;
   try {
     database = new BetterSqlite3(path, { readonly: true, fileMustExist: true, timeout: 0 });
-    if (!database.prepare("select 1 from sqlite_master where type = 'table' and name = 'kysely_migration'").get()) return undefined;
-    if (!migrationsCurrent(database.prepare('select name from kysely_migration').pluck().all() as string[])) return undefined;
+    if (!sqliteMigrationsCurrent(database, MIGRATION_TABLE, MIGRATION_NAMES)) return undefined;
     if (database.prepare('select 1 from logical_keys where base_key_id = ?').get(id)) return 'logical';
     if (parseVersionKeyId(id) && database.prepare('select 1 from key_versions where key_id = ?').get(id)) return 'version';
     return 'none';

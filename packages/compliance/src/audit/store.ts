@@ -5,7 +5,7 @@ import type pg from 'pg';
 /** pg is loaded only when a PostgreSQL store is opened: a SQLite-only process (a one-shot CLI command) never pays for it. */
 const loadPg = async (): Promise<typeof pg> => (await import('pg')).default;
 import type { Kysely, Migration } from 'kysely';
-import { HsmError, isHsmError, isSqliteBusy, retryWhile } from '@olocus/hsm-core';
+import { HsmError, isHsmError, isSqliteBusy, retryWhile, sqliteMigrationsCurrent } from '@olocus/hsm-core';
 import { storageFaultError } from './faults.js';
 import type { AuditCheckpoint, AuditRecord } from './types.js';
 import { canonicalDetails, recordHash, type RecordLike } from './jcs.js';
@@ -304,19 +304,6 @@ export async function openStore(storage: ResolvedAuditLogOptions['storage']): Pr
 const loadKysely = () => import('kysely');
 const MIGRATION_TABLE = 'audit_kysely_migration';
 
-/**
- * True when the SQLite log has exactly this version's migrations applied, read without kysely.
- * Anything else (a new log, a pending migration, one this version does not know) goes through
- * kysely's Migrator, which applies or refuses as before.
- */
-function sqliteSchemaCurrent(database: BetterSqlite3.Database): boolean {
-  const table = database.prepare("select 1 from sqlite_master where type = 'table' and name = ?").get(MIGRATION_TABLE);
-  if (!table) return false;
-  const applied = (database.prepare(`select name from ${MIGRATION_TABLE}`).pluck().all() as string[]).sort();
-  const known = Object.keys(migrations('sqlite')).sort();
-  return applied.length === known.length && applied.every((name, i) => name === known[i]);
-}
-
 async function runMigrations(db: Kysely<any>, dialect: Dialect, target: string, schema?: string): Promise<void> {
   const { Migrator } = await loadKysely();
   const migrator = new Migrator({
@@ -449,7 +436,8 @@ async function openSqlite(storage: Extract<ResolvedAuditLogOptions['storage'], {
       const deadline = Date.now() + storage.busyTimeoutMs;
       for (let attempt = 1; ; attempt++) {
         try {
-          if (sqliteSchemaCurrent(database)) return;
+          // without kysely when nothing is due (a new log, a pending or unknown migration go through its Migrator)
+          if (sqliteMigrationsCurrent(database, MIGRATION_TABLE, Object.keys(migrations('sqlite')))) return;
           await runMigrations(await kyselyDb(), 'sqlite', target);
           return;
         } catch (error) {

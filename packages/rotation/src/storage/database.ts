@@ -4,11 +4,11 @@ import type pg from 'pg';
 /** pg is loaded only when a PostgreSQL store is opened: a SQLite-only process (a one-shot CLI command) never pays for it. */
 const loadPg = async (): Promise<typeof pg> => (await import('pg')).default;
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql } from 'kysely';
-import { HsmError, isSqliteBusy, retryWhile } from '@olocus/hsm-core';
+import { HsmError, isSqliteBusy, retryWhile, sqliteMigrationsCurrent } from '@olocus/hsm-core';
 import type { StorageConfig } from '../config.js';
 import type { Database } from './schema.js';
 import { migrationProvider, type DialectName } from './migrations.js';
-import { migrationsCurrent } from './migration-names.js';
+import { MIGRATION_NAMES, MIGRATION_TABLE } from './migration-names.js';
 
 /** The registry's database: Kysely plus the few things that differ between SQLite and PostgreSQL. */
 export interface Store {
@@ -88,18 +88,9 @@ async function openSqlite(config: Extract<StorageConfig, { kind: 'sqlite' }>): P
     throw storageError(error, 'opening SQLite database', config.path);
   }
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
-  return makeStore('sqlite', db, config.path, undefined, () => sqliteMigrationsCurrent(database));
-}
-
-/**
- * True when the registry has exactly this version's migrations applied. Kysely's Migrator would
- * find that too, after reading the table list of the whole database (a few ms of every one-shot
- * command); a registry that lacks a migration or has one this version does not know still goes
- * through the Migrator, which applies or refuses as before.
- */
-function sqliteMigrationsCurrent(database: BetterSqlite3.Database): boolean {
-  if (!database.prepare("select 1 from sqlite_master where type = 'table' and name = 'kysely_migration'").get()) return false;
-  return migrationsCurrent(database.prepare('select name from kysely_migration').pluck().all() as string[]);
+  // Kysely's Migrator finds a current schema too, after reading the table list of the whole
+  // database (a few ms of every one-shot command): asked first, it runs only when something is due
+  return makeStore('sqlite', db, config.path, undefined, () => sqliteMigrationsCurrent(database, MIGRATION_TABLE, MIGRATION_NAMES));
 }
 
 async function openPostgres(config: Extract<StorageConfig, { kind: 'postgres' }>): Promise<Store> {

@@ -5,8 +5,5 @@
  */
 export const MIGRATION_NAMES: readonly string[] = Object.freeze(['0001_initial', '0002_logical_key_backup']);
 
-/** Whether `applied` (the names in `kysely_migration`) is exactly this version's migrations. */
-export function migrationsCurrent(applied: readonly string[]): boolean {
-  const sorted = [...applied].sort();
-  return sorted.length === MIGRATION_NAMES.length && sorted.every((name, i) => name === MIGRATION_NAMES[i]);
-}
+/** Kysely's Migrator's table (its default name). */
+export const MIGRATION_TABLE = 'kysely_migration';
