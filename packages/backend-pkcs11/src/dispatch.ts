@@ -7,14 +7,15 @@
  *   thread: inside the thread), as a moving average;
  * - the cost of the hop is measured too: round trip of a thread request minus the time the module
  *   took in the thread (moving average);
- * - an operation is **short** when its time is below the threshold: the measured hop cost, but at
- *   least half of the per-turn budget and at most the budget.
+ * - an operation is **short** when it fits in one turn's budget (the threshold).
  *   Short operations run inline, synchronously, in bounded batches: at most `budgetUs` of inline
  *   signing per event-loop turn, then the rest waits for the next turn (setImmediate, after I/O) or,
  *   when the sign threads are ready, goes to them at once (the second core);
  * - long operations go to the sign threads (or, until they are ready, to the libuv pool);
- * - with many callers at once (4 per sign thread; see signing.ts) short operations go to the
- *   threads too, so every core signs.
+ * - with several callers at once short operations go to the threads too, so every core signs:
+ *   from 4 callers per sign thread for an operation under half the budget (the hop costs about
+ *   as much as the operation), from 1 per thread for one of half the budget or more
+ *   (`parallelFrom`).
  * A classification changes only past a margin (hysteresis), so an operation near the threshold does
  * not flip at every sample. Nothing here applies to remote modules: they are never signed inline.
  */
@@ -29,6 +30,9 @@ const ALPHA = 0.1;
  * without waiting for the rest (RSA-4096 must not block the loop five times).
  */
 const WARMUP = 5;
+
+/** Concurrent callers per sign thread from which an operation under half the budget goes to the threads. */
+const PARALLEL_DEPTH = 4;
 
 export interface OpStats {
   /** Moving average of the module's time for this operation, µs. */
@@ -49,14 +53,27 @@ export class DispatchStats {
   ) {}
 
   /**
-   * The threshold below which an operation counts as short, µs: the measured hop (an operation
-   * that costs less than sending it away is not sent away), and at least half of the per-turn
-   * budget (an operation that fits twice in a turn does not need another thread: the main
-   * thread's latency for it is lower; with a quarter, RSA-2048 on SoftHSM (~0.45 ms) went to the
-   * threads and one caller signed at 0.84 of the module's rate, inline 0.95), never more than the budget.
+   * The threshold below which an operation counts as short, µs: the per-turn budget. An operation
+   * that fits in a turn is signed inline when its caller is alone (no hop: lower latency, the
+   * module's own rate), and `parallelFrom` sends it to the threads once there are callers enough
+   * to keep them busy. The threshold was once the measured hop but at least half the budget:
+   * RSA-2048 on SoftHSM (0.45-0.75 ms) then went to the threads whenever a busy machine measured it
+   * over 0.5 ms, and one caller signed at 0.65 of the module's rate instead of 0.91-0.97 inline.
    */
   get thresholdUs(): number {
-    return Math.min(Math.max(this.hopUs, this.budgetUs / 2), this.budgetUs);
+    return this.budgetUs;
+  }
+
+  /**
+   * Concurrent callers per sign thread from which a short operation goes to the threads. Under
+   * half the budget (P-256, Ed25519 on SoftHSM: 50-200 µs) the hop costs about as much as the
+   * operation and a thread idles between the main thread's harvests unless it has 4 requests
+   * queued (P-256, 2 threads, sign/s: 2 callers threads 14.9k / inline 17.1k, 8 callers 20.2k /
+   * 19.0k, 16 callers about 28k / 19k); from half the budget on the hop is small beside the
+   * operation, so as many callers as threads already fill them.
+   */
+  parallelFrom(s: OpStats): number {
+    return 2 * s.opUs >= this.budgetUs ? 1 : PARALLEL_DEPTH;
   }
 
   stats(key: string): OpStats {

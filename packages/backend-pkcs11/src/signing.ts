@@ -8,9 +8,6 @@ import type { SignPlan } from './keys.js';
 import { DispatchStats, sharedInlineRunner, type InlineRunner } from './dispatch.js';
 import type { KeyEntry, KeyStore } from './key-store.js';
 
-/** Concurrent callers per sign thread from which short signatures go to the threads. */
-const PARALLEL_DEPTH = 4;
-
 export class Signer {
   readonly dispatch: DispatchStats;
   readonly inline: InlineRunner;
@@ -103,14 +100,13 @@ export class Signer {
           return result.signature;
         };
         if (mode === 'inline' || (mode === 'auto' && stats.short)) {
-          // Many callers at once: the sign threads take them all, so every core signs. Inline,
+          // Several callers at once: the sign threads take them all, so every core signs. Inline,
           // everything ran at one core's rate (the threads only got what overflowed a turn, and 16
           // callers never fill a 1 ms turn), and mixing the two kept the threads' results waiting
-          // while the main thread signed. Below PARALLEL_DEPTH callers per thread a thread idles
-          // between the main thread's harvests and inline is faster (P-256 on SoftHSM, 2 threads:
-          // threads 14.9k/s against inline 17.1k/s at 2 callers, 20.2k against 19.0k at 8, about
-          // 28k against 19k at 16).
-          if (mode === 'auto' && threads && this.signing >= PARALLEL_DEPTH * Math.max(1, threads.size)) {
+          // while the main thread signed. How many callers make the threads worth it depends on
+          // the operation's time against the hop (DispatchStats.parallelFrom); a lone caller signs
+          // inline, even with one thread (a hop would only add to its latency).
+          if (mode === 'auto' && threads && this.signing >= Math.max(2, this.dispatch.parallelFrom(stats) * threads.size)) {
             if (threads.state === 'idle') threads.start();
             if (threadFits()) return onThread();
           }
