@@ -380,8 +380,9 @@ export class SignThreads {
     for (let i = 0; i < this.wanted; i++) this.threads.push(this.spawn());
   }
 
+  /** The threads this pool runs once started (0 of them exist while it is idle). */
   get size(): number {
-    return this.threads.length;
+    return this.wanted;
   }
 
   private spawn(): SignThread {

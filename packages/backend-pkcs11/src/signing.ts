@@ -105,7 +105,8 @@ export class Signer {
           // callers never fill a 1 ms turn), and mixing the two kept the threads' results waiting
           // while the main thread signed. How many callers make the threads worth it depends on
           // the operation's time against the hop (DispatchStats.parallelFrom); a lone caller signs
-          // inline, even with one thread (a hop would only add to its latency).
+          // inline, even with one thread (a hop would only add to its latency). The count is of the
+          // threads configured: idle ones are started at the same count they are used from.
           if (mode === 'auto' && threads && this.signing >= Math.max(2, this.dispatch.parallelFrom(stats) * threads.size)) {
             if (threads.state === 'idle') threads.start();
             if (threadFits()) return onThread();
