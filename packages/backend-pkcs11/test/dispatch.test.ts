@@ -27,6 +27,24 @@ async function signAndVerify(backend: Pkcs11Backend, id: string, algorithm: KeyA
   else for (let i = 0; i < count; i++) await one();
 }
 
+/** Waits until the sign threads are ready (bounded for a hung test, not a performance assertion). */
+async function threadsReady(backend: Pkcs11Backend) {
+  const deadline = Date.now() + 10_000;
+  while (backend.metrics().signThreads !== 'ready' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  expect(backend.metrics().signThreads).toBe('ready');
+}
+
+/** The dispatch figures (average, samples, path) of the operation of key `id`. */
+const opOf = (backend: Pkcs11Backend, id: string) => Object.entries(backend.metrics().dispatch.ops).find(([k]) => k.startsWith(`${id}:`))![1];
+
+/** Where the signatures made by `work` were made. */
+async function pathsOf(backend: Pkcs11Backend, work: () => Promise<unknown>) {
+  const before = backend.metrics();
+  await work();
+  const after = backend.metrics();
+  return { inline: after.inlineSigns - before.inlineSigns, threads: after.threadSigns - before.threadSigns };
+}
+
 describe('adaptive dispatch', () => {
   it('auto: P-256 (tens of µs) is signed inline and never starts the threads; RSA-4096 (over the whole per-turn budget) goes to the threads, P-384 where its measurement against the threshold puts it', async () => {
     const backend = backendWith({ dispatch: 'auto' });
@@ -41,23 +59,21 @@ describe('adaptive dispatch', () => {
       expect(m.inlineSigns).toBe(200);
       expect(m.threadSigns).toBe(0);
       expect(m.signThreads).toBe('idle'); // one caller at a time: no thread was ever needed
-      const p256 = Object.entries(m.dispatch.ops).find(([k]) => k.startsWith('d-p256:'))![1];
+      const p256 = opOf(backend, 'd-p256');
       expect(p256.path).toBe('inline');
       expect(p256.opUs).toBeLessThan(m.dispatch.thresholdUs);
 
       // RSA-4096 (several ms on SoftHSM): measured inline during warm-up (two samples, since they
       // exceed the per-turn budget), then it is long: the threads start and take it
       await signAndVerify(backend, 'd-rsa', 'RSA_4096', 8, false);
-      const deadline = Date.now() + 10_000;
-      while (backend.metrics().signThreads !== 'ready' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-      expect(backend.metrics().signThreads).toBe('ready');
-      const threadBefore = backend.metrics().threadSigns;
-      const inlineBefore = backend.metrics().inlineSigns;
-      await signAndVerify(backend, 'd-rsa', 'RSA_4096', 40, true);
-      await signAndVerify(backend, 'd-p384', 'ECDSA_P384', 40, true);
+      await threadsReady(backend);
+      const mixed = await pathsOf(backend, async () => {
+        await signAndVerify(backend, 'd-rsa', 'RSA_4096', 40, true);
+        await signAndVerify(backend, 'd-p384', 'ECDSA_P384', 40, true);
+      });
       m = backend.metrics();
-      const rsa = Object.entries(m.dispatch.ops).find(([k]) => k.startsWith('d-rsa:'))![1];
-      const p384 = Object.entries(m.dispatch.ops).find(([k]) => k.startsWith('d-p384:'))![1];
+      const rsa = opOf(backend, 'd-rsa');
+      const p384 = opOf(backend, 'd-p384');
       // Each goes where its own measurement puts it against the threshold (the per-turn budget)
       // and the callers (40 at once: past any parallelFrom): RSA-4096 is over the budget on any
       // machine, P-384 (~0.3-0.6 ms on SoftHSM) may go either way. The rule, not the machine, is
@@ -68,20 +84,18 @@ describe('adaptive dispatch', () => {
       }
       // the 80 signatures went where their paths say (a key measured long signs at most five inline first)
       const threaded = [rsa, p384].filter((op) => op.path === 'threads').length;
-      expect(m.threadSigns - threadBefore).toBeGreaterThanOrEqual(threaded * 35);
-      expect(m.inlineSigns - inlineBefore + m.threadSigns - threadBefore).toBe(80);
+      expect(mixed.threads).toBeGreaterThanOrEqual(threaded * 35);
+      expect(mixed.inline + mixed.threads).toBe(80);
       // the hop is measured once threads have run; an operation is short when it fits in a turn
       expect(m.dispatch.hopUs).toBeGreaterThan(0);
       expect(m.dispatch.thresholdUs).toBe(m.dispatch.budgetUs);
       expect(rsa.opUs).toBeGreaterThan(p256.opUs);
 
       // P-256 under concurrency stays inline, overflowing to the (now ready) threads past the per-turn budget
-      const before = backend.metrics();
-      await signAndVerify(backend, 'd-p256', 'ECDSA_P256', 400, true);
-      const after = backend.metrics();
-      expect(after.inlineSigns - before.inlineSigns + after.threadSigns - before.threadSigns).toBe(400);
-      expect(after.inlineSigns - before.inlineSigns).toBeGreaterThan(0);
-      expect(after.pool?.inUse).toBe(0);
+      const burst = await pathsOf(backend, () => signAndVerify(backend, 'd-p256', 'ECDSA_P256', 400, true));
+      expect(burst.inline + burst.threads).toBe(400);
+      expect(burst.inline).toBeGreaterThan(0);
+      expect(backend.metrics().pool?.inUse).toBe(0);
     } finally {
       await backend.close();
     }
@@ -96,28 +110,24 @@ describe('adaptive dispatch', () => {
     try {
       await backend.generateKeyPair({ id: 'c-p256', algorithm: 'ECDSA_P256' });
       const pem = exportPublicKey(await backend.getPublicKey('c-p256'), 'pem');
-      const callers = async (n: number, each: number) => {
-        const before = backend.metrics();
-        await Promise.all(
-          Array.from({ length: n }, async () => {
-            for (let i = 0; i < each; i++) {
-              const data = randomBytes(64);
-              const signature = await backend.sign('c-p256', data);
-              expect(nodeVerify('sha256', data, { key: pem, dsaEncoding: 'ieee-p1363' }, signature)).toBe(true);
-            }
-          }),
+      const callers = (n: number, each: number) =>
+        pathsOf(backend, () =>
+          Promise.all(
+            Array.from({ length: n }, async () => {
+              for (let i = 0; i < each; i++) {
+                const data = randomBytes(64);
+                const signature = await backend.sign('c-p256', data);
+                expect(nodeVerify('sha256', data, { key: pem, dsaEncoding: 'ieee-p1363' }, signature)).toBe(true);
+              }
+            }),
+          ),
         );
-        const after = backend.metrics();
-        return { inline: after.inlineSigns - before.inlineSigns, threads: after.threadSigns - before.threadSigns };
-      };
       // one caller: inline, and the threads never start
       expect(await callers(1, 50)).toEqual({ inline: 50, threads: 0 });
       expect(backend.metrics().signThreads).toBe('idle');
       // 16 callers (8 per thread) start the threads (inline while they load pkcs11js)...
       await callers(16, 5);
-      const deadline = Date.now() + 10_000; // a bound for a hung test, not a performance assertion
-      while (backend.metrics().signThreads !== 'ready' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-      expect(backend.metrics().signThreads).toBe('ready');
+      await threadsReady(backend);
       // ...which then take nearly all of it
       const many = await callers(16, 60);
       expect(many.inline + many.threads).toBe(960);
@@ -143,30 +153,24 @@ describe('adaptive dispatch', () => {
     try {
       await probe.generateKeyPair({ id: 'h-rsa', algorithm: 'RSA_2048' });
       await signAndVerify(probe, 'h-rsa', 'RSA_2048', 20, false);
-      opUs = Object.entries(probe.metrics().dispatch.ops).find(([k]) => k.startsWith('h-rsa:'))![1].opUs;
+      opUs = opOf(probe, 'h-rsa').opUs;
     } finally {
       await probe.close();
     }
     const backend = backendWith({ dispatch: 'auto', inlineBudgetMs: (opUs * 1.4) / 1000 });
     await backend.initialize();
     try {
-      const callers = async (n: number, each: number) => {
-        const before = backend.metrics();
-        await Promise.all(Array.from({ length: n }, () => signAndVerify(backend, 'h-rsa', 'RSA_2048', each, false)));
-        const after = backend.metrics();
-        return { inline: after.inlineSigns - before.inlineSigns, threads: after.threadSigns - before.threadSigns };
-      };
+      const callers = (n: number, each: number) =>
+        pathsOf(backend, () => Promise.all(Array.from({ length: n }, () => signAndVerify(backend, 'h-rsa', 'RSA_2048', each, false))));
       // a lone caller: inline, the threads never start (before, an operation over half the budget
       // went to the threads even for one caller: a hop added to every signature)
       expect(await callers(1, 30)).toEqual({ inline: 30, threads: 0 });
       expect(backend.metrics().signThreads).toBe('idle');
-      const op = Object.entries(backend.metrics().dispatch.ops).find(([k]) => k.startsWith('h-rsa:'))![1];
+      const op = opOf(backend, 'h-rsa');
       expect(op.path).toBe('inline');
       // two callers (one per thread) start the threads...
       await callers(2, 10);
-      const deadline = Date.now() + 10_000; // a bound for a hung test, not a performance assertion
-      while (backend.metrics().signThreads !== 'ready' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-      expect(backend.metrics().signThreads).toBe('ready');
+      await threadsReady(backend);
       // ...which then take nearly all of it (measured 78-80 of 80; a signature is inline only when
       // both results arrived in one harvest and a caller came back alone); with the rule for short
       // operations (4 callers per thread) two callers signed inline but for overflow: 34 of 80
@@ -215,9 +219,7 @@ describe('adaptive dispatch', () => {
     const backend = backendWith({ dispatch: 'threads' });
     await backend.initialize();
     try {
-      const deadline = Date.now() + 10_000;
-      while (backend.metrics().signThreads !== 'ready' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-      expect(backend.metrics().signThreads).toBe('ready');
+      await threadsReady(backend);
       await backend.generateKeyPair({ id: 't-p256', algorithm: 'ECDSA_P256' });
       await signAndVerify(backend, 't-p256', 'ECDSA_P256', 300, true);
       const m = backend.metrics();
