@@ -145,6 +145,9 @@ function applyOverrides(ctx: CliContext, config: ConfigFile, path: string): Conf
   let options = config.backend.options ?? {};
   if (passphraseFile !== undefined) {
     if (type !== 'software') throw new CliError('InvalidArgument', `--passphrase-file applies to the software backend; ${path} uses "${type}"`);
+    if (options['masterKey'] !== undefined) {
+      throw new CliError('InvalidArgument', `--passphrase-file: the key store of ${path} is opened by a master key (backend.options.masterKey), not a passphrase; drop --passphrase-file`);
+    }
     options = { ...options, passphrase: { file: resolve(ctx.cwd, passphraseFile) } };
   }
   if (pinFile !== undefined) {

@@ -107,6 +107,8 @@ export function buildProgram(state: RunState = {}): Command {
     )
     .option('--force', 'overwrite an existing config')
     .option('--passphrase-file <path>', 'software: the new store\'s passphrase (at least 12 characters) from this file; else OLOCUS_HSM_PASSPHRASE, else asked on a terminal')
+    .option('--master-key-file <path>', 'software: protect the new store with a master key instead of a passphrase, read from this file (32 random bytes in base64: openssl rand -base64 32)')
+    .option('--master-key-env <name>', 'software: the same, from this environment variable (its name, not the key; needed by every later command)')
     .option('--pin-file <path>', 'pkcs11: the user PIN from this file (else OLOCUS_HSM_PIN)')
     .option('--module <path>', 'pkcs11 / aws-cloudhsm: the PKCS#11 library')
     .option('--token-label <label>', 'pkcs11 / aws-cloudhsm: token label')

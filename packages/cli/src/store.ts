@@ -1,6 +1,6 @@
 import { chmod, mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { CliError } from './errors.js';
+import { CliError, rememberSecret } from './errors.js';
 import { CONFIG_FILE, PASSPHRASE_ENV, PIN_ENV } from './constants.js';
 import { resolveConfigPaths, type ConfigFile, type SecretRef } from './config.js';
 import { DEFAULT_ROTATION_SECTION } from './rotation-config.js';
@@ -32,8 +32,10 @@ export interface InitResult {
   createdPaths: string[];
   /** Variables the check runs with but that are not written anywhere (a passphrase typed at the prompt). */
   env?: Record<string, string>;
-  /** Where the passphrase came from, for the closing note: a flag or variable name, never the value. */
+  /** Where the passphrase (or master key) came from, for the closing note: a flag or variable name, never the value. */
   passphraseFrom?: string;
+  /** What protects a new software store: a passphrase (the default) or a master key. */
+  secretKind?: InitPassphrase['kind'];
 }
 
 /** Creates the config folder (0700) unless it exists; refuses an existing config without --force. */
@@ -51,6 +53,8 @@ async function prepareConfigDir(ctx: CliContext, opts: { dir: string; force: boo
 }
 
 export interface InitPassphrase {
+  /** A passphrase (stretched with scrypt; the default) or a master key of 32 random bytes (HKDF): `backend.options.passphrase` or `.masterKey`. */
+  kind?: 'passphrase' | 'masterKey';
   /** What the config records: a file or a variable, never the value. */
   source: SecretRef;
   /** Set when the value exists only in this process (typed at the prompt). */
@@ -91,6 +95,59 @@ export async function passphraseForInit(ctx: CliContext, command = 'init'): Prom
   );
 }
 
+/** What `init --master-key-file PATH` or `--master-key-env NAME` names (commander's attribute names). */
+export interface MasterKeyFlags {
+  masterKeyFile?: string;
+  masterKeyEnv?: string;
+}
+
+/** A portable environment variable name: what --master-key-env takes (never the key itself). */
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * The master key source of a new store, from --master-key-file or --master-key-env; undefined
+ * when neither is given. Only its presence is checked here (a missing file or an unset variable
+ * leaves nothing behind); its shape is the backend's to check when `checkAndWrite` opens the
+ * store, and that error names the file or variable and says how to make a key.
+ */
+export async function masterKeyForInit(ctx: CliContext, flags: MasterKeyFlags): Promise<InitPassphrase | undefined> {
+  const { masterKeyFile, masterKeyEnv } = flags;
+  if (masterKeyFile === undefined && masterKeyEnv === undefined) return undefined;
+  if (masterKeyFile !== undefined && masterKeyEnv !== undefined) {
+    throw new CliError('InvalidArgument', '--master-key-file and --master-key-env: give one of them (the one source of the master key)');
+  }
+  const flag = masterKeyFile !== undefined ? '--master-key-file' : '--master-key-env';
+  if (ctx.globals.passphraseFile !== undefined) {
+    throw new CliError('InvalidArgument', `${flag} and --passphrase-file: a store is protected by a master key or by a passphrase, not both; give one of them`);
+  }
+  if (masterKeyFile !== undefined) {
+    const file = resolve(ctx.cwd, masterKeyFile);
+    const value = await readCliSecret({ file }, '--master-key-file', ctx.env).catch((error: unknown) => {
+      throw new CliError('InvalidArgument', (error as Error).message, { cause: error });
+    });
+    rememberSecret(value);
+    rememberSecret(value.trim());
+    const mode = (await stat(file)).mode & 0o777;
+    if ((mode & 0o077) !== 0) ctx.note(`olocus-hsm: warning: --master-key-file ${file} can be read by other users (mode ${mode.toString(8).padStart(4, '0')}): chmod 600 it`);
+    return { kind: 'masterKey', source: { file }, from: `--master-key-file ${file}` };
+  }
+  const name = masterKeyEnv!;
+  // A 44-character base64 key always ends in '=': the key itself given by mistake is refused here, and never repeated.
+  if (!ENV_NAME.test(name)) {
+    throw new CliError('InvalidArgument', '--master-key-env takes the name of an environment variable (letters, digits and _, not starting with a digit), not the key itself');
+  }
+  const value = ctx.env[name];
+  if (value === undefined) {
+    throw new CliError('InvalidArgument', `--master-key-env ${name}: environment variable ${name} is not set; init opens the new store once, so set it to the master key now (e.g. from \`openssl rand -base64 32\`)`);
+  }
+  if (value.trim() === '') {
+    throw new CliError('InvalidArgument', `--master-key-env ${name}: environment variable ${name} is set but empty; give it the master key (32 random bytes in base64, e.g. from \`openssl rand -base64 32\`)`);
+  }
+  rememberSecret(value);
+  rememberSecret(value.trim());
+  return { kind: 'masterKey', source: { env: name }, from: `$${name}` };
+}
+
 /**
  * Prepares the software backend's config in `dir` (does not write config.json: `checkAndWrite`
  * does, after the backend opened).
@@ -103,8 +160,10 @@ export async function prepareSoftware(ctx: CliContext, opts: { dir: string; forc
   if (!(await exists(keys))) createdPaths.push(keys);
   await mkdir(keys, { recursive: true, mode: PRIVATE_DIR_MODE });
   await restrictMode(keys, PRIVATE_DIR_MODE);
-  const config: ConfigFile = { backend: { type: 'software', options: { directory: 'keys', passphrase: passphrase.source } }, rotation: defaultRotation(), audit: defaultAudit() };
-  return { path, config, createdPaths, passphraseFrom: passphrase.from, ...(passphrase.env ? { env: passphrase.env } : {}) };
+  const kind = passphrase.kind ?? 'passphrase';
+  const options = kind === 'masterKey' ? { directory: 'keys', masterKey: passphrase.source } : { directory: 'keys', passphrase: passphrase.source };
+  const config: ConfigFile = { backend: { type: 'software', options }, rotation: defaultRotation(), audit: defaultAudit() };
+  return { path, config, createdPaths, passphraseFrom: passphrase.from, secretKind: kind, ...(passphrase.env ? { env: passphrase.env } : {}) };
 }
 
 export interface Pkcs11InitOptions {

@@ -1,7 +1,7 @@
 import { mkdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { CliError } from '../errors.js';
-import { checkAndWrite, preparePkcs11, prepareSoftware, type InitResult } from '../store.js';
+import { checkAndWrite, masterKeyForInit, preparePkcs11, prepareSoftware, type InitResult } from '../store.js';
 import { CONFIG_FILE } from '../constants.js';
 import { DEFAULT_ROTATION_SECTION } from '../rotation-config.js';
 import { DEFAULT_AUDIT_SECTION } from '../audit-config.js';
@@ -18,6 +18,9 @@ export interface InitOptions {
   tokenLabel?: string;
   slot?: string;
   vendor?: string;
+  /** software: the new store's master key from this file / environment variable, instead of a passphrase. */
+  masterKeyFile?: string;
+  masterKeyEnv?: string;
   /** The cloud flags (--region, --vault-url, --key-ring, ...), by commander attribute name. */
   [cloudFlag: string]: unknown;
 }
@@ -120,9 +123,38 @@ async function prepareCloud(ctx: CliContext, backend: CloudInitBackend, opts: In
   return { path, config, createdPaths };
 }
 
+/**
+ * An existing key store protected the other way (a passphrase store under --master-key-file, a
+ * master-key store without it) is refused by the backend in terms of the config's fields; init
+ * adds which flags to give instead.
+ */
+function withSecretFlagHint(error: unknown, masterKeyGiven: boolean): unknown {
+  const field = masterKeyGiven ? 'backend.options.masterKey' : 'backend.options.passphrase';
+  for (let e: unknown = error, depth = 0; e && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    const h = e as { name?: unknown; code?: unknown; details?: Record<string, unknown> };
+    if (h.name === 'HsmError' && h.code === 'InvalidConfiguration' && h.details?.['field'] === field && typeof h.details['directory'] === 'string') {
+      const hint = masterKeyGiven
+        ? 'init: that store opens with its passphrase, so give OLOCUS_HSM_PASSPHRASE or --passphrase-file PATH instead of a master key flag'
+        : 'init: that store opens with its master key, so give --master-key-file PATH or --master-key-env NAME';
+      return new CliError('InvalidConfiguration', `${(error as Error).message}; ${hint}`, { cause: error });
+    }
+  }
+  return error;
+}
+
+/** The master key flags given, as typed. */
+function masterKeyFlags(opts: InitOptions): string[] {
+  return [...(opts.masterKeyFile !== undefined ? ['--master-key-file'] : []), ...(opts.masterKeyEnv !== undefined ? ['--master-key-env'] : [])];
+}
+
 export async function init(ctx: CliContext, opts: InitOptions): Promise<void> {
   const force = opts.force === true;
   const backend = initBackend(opts);
+  const masterKey = masterKeyFlags(opts);
+  // Refused before anything is created or opened (a token, a cloud endpoint).
+  if (backend !== 'software' && masterKey.length > 0) {
+    throw new CliError('InvalidArgument', `${masterKey.join(', ')} ${masterKey.length === 1 ? 'applies' : 'apply'} to the software backend, not to --backend ${backend}; drop ${masterKey.length === 1 ? 'it' : 'them'}`);
+  }
   let result: InitResult;
   if (isCloud(backend)) {
     result = await prepareCloud(ctx, backend, { ...opts, force });
@@ -131,10 +163,13 @@ export async function init(ctx: CliContext, opts: InitOptions): Promise<void> {
     result = await preparePkcs11(ctx, { ...opts, force });
   } else {
     if (ctx.globals.pinFile !== undefined) throw new CliError('InvalidArgument', '--pin-file applies to --backend pkcs11; the software backend takes OLOCUS_HSM_PASSPHRASE or --passphrase-file PATH');
-    result = await prepareSoftware(ctx, { dir: opts.dir, force });
+    const secret = await masterKeyForInit(ctx, opts);
+    result = await prepareSoftware(ctx, { dir: opts.dir, force, ...(secret ? { passphrase: secret } : {}) });
   }
   // Opens the backend once before writing: a config that cannot work is not written.
-  await checkAndWrite(ctx, result);
+  await checkAndWrite(ctx, result).catch((error: unknown) => {
+    throw backend === 'software' ? withSecretFlagHint(error, masterKey.length > 0) : error;
+  });
   if (result.env) {
     ctx.note(
       'note: the config reads the passphrase from OLOCUS_HSM_PASSPHRASE (it is not stored anywhere): set that variable or give --passphrase-file for later commands; on a terminal they ask for it',
@@ -144,5 +179,6 @@ export async function init(ctx: CliContext, opts: InitOptions): Promise<void> {
     ctx.printJson({ config: result.path, backend: result.config.backend });
     return;
   }
-  ctx.print(`wrote ${result.path} (backend ${result.config.backend.type}${result.passphraseFrom ? `, passphrase from ${result.passphraseFrom}` : ''})`);
+  const secretName = result.secretKind === 'masterKey' ? 'master key' : 'passphrase';
+  ctx.print(`wrote ${result.path} (backend ${result.config.backend.type}${result.passphraseFrom ? `, ${secretName} from ${result.passphraseFrom}` : ''})`);
 }
