@@ -7,6 +7,7 @@ import {
   createSecretKey,
   generateKeyPair as generateKeyPairCallback,
   getFips,
+  hkdf,
   randomBytes,
   scrypt,
   sign as nodeSign,
@@ -58,6 +59,8 @@ import {
   FORMAT_VERSION,
   KEY_BYTES,
   KEY_FORMAT,
+  MASTER_KEY_HKDF_INFO,
+  MASTER_KEY_STORE_VERSION,
   SALT_BYTES,
   STORE_FILE,
   STORE_FORMAT,
@@ -72,15 +75,18 @@ import {
   seal,
   storeAad,
   storeHeaderSchema,
+  storeVersionFor,
   unseal,
+  canonicalJson,
   type KdfParams,
+  type ScryptKdfParams,
   type KeyFile,
   type KeyMetadata,
   type Sealed,
   type StoreHeader,
 } from './format.js';
 import { DIRECTORY_MODE, errnoOf, ioError, syncDirectory, tempName, writeFileExclusive } from './fs-util.js';
-import { SCRYPT_LIMITS, parseSoftwareOptions, type SoftwareBackendOptions, type SoftwareBackendOptionsInput } from './options.js';
+import { DEFAULT_PASSPHRASE_ENV, MASTER_KEY_BYTES, SCRYPT_LIMITS, parseSoftwareOptions, type SoftwareBackendOptions, type SoftwareBackendOptionsInput } from './options.js';
 
 export const SOFTWARE_BACKEND_TYPE = 'software';
 /** Stable references are `software:<id>`. */
@@ -107,6 +113,22 @@ const OFF_THREAD: ReadonlySet<KeyAlgorithm> = new Set([
 
 
 type Signer = (data: Uint8Array) => Promise<Uint8Array>;
+
+/** What opens a store: a passphrase (stretched with scrypt) or a master key (HKDF). */
+type StoreSecret = { kind: 'passphrase'; passphrase: string } | { kind: 'masterKey'; key: Buffer };
+
+const SECRET_NAME = { passphrase: 'a passphrase', masterKey: 'a master key' } as const;
+const SECRET_FIELD = { passphrase: 'backend.options.passphrase', masterKey: 'backend.options.masterKey' } as const;
+
+/** The kind of secret a store's KDF takes. */
+function secretKindOf(kdf: KdfParams): StoreSecret['kind'] {
+  return kdf.name === 'scrypt' ? 'passphrase' : 'masterKey';
+}
+
+/** Master key bytes are zeroed once the store key is derived from them. */
+function dropSecret(secret: StoreSecret): void {
+  if (secret.kind === 'masterKey') secret.key.fill(0);
+}
 
 /** node:crypto's one-shot sign takes at most INT_MAX bytes. */
 const MAX_ONE_SHOT_BYTES = 2 ** 31 - 1;
@@ -207,6 +229,9 @@ export class SoftwareBackend implements HsmBackend {
       if (typeof init.passphrase !== 'string' || init.passphrase.length === 0) {
         throw new HsmError('InvalidConfiguration', 'passphrase: must be a non-empty string', { details: { field: 'passphrase' } });
       }
+      if (this.options.masterKey !== undefined) {
+        throw new HsmError('InvalidConfiguration', 'passphrase: given to the constructor, but backend.options.masterKey is set (a store is protected by one of them)', { details: { field: 'passphrase' } });
+      }
       this.#passphrase = init.passphrase;
     }
     this.#context = init.context ?? { env: process.env, readSecret: (source, field) => readSecret(source, field, process.env) };
@@ -256,28 +281,41 @@ export class SoftwareBackend implements HsmBackend {
     } catch (cause) {
       throw ioError(cause, 'resolve the real path of', this.directory);
     }
-    const passphrase = await this.#readPassphrase();
-    let header = await this.#readHeader();
-    if (!header) {
-      const created = await this.#createHeader(passphrase);
-      if (created) return created;
-      header = await this.#readHeader(); // another process created it first: use theirs
-      if (!header) throw corrupted(STORE_FILE, 'it appeared and vanished while the store was being created', this.directory);
-    }
-    const key = await deriveKey(passphrase, header.kdf);
+    const secret = await this.#readStoreSecret();
     try {
-      const plain = unseal(key, header.verifier, storeAad(header.kdf));
-      if (!timingSafeEqualStrings(plain.toString('utf8'), VERIFIER_PLAINTEXT)) throw new Error('verifier mismatch');
-    } catch {
-      // Nothing is written before this point for an existing store: a wrong passphrase changes nothing on disk.
-      throw new HsmError(
-        'WrongPassphrase',
-        `the passphrase does not open the software key store at ${this.directory} (wrong passphrase, or ${STORE_FILE} was altered)`,
-        { details: { directory: this.directory, file: STORE_FILE } },
-      );
+      let header = await this.#readHeader();
+      if (!header) {
+        const created = await this.#createHeader(secret);
+        if (created) return created;
+        header = await this.#readHeader(); // another process created it first: use theirs
+        if (!header) throw corrupted(STORE_FILE, 'it appeared and vanished while the store was being created', this.directory);
+      }
+      const needs = secretKindOf(header.kdf);
+      if (needs !== secret.kind) {
+        throw new HsmError(
+          'InvalidConfiguration',
+          `the software key store at ${this.directory} is protected by ${SECRET_NAME[needs]} (${header.kdf.name}), but ${SECRET_NAME[secret.kind]} is configured: set ${SECRET_FIELD[needs]} instead of ${SECRET_FIELD[secret.kind]}`,
+          { details: { field: SECRET_FIELD[secret.kind], directory: this.directory } },
+        );
+      }
+      const key = await deriveStoreKey(secret, header.kdf);
+      try {
+        const plain = unseal(key, header.verifier, storeAad(header.kdf));
+        if (!timingSafeEqualStrings(plain.toString('utf8'), VERIFIER_PLAINTEXT)) throw new Error('verifier mismatch');
+      } catch {
+        // Nothing is written before this point for an existing store: a wrong secret changes nothing on disk.
+        const what = secret.kind === 'passphrase' ? 'passphrase' : 'master key';
+        throw new HsmError(
+          'WrongPassphrase',
+          `the ${what} does not open the software key store at ${this.directory} (wrong ${what}, or ${STORE_FILE} was altered)`,
+          { details: { directory: this.directory, file: STORE_FILE } },
+        );
+      }
+      await this.#removeStaleTempFiles();
+      return { key, kdf: header.kdf };
+    } finally {
+      dropSecret(secret);
     }
-    await this.#removeStaleTempFiles();
-    return { key, kdf: header.kdf };
   }
 
   /**
@@ -353,8 +391,45 @@ export class SoftwareBackend implements HsmBackend {
     }
   }
 
+  /** The configured secret: the master key when `masterKey` is set, else the passphrase. */
+  async #readStoreSecret(): Promise<StoreSecret> {
+    if (this.options.masterKey !== undefined) return { kind: 'masterKey', key: await this.#readMasterKey() };
+    return { kind: 'passphrase', passphrase: await this.#readPassphrase() };
+  }
+
+  /**
+   * The master key's bytes. Only its shape is checked (32 bytes of canonical base64, not an
+   * obviously constant value): randomness cannot be proven, and a key with too little of it is
+   * the operator's to avoid, as a weak passphrase is. The value never appears in an error.
+   */
+  async #readMasterKey(): Promise<Buffer> {
+    const field = SECRET_FIELD.masterKey;
+    const source = this.options.masterKey!;
+    const from = 'env' in source ? `environment variable ${source.env}` : `file ${source.file}`;
+    const text = (await this.#context.readSecret(source, field)).trim();
+    const advice = `it must be ${MASTER_KEY_BYTES} random bytes in base64, 44 characters (e.g. \`openssl rand -base64 ${MASTER_KEY_BYTES}\`)`;
+    const bytes = Buffer.from(text, 'base64');
+    const wrong = !/^[A-Za-z0-9+/]+={0,2}$/.test(text)
+      ? `it is not base64 (${text.length} characters, not all of the base64 alphabet)`
+      : bytes.length !== MASTER_KEY_BYTES
+        ? `it decodes to ${bytes.length} bytes`
+        : bytes.toString('base64') !== text
+          ? 'it is not canonical base64 (its last character carries stray bits)'
+          : undefined;
+    if (wrong !== undefined) {
+      bytes.fill(0);
+      throw new HsmError('InvalidConfiguration', `${field}: the value in ${from} is not a master key: ${advice}; ${wrong}`, { details: { field } });
+    }
+    // 32 random bytes take 16 or fewer distinct values with a probability far below 2^-100
+    if (new Set(bytes).size <= 16) {
+      bytes.fill(0);
+      throw new HsmError('InvalidConfiguration', `${field}: the value in ${from} does not look random (few distinct bytes): ${advice}`, { details: { field } });
+    }
+    return bytes;
+  }
+
   async #readPassphrase(): Promise<string> {
-    const passphrase = this.#passphrase ?? (await this.#context.readSecret(this.options.passphrase, 'backend.options.passphrase'));
+    const passphrase = this.#passphrase ?? (await this.#context.readSecret(this.options.passphrase ?? { env: DEFAULT_PASSPHRASE_ENV }, 'backend.options.passphrase'));
     if (typeof passphrase !== 'string' || passphrase.length === 0) {
       throw new HsmError('InvalidConfiguration', 'backend.options.passphrase: the passphrase is empty', {
         details: { field: 'backend.options.passphrase' },
@@ -379,8 +454,8 @@ export class SoftwareBackend implements HsmBackend {
       throw corrupted(STORE_FILE, 'it is not valid JSON (truncated?)', this.directory, cause);
     }
     const version = (json as { version?: unknown } | null)?.version;
-    if ((json as { format?: unknown } | null)?.format === STORE_FORMAT && typeof version === 'number' && version > FORMAT_VERSION) {
-      throw new HsmError('InitializationFailed', `${join(this.directory, STORE_FILE)} has format version ${version}; this library reads version ${FORMAT_VERSION}: upgrade @olocus/hsm-backend-software`, {
+    if ((json as { format?: unknown } | null)?.format === STORE_FORMAT && typeof version === 'number' && version > MASTER_KEY_STORE_VERSION) {
+      throw new HsmError('InitializationFailed', `${join(this.directory, STORE_FILE)} has format version ${version}; this library reads versions ${FORMAT_VERSION} and ${MASTER_KEY_STORE_VERSION}: upgrade @olocus/hsm-backend-software`, {
         details: { directory: this.directory, file: STORE_FILE },
       });
     }
@@ -390,7 +465,7 @@ export class SoftwareBackend implements HsmBackend {
   }
 
   /** Creates store.json; undefined when another writer created it first. */
-  async #createHeader(passphrase: string): Promise<{ key: KeyObject; kdf: KdfParams } | undefined> {
+  async #createHeader(secret: StoreSecret): Promise<{ key: KeyObject; kdf: KdfParams } | undefined> {
     const existing = await this.#keyFileNames();
     if (existing.length > 0) {
       throw corrupted(
@@ -400,12 +475,13 @@ export class SoftwareBackend implements HsmBackend {
       );
     }
     await this.#restrictDirectory();
+    const salt = randomBytes(SALT_BYTES).toString('base64');
     const { N, r, p } = this.options.scrypt;
-    const kdf: KdfParams = { name: 'scrypt', N, r, p, salt: randomBytes(SALT_BYTES).toString('base64'), keyLength: KEY_BYTES };
-    const key = await deriveKey(passphrase, kdf);
+    const kdf: KdfParams = secret.kind === 'masterKey' ? { name: 'hkdf-sha256', salt, keyLength: KEY_BYTES } : { name: 'scrypt', N, r, p, salt, keyLength: KEY_BYTES };
+    const key = await deriveStoreKey(secret, kdf);
     const header: StoreHeader = {
       format: STORE_FORMAT,
-      version: FORMAT_VERSION,
+      version: storeVersionFor(kdf),
       createdAt: new Date().toISOString(),
       kdf,
       verifier: seal(key, Buffer.from(VERIFIER_PLAINTEXT, 'utf8'), storeAad(kdf)),
@@ -429,8 +505,8 @@ export class SoftwareBackend implements HsmBackend {
         directory: this.directory,
         formatVersion: FORMAT_VERSION,
         cipher: CIPHER,
-        kdf: `scrypt N=${kdf.N} r=${kdf.r} p=${kdf.p}`,
-        ...(kdf.N < SCRYPT_LIMITS.minN
+        kdf: kdf.name === 'scrypt' ? `scrypt N=${kdf.N} r=${kdf.r} p=${kdf.p}` : 'HKDF-SHA256 (master key)',
+        ...(kdf.name === 'scrypt' && kdf.N < SCRYPT_LIMITS.minN
           ? { kdfWarning: `this store was created with scrypt N=${kdf.N}, below the ${SCRYPT_LIMITS.minN} now required for new stores: a stolen copy is cheaper to guess` }
           : {}),
       },
@@ -456,7 +532,7 @@ export class SoftwareBackend implements HsmBackend {
         (fipsProvider === 1
           ? ` — OpenSSL reports its FIPS provider enabled (crypto.getFips() = 1), but this library, the key files and the process memory that holds the private keys are outside any validated boundary, so this is not approved-mode operation`
           : `, which is not running a validated FIPS provider in approved mode (crypto.getFips() = ${fipsProvider})`) +
-        `. Private keys are sealed at rest (AES-256-GCM, scrypt) but are decrypted into process memory on first use and stay there until close(). ` +
+        `. Private keys are sealed at rest (AES-256-GCM, under a key from scrypt or a master key) but are decrypted into process memory on first use and stay there until close(). ` +
         `There is no hardware boundary. Use a PKCS#11 or cloud HSM backend where FIPS 140-2/140-3 evidence is required (e.g. PCI DSS 3.6.1.2).`,
     };
   }
@@ -712,13 +788,11 @@ export class SoftwareBackend implements HsmBackend {
       formatVersion: String(FORMAT_VERSION),
       cipher: CIPHER,
       kdf: kdf.name,
-      kdfN: String(kdf.N),
-      kdfR: String(kdf.r),
-      kdfP: String(kdf.p),
+      ...(kdf.name === 'scrypt' ? { kdfN: String(kdf.N), kdfR: String(kdf.r), kdfP: String(kdf.p) } : {}),
       kdfSalt: kdf.salt,
       kdfKeyLength: String(kdf.keyLength),
       // the store's verifier (a known plaintext sealed by the store key, as in store.json): lets a
-      // restore tell a wrong passphrase from an altered file
+      // restore tell a wrong passphrase or master key from an altered file
       storeVerifier: JSON.stringify(header.verifier),
       fileName: record.fileName,
     };
@@ -748,7 +822,11 @@ export class SoftwareBackend implements HsmBackend {
     if (p.format !== KEY_FORMAT || p.formatVersion !== String(FORMAT_VERSION)) {
       throw new HsmError('InvalidArgument', `parameters.format/formatVersion must be ${KEY_FORMAT} ${FORMAT_VERSION}`, { details: { field: 'parameters.format' } });
     }
-    const kdfParsed = kdfSchema.safeParse({ name: p.kdf, N: Number(p.kdfN), r: Number(p.kdfR), p: Number(p.kdfP), salt: p.kdfSalt, keyLength: Number(p.kdfKeyLength) });
+    const kdfParsed = kdfSchema.safeParse(
+      p.kdf === 'hkdf-sha256'
+        ? { name: p.kdf, salt: p.kdfSalt, keyLength: Number(p.kdfKeyLength) }
+        : { name: p.kdf, N: Number(p.kdfN), r: Number(p.kdfR), p: Number(p.kdfP), salt: p.kdfSalt, keyLength: Number(p.kdfKeyLength) },
+    );
     if (!kdfParsed.success) throw new HsmError('InvalidArgument', `parameters.kdf*: ${describeIssue(kdfParsed.error)}`, { details: { field: 'parameters.kdf' } });
     const kdf = kdfParsed.data;
     let verifierJson: unknown;
@@ -779,25 +857,36 @@ export class SoftwareBackend implements HsmBackend {
     if (await this.#exists(fileName)) throw alreadyExists(id);
     const storeKey = this.#storeKey();
     const ownKdf = this.#kdf!;
-    const sameStore = kdf.salt === ownKdf.salt && kdf.N === ownKdf.N && kdf.r === ownKdf.r && kdf.p === ownKdf.p;
+    const sameStore = canonicalJson(kdf) === canonicalJson(ownKdf);
     let sourceKey = storeKey;
     if (!sameStore) {
-      // sealed by another store: its key is derived from this store's passphrase (read again from its source) and the file's salt
-      let passphrase: string;
-      try {
-        passphrase = await this.#readPassphrase();
-      } catch (cause) {
-        throw new HsmError('InvalidConfiguration', `restoring ${id}, sealed by another store, needs this store's passphrase again, read from backend.options.passphrase (a passphrase given to the constructor is dropped by initialize()): ${(cause as Error).message}`, {
-          cause,
-          details: { field: 'backend.options.passphrase', keyId: id },
+      // sealed by another store: its key is derived from this store's secret (read again from its source) and the file's salt
+      const own = secretKindOf(ownKdf);
+      const what = own === 'passphrase' ? 'passphrase' : 'master key';
+      if (secretKindOf(kdf) !== own) {
+        throw new HsmError('WrongPassphrase', `the sealed key file for ${id} was sealed by a store protected by ${SECRET_NAME[secretKindOf(kdf)]}, and this store opens with ${SECRET_NAME[own]}: restore it into a store protected the same way`, {
+          details: { keyId: id, directory: this.directory },
         });
       }
-      sourceKey = await deriveKey(passphrase, kdf);
+      let secret: StoreSecret;
+      try {
+        secret = await this.#readStoreSecret();
+      } catch (cause) {
+        throw new HsmError('InvalidConfiguration', `restoring ${id}, sealed by another store, needs this store's ${what} again, read from ${SECRET_FIELD[own]} (a passphrase given to the constructor is dropped by initialize()): ${(cause as Error).message}`, {
+          cause,
+          details: { field: SECRET_FIELD[own], keyId: id },
+        });
+      }
+      try {
+        sourceKey = await deriveStoreKey(secret, kdf);
+      } finally {
+        dropSecret(secret);
+      }
       try {
         const plain = unseal(sourceKey, verifier.data, storeAad(kdf));
         if (!timingSafeEqualStrings(plain.toString('utf8'), VERIFIER_PLAINTEXT)) throw new Error('verifier mismatch');
       } catch {
-        throw new HsmError('WrongPassphrase', `the sealed key file for ${id} was sealed by a store with another passphrase (its verifier does not open with this store's passphrase)`, {
+        throw new HsmError('WrongPassphrase', `the sealed key file for ${id} was sealed by a store with another ${what} (its verifier does not open with this store's ${what})`, {
           details: { keyId: id, directory: this.directory },
         });
       }
@@ -1072,7 +1161,30 @@ async function webCryptoSigner(algorithm: KeyAlgorithm, pkcs8: Buffer): Promise<
   return async (data) => new Uint8Array(await subtle.sign(signParams, cryptoKey, data));
 }
 
-async function deriveKey(passphrase: string, kdf: KdfParams): Promise<KeyObject> {
+/** The store key for a KDF; the caller has checked that the secret is of the kind the KDF takes. */
+async function deriveStoreKey(secret: StoreSecret, kdf: KdfParams): Promise<KeyObject> {
+  if (kdf.name === 'scrypt') {
+    if (secret.kind !== 'passphrase') throw new HsmError('InvalidConfiguration', 'a scrypt store is opened by a passphrase');
+    return deriveKey(secret.passphrase, kdf);
+  }
+  if (secret.kind !== 'masterKey') throw new HsmError('InvalidConfiguration', 'a master-key store is opened by a master key');
+  try {
+    const derived = Buffer.from(
+      await new Promise<ArrayBuffer>((resolve, reject) =>
+        hkdf('sha256', secret.key, Buffer.from(kdf.salt, 'base64'), MASTER_KEY_HKDF_INFO, kdf.keyLength, (error, key) => (error ? reject(error) : resolve(key))),
+      ),
+    );
+    try {
+      return createSecretKey(derived);
+    } finally {
+      derived.fill(0);
+    }
+  } catch (cause) {
+    throw new HsmError('InitializationFailed', 'HKDF-SHA256 key derivation failed', { cause });
+  }
+}
+
+async function deriveKey(passphrase: string, kdf: ScryptKdfParams): Promise<KeyObject> {
   const password = Buffer.from(passphrase.normalize('NFC'), 'utf8');
   // OpenSSL refuses unless maxmem covers 128·r·(N + p + 2) bytes; node's default cap (32 MiB) is
   // below what N=2^17 needs (128 MiB), so the cap is set from the parameters, plus 1 MiB of slack.

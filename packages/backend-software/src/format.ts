@@ -2,7 +2,8 @@
  * The on-disk format of a software key store. Everything an auditor needs to re-derive and
  * check a file by hand is here (and described in README.md).
  *
- *   store.json       header: format, version, scrypt parameters and salt, and a verifier
+ *   store.json       header: format, version, KDF parameters and salt (scrypt for a passphrase,
+ *                    HKDF-SHA256 for a master key), and a verifier
  *   <id>.key.json    one per key: JSON metadata + the PKCS#8 private key sealed with AES-256-GCM,
  *                    the metadata bound to the ciphertext as additional authenticated data
  */
@@ -15,6 +16,14 @@ export const STORE_FILE = 'store.json';
 export const STORE_FORMAT = 'olocus-hsm-software-store';
 export const KEY_FORMAT = 'olocus-hsm-software-key';
 export const FORMAT_VERSION = 1;
+/**
+ * store.json of a store opened by a master key (HKDF) has version 2, so that a library that knows
+ * only passphrase stores says "upgrade" instead of calling the header corrupted. Key files and the
+ * AAD prefixes stay at version 1: nothing about them changed.
+ */
+export const MASTER_KEY_STORE_VERSION = 2;
+/** HKDF `info` of the store key derived from a master key: binds the derived key to this use. */
+export const MASTER_KEY_HKDF_INFO = 'olocus-hsm software store key v1';
 export const KEY_FILE_SUFFIX = '.key.json';
 export const CIPHER = 'aes-256-gcm';
 export const KEY_BYTES = 32;
@@ -47,7 +56,7 @@ export const sealedSchema = z
   .strict();
 export type Sealed = z.infer<typeof sealedSchema>;
 
-export const kdfSchema = z
+export const scryptKdfSchema = z
   .object({
     name: z.literal('scrypt'),
     N: z.number().int().min(SCRYPT_LIMITS.storedMinN).max(SCRYPT_LIMITS.maxN).refine((n) => (n & (n - 1)) === 0, 'N not a power of two'),
@@ -58,17 +67,35 @@ export const kdfSchema = z
   })
   .strict()
   .refine((k) => 128 * k.N * k.r <= SCRYPT_LIMITS.maxMemory, 'scrypt parameters need more than 1 GiB');
+
+/** A master key is 256 random bits: extracted and expanded (RFC 5869), not stretched. */
+export const hkdfKdfSchema = z
+  .object({
+    name: z.literal('hkdf-sha256'),
+    salt: base64(SALT_BYTES),
+    keyLength: z.literal(KEY_BYTES),
+  })
+  .strict();
+
+export const kdfSchema = z.union([scryptKdfSchema, hkdfKdfSchema]);
+export type ScryptKdfParams = z.infer<typeof scryptKdfSchema>;
 export type KdfParams = z.infer<typeof kdfSchema>;
+
+/** The store.json version that goes with a KDF. */
+export function storeVersionFor(kdf: KdfParams): typeof FORMAT_VERSION | typeof MASTER_KEY_STORE_VERSION {
+  return kdf.name === 'hkdf-sha256' ? MASTER_KEY_STORE_VERSION : FORMAT_VERSION;
+}
 
 export const storeHeaderSchema = z
   .object({
     format: z.literal(STORE_FORMAT),
-    version: z.literal(FORMAT_VERSION),
+    version: z.union([z.literal(FORMAT_VERSION), z.literal(MASTER_KEY_STORE_VERSION)]),
     createdAt: isoDate,
     kdf: kdfSchema,
     verifier: sealedSchema,
   })
-  .strict();
+  .strict()
+  .refine((h) => h.version === storeVersionFor(h.kdf), { message: 'the version does not match the kdf', path: ['version'] });
 export type StoreHeader = z.infer<typeof storeHeaderSchema>;
 
 const usageSchema = z.enum(['sign', 'verify']);

@@ -5,6 +5,7 @@ export {
   scryptOptionsSchema,
   parseSoftwareOptions,
   DEFAULT_PASSPHRASE_ENV,
+  MASTER_KEY_BYTES,
   type SoftwareBackendOptions,
   type SoftwareBackendOptionsInput,
 } from './options.js';

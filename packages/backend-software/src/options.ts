@@ -48,14 +48,26 @@ export const scryptOptionsSchema = z
   .strict()
   .refine((s) => 128 * s.N * s.r <= SCRYPT_LIMITS.maxMemory, { message: 'N·r needs more than 1 GiB of memory', path: ['N'] });
 
+/** Bytes of a master key (`masterKey`): 256 bits, as AES-256 itself. */
+export const MASTER_KEY_BYTES = 32;
+
 export const softwareOptionsSchema = z
   .object({
     /** The key store folder. */
     directory: z
       .string({ required_error: 'is required', invalid_type_error: 'must be a string (the key store folder)' })
       .min(1, 'must not be empty'),
-    /** Where the passphrase comes from; never the passphrase itself. */
-    passphrase: secretSourceSchema.default({ env: DEFAULT_PASSPHRASE_ENV }),
+    /**
+     * Where the passphrase comes from; never the passphrase itself. The default
+     * ({ env: OLOCUS_HSM_PASSPHRASE }) applies only when `masterKey` is not given.
+     */
+    passphrase: secretSourceSchema.optional(),
+    /**
+     * Instead of a passphrase: where a master key of 32 random bytes (base64) comes from, e.g. a
+     * secrets manager. It has nothing to guess, so it is not stretched (HKDF-SHA256, not scrypt)
+     * and a store opens in microseconds; never the key itself.
+     */
+    masterKey: secretSourceSchema.optional(),
     /** Create the directory on initialize when it is missing. */
     create: z.boolean({ invalid_type_error: 'must be true or false' }).default(true),
     /** scrypt cost for a new store (an existing store keeps the parameters in its header). */
@@ -71,7 +83,13 @@ export const softwareOptionsSchema = z
       .max(3_600_000)
       .default(1000),
   })
-  .strict();
+  .strict()
+  .superRefine((o, ctx) => {
+    if (o.passphrase !== undefined && o.masterKey !== undefined) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['masterKey'], message: 'give passphrase or masterKey, not both (a store is protected by one of them)' });
+    }
+  })
+  .transform((o) => (o.masterKey === undefined && o.passphrase === undefined ? { ...o, passphrase: { env: DEFAULT_PASSPHRASE_ENV } } : o));
 
 /** Options after validation and defaults. */
 export type SoftwareBackendOptions = z.output<typeof softwareOptionsSchema>;

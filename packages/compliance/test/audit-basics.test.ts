@@ -55,7 +55,7 @@ describe.each(['sqlite', 'postgres'] as const)('audit log on %s', (kind) => {
   it('refuses secret-looking detail keys without echoing the value, and bad input', async () => {
     const { storage } = await storageFor(kind, 'secret');
     const log = await openAuditLog({ storage });
-    for (const key of ['pin', 'userPIN', 'passphrase', 'clientSecret', 'privateKey', 'password', 'credentials']) {
+    for (const key of ['pin', 'userPIN', 'passphrase', 'clientSecret', 'privateKey', 'password', 'credentials', 'masterKey', 'master_key']) {
       const err = await log.append({ type: 'config.change', actor: 'a', outcome: 'success', details: { [key]: 'hunter2-value' } }).catch((e) => e);
       expect(err).toMatchObject({ code: 'InvalidArgument', details: { field: `details.${key}` } });
       expect(err.message).toContain(key);

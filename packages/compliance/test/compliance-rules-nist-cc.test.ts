@@ -126,10 +126,13 @@ describe('FAU_GEN', () => {
     const records = chain([
       { type: 'config.change', time: '2026-05-20T00:00:00Z', details: { pinCode: '1234' } },
       { type: 'key.rotate', time: '2026-05-20T00:00:01Z' },
+      { type: 'config.change', time: '2026-05-20T00:00:02Z', details: { masterKey: 'c2VjcmV0LWJ5dGVz' } },
     ]);
     const f = violations(await runRule(FAU_GEN, { now: NOW, records }));
     expect(f.map((x) => x.severity)).toEqual(['HIGH', 'MED']);
     expect(f[0]!.message).not.toContain('1234');
+    expect(f[0]!.message).toContain('2 config.change records');
+    expect(f[0]!.message).not.toContain('c2VjcmV0LWJ5dGVz');
   });
   it('key attributes without secrets pass (digests are not secrets)', async () => {
     const records = chain([

@@ -14,7 +14,7 @@ import { AUDIT_EVENT_TYPES, type AuditCheckpoint, type AuditDetails, type AuditE
 import { verifyChain } from './verify.js';
 
 /** Detail keys that look like a secret are refused (the value is never echoed). */
-export const SECRET_KEY_PATTERN = /pin|pass|secret|private|password|credential|token_?key/i;
+export const SECRET_KEY_PATTERN = /pin|pass|secret|private|password|credential|token_?key|master_?key/i;
 const TYPES: ReadonlySet<string> = new Set(AUDIT_EVENT_TYPES);
 const DIGEST = /^sha256:[0-9a-f]{64}$/;
 const SYSTEM_ACTOR = 'olocus-audit';
@@ -142,7 +142,7 @@ export function normalizeInput(input: AuditEventInput, origin: string, now: () =
     const details: AuditDetails = {};
     for (const [key, value] of Object.entries(input.details)) {
       if (SECRET_KEY_PATTERN.test(key)) {
-        throw bad(`audit record: details key "${key}" looks like a secret (pin, passphrase, secret, private key, credential); secrets never enter the audit log — record a digest or leave it out`, `details.${key}`);
+        throw bad(`audit record: details key "${key}" looks like a secret (pin, passphrase, secret, private key, master key, credential); secrets never enter the audit log — record a digest or leave it out`, `details.${key}`);
       }
       checkText(key, 'details');
       if (value === undefined) continue;

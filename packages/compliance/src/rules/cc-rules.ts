@@ -88,7 +88,7 @@ export const FCS_COP_1: Rule = scanningRule({
 });
 
 const MANAGEMENT_TYPES = ['key.generate', 'key.rotate', 'key.state', 'key.destroy', 'key.import'] as const;
-const SECRET_NAME = /secret|password|passphrase|^pin$|pin[-_]?code|private[-_]?key|api[-_]?key|token/i;
+const SECRET_NAME = /secret|password|passphrase|^pin$|pin[-_]?code|private[-_]?key|master[-_]?key|api[-_]?key|token/i;
 
 function secretFields(r: AuditRecord): string[] {
   return Object.entries(r.details ?? {})
