@@ -3,13 +3,19 @@
 //   node contender.mjs KIND ALG CONCURRENCY SECONDS
 // KIND: pkcs11js (C_SignInit + C_SignAsync on the libuv pool) | pkcs11js-sync (C_SignInit + C_Sign,
 // synchronous on the main thread: the module's single-thread rate, with the event loop blocked) |
-// graphene | olocus (default: adaptive dispatch) | olocus-inline | olocus-threads (dispatch forced) |
+// graphene | pkcs11js-workers (min(CONCURRENCY, cores) worker threads, each on its own session, loop
+// C_SignInit + C_Sign synchronously with no caller and no hand-off: the most a Node process signs
+// through pkcs11js on this module and machine) |
+// olocus (default: adaptive dispatch) | olocus-inline | olocus-threads (dispatch forced) |
 // olocus-tN (signThreads = N). Every contender signs with a TOKEN key (CKA_TOKEN = true, destroyed at
 // the end), the kind the library keeps, so that all compare with p11-limit's token-key figure.
 // The token comes from SOFTHSM2_CONF / BENCH_MODULE / BENCH_TOKEN and the PIN from BENCH_PIN
 // (environment, not argv).
 import { randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { Worker } from 'node:worker_threads';
 
 const [kind, alg, concArg, secsArg] = process.argv.slice(2);
 const concurrency = Number(concArg);
@@ -145,6 +151,70 @@ async function rawModule(useGraphene, sync = false) {
   return result;
 }
 
+/** Each worker loops on its own session for the whole sample; the main thread only waits. */
+const WORKER_LOOP = `
+const { workerData, parentPort } = require('node:worker_threads');
+const { PKCS11 } = require(workerData.pkcs11js);
+const p11 = new PKCS11();
+p11.load(workerData.modulePath);
+try { p11.C_Initialize({ flags: 2 }); } catch {} // CKR_CRYPTOKI_ALREADY_INITIALIZED: the process's module is shared
+const session = Buffer.from(workerData.session), key = Buffer.from(workerData.key), data = Buffer.from(workerData.data);
+let ops = 0;
+const end = performance.now() + workerData.seconds * 1000;
+while (performance.now() < end) {
+  p11.C_SignInit(session, { mechanism: workerData.mechanism }, key);
+  p11.C_Sign(session, data, Buffer.allocUnsafe(workerData.outBytes));
+  ops++;
+}
+parentPort.postMessage(ops);`;
+
+async function workerLoops() {
+  const require = createRequire(import.meta.url);
+  const { PKCS11 } = require('pkcs11js');
+  const p11 = new PKCS11();
+  p11.load(modulePath);
+  p11.C_Initialize({ flags: 2 });
+  const slot = p11.C_GetSlotList(true).find((s) => p11.C_GetTokenInfo(s).label.trim() === tokenLabel);
+  const login = p11.C_OpenSession(slot, 4 | 2);
+  p11.C_Login(login, 1, pin);
+  const { privateKey, publicKey } = generatePlain(p11, login);
+  const threads = Math.min(concurrency, availableParallelism());
+  const sessions = Array.from({ length: threads }, () => p11.C_OpenSession(slot, 4));
+  const workerData = {
+    pkcs11js: require.resolve('pkcs11js'),
+    modulePath,
+    mechanism: alg === 'p256' ? 0x1041 : alg === 'ed25519' ? 0x1057 : 0x40,
+    data: alg === 'p256' ? randomBytes(32) : randomBytes(64),
+    outBytes: alg === 'rsa2048' ? 256 : 64,
+    seconds,
+    key: privateKey,
+  };
+  // warm-up: the same loop for a fifth of the sample, as the other contenders warm up first
+  const run = (secs) =>
+    Promise.all(
+      sessions.map(
+        (session) =>
+          new Promise((resolve, reject) => {
+            const worker = new Worker(WORKER_LOOP, { eval: true, workerData: { ...workerData, session, seconds: secs } });
+            worker.once('message', (ops) => worker.terminate().then(() => resolve(ops)));
+            worker.once('error', reject);
+          }),
+      ),
+    );
+  await run(seconds / 5);
+  const start = performance.now();
+  const counts = await run(seconds);
+  const elapsed = (performance.now() - start) / 1000;
+  for (const s of sessions) p11.C_CloseSession(s);
+  p11.C_DestroyObject(login, privateKey);
+  p11.C_DestroyObject(login, publicKey);
+  p11.C_Logout(login);
+  p11.C_CloseSession(login);
+  p11.C_Finalize();
+  const ops = counts.reduce((a, b) => a + b, 0);
+  return { ops, opsPerSec: ops / elapsed, threads };
+}
+
 function generatePlain(p11, session) {
   const yes = true;
   const priv = [
@@ -218,7 +288,9 @@ const dispatchSuffix = /^olocus-(inline|threads)$/.exec(kind);
 const result =
   kind === 'olocus' || threadsSuffix || dispatchSuffix
     ? await olocus(threadsSuffix ? Number(threadsSuffix[1]) : undefined, dispatchSuffix?.[1])
-    : await rawModule(kind === 'graphene', kind === 'pkcs11js-sync');
+    : kind === 'pkcs11js-workers'
+      ? await workerLoops()
+      : await rawModule(kind === 'graphene', kind === 'pkcs11js-sync');
 process.stdout.write(JSON.stringify({ kind, alg, concurrency, ...result }) + '\n');
 // pkcs11js keeps no handles open after C_Finalize, but be explicit for graphene
 process.exit(0);

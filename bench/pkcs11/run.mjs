@@ -1,7 +1,9 @@
 // PKCS#11 signing benchmark, side by side in one run on one SoftHSM token:
 //   p11-limit (C, no library: the module's own rate) with TOKEN keys — the reference, the kind of
 //   key the library keeps — and with session keys as a second line; plain pkcs11js loops
-//   (synchronous C_SignInit + C_Sign on the main thread, and C_SignInit + C_SignAsync), graphene-pk11,
+//   (synchronous C_SignInit + C_Sign on the main thread, and C_SignInit + C_SignAsync), worker
+//   threads (as many as cores) looping synchronously with no caller at all — the most a Node
+//   process gets through pkcs11js, the ceiling of every Node contender — graphene-pk11,
 //   and @olocus/hsm-backend-pkcs11 — for ECDSA P-256, Ed25519 and RSA-2048 at several
 //   concurrencies. Every Node contender signs with a token key. Ratios are to p11-limit's
 //   token-key figure at the same concurrency (threads = callers) and to its best figure.
@@ -67,7 +69,7 @@ try {
   // --olocus-threads 0,4 adds contenders olocus-t0, olocus-t4: the backend with signThreads = N
   const extra = args['olocus-threads'] ? String(args['olocus-threads']).split(',').map((n) => `olocus-t${Number(n)}`) : [];
   const dispatches = args['olocus-dispatch'] ? String(args['olocus-dispatch']).split(',').map((d) => `olocus-${d}`) : [];
-  const contenders = [...(haveLimit ? ['p11-limit-token', 'p11-limit-session'] : []), 'pkcs11js-sync', 'pkcs11js', 'graphene', 'olocus', ...dispatches, ...extra];
+  const contenders = [...(haveLimit ? ['p11-limit-token', 'p11-limit-session'] : []), 'pkcs11js-sync', 'pkcs11js', 'pkcs11js-workers', 'graphene', 'olocus', ...dispatches, ...extra];
   const reference = haveLimit ? 'p11-limit-token' : 'best other contender';
   const samples = new Map(); // key -> [result]
   const total = rounds * algs.length * concurrencies.length * contenders.length;
