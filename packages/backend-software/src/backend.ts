@@ -294,7 +294,7 @@ export class SoftwareBackend implements HsmBackend {
       if (needs !== secret.kind) {
         throw new HsmError(
           'InvalidConfiguration',
-          `the software key store at ${this.directory} is protected by ${SECRET_NAME[needs]} (${header.kdf.name}), but ${SECRET_NAME[secret.kind]} is configured: set ${SECRET_FIELD[needs]} instead of ${SECRET_FIELD[secret.kind]}`,
+          `the software key store at ${this.directory} is protected by ${SECRET_NAME[needs]} (${header.kdf.name}), but ${SECRET_NAME[secret.kind]} is configured: set ${SECRET_FIELD[needs]} instead of ${SECRET_FIELD[secret.kind]} (or ${STORE_FILE} was altered)`,
           { details: { field: SECRET_FIELD[secret.kind], directory: this.directory } },
         );
       }

@@ -142,7 +142,7 @@ describe('software store protected by a master key', () => {
     const withPassphrase = new SoftwareBackend({ directory: keyedDir, scrypt: FAST_SCRYPT, passphrase: { env: PASS_VAR } });
     const e1 = await expectHsmError(withPassphrase.initialize(), 'InvalidConfiguration');
     expect(e1.message).toContain('protected by a master key');
-    expect(e1.message).toContain('set backend.options.masterKey instead of backend.options.passphrase');
+    expect(e1.message).toContain('set backend.options.masterKey instead of backend.options.passphrase (or store.json was altered)');
     expect(await snapshot(keyedDir)).toEqual(before);
 
     const passDir = await store('mk-kind-b');
