@@ -108,19 +108,12 @@ async function rawModule(useGraphene, sync = false) {
     mod.finalize();
     return result;
   }
-  const { PKCS11 } = await import('pkcs11js');
-  const p11 = new PKCS11();
-  p11.load(modulePath);
-  p11.C_Initialize({ flags: 2 });
-  const slot = p11.C_GetSlotList(true).find((s) => p11.C_GetTokenInfo(s).label.trim() === tokenLabel);
-  const login = p11.C_OpenSession(slot, 4 | 2);
-  p11.C_Login(login, 1, pin);
-  const { privateKey, publicKey } = generatePlain(p11, login);
-  const sessions = Array.from({ length: concurrency }, () => p11.C_OpenSession(slot, 4));
+  const token = await openRawToken(concurrency);
+  const { p11, sessions, privateKey } = token;
   const free = [...sessions];
-  const mech = { mechanism: alg === 'p256' ? 0x1041 : alg === 'ed25519' ? 0x1057 : 0x40 };
-  const data = alg === 'p256' ? randomBytes(32) : randomBytes(64);
-  const out = () => Buffer.alloc(alg === 'rsa2048' ? 256 : 64);
+  const mech = { mechanism: SIGN_MECHANISM[alg] };
+  const data = randomBytes(SIGN_INPUT_BYTES[alg]);
+  const out = () => Buffer.alloc(SIGNATURE_BYTES[alg]);
   const op = sync
     ? async () => {
         // synchronous: C_SignInit + C_Sign on the main thread (each caller yields only a microtask)
@@ -142,13 +135,36 @@ async function rawModule(useGraphene, sync = false) {
         }
       };
   const result = await measure(op);
+  closeRawToken(token);
+  return result;
+}
+
+/** What the raw contenders sign: a ready digest (P-256) or a 64-byte message, and the signature size. */
+const SIGN_MECHANISM = { p256: 0x1041 /* CKM_ECDSA */, ed25519: 0x1057 /* CKM_EDDSA */, rsa2048: 0x40 /* CKM_SHA256_RSA_PKCS */ };
+const SIGN_INPUT_BYTES = { p256: 32, ed25519: 64, rsa2048: 64 };
+const SIGNATURE_BYTES = { p256: 64, ed25519: 64, rsa2048: 256 };
+
+/** The token through plain pkcs11js: logged in, a fresh token key pair, and `count` sessions to sign on. */
+async function openRawToken(count) {
+  const { PKCS11 } = await import('pkcs11js');
+  const p11 = new PKCS11();
+  p11.load(modulePath);
+  p11.C_Initialize({ flags: 2 });
+  const slot = p11.C_GetSlotList(true).find((s) => p11.C_GetTokenInfo(s).label.trim() === tokenLabel);
+  const login = p11.C_OpenSession(slot, 4 | 2);
+  p11.C_Login(login, 1, pin);
+  const { privateKey, publicKey } = generatePlain(p11, login);
+  const sessions = Array.from({ length: count }, () => p11.C_OpenSession(slot, 4));
+  return { p11, login, privateKey, publicKey, sessions };
+}
+
+function closeRawToken({ p11, login, privateKey, publicKey, sessions }) {
   for (const s of sessions) p11.C_CloseSession(s);
   p11.C_DestroyObject(login, privateKey);
   p11.C_DestroyObject(login, publicKey);
   p11.C_Logout(login);
   p11.C_CloseSession(login);
   p11.C_Finalize();
-  return result;
 }
 
 /** Each worker loops on its own session for the whole sample; the main thread only waits. */
@@ -169,30 +185,21 @@ while (performance.now() < end) {
 parentPort.postMessage(ops);`;
 
 async function workerLoops() {
-  const require = createRequire(import.meta.url);
-  const { PKCS11 } = require('pkcs11js');
-  const p11 = new PKCS11();
-  p11.load(modulePath);
-  p11.C_Initialize({ flags: 2 });
-  const slot = p11.C_GetSlotList(true).find((s) => p11.C_GetTokenInfo(s).label.trim() === tokenLabel);
-  const login = p11.C_OpenSession(slot, 4 | 2);
-  p11.C_Login(login, 1, pin);
-  const { privateKey, publicKey } = generatePlain(p11, login);
   const threads = Math.min(concurrency, availableParallelism());
-  const sessions = Array.from({ length: threads }, () => p11.C_OpenSession(slot, 4));
+  const token = await openRawToken(threads);
   const workerData = {
-    pkcs11js: require.resolve('pkcs11js'),
+    pkcs11js: createRequire(import.meta.url).resolve('pkcs11js'),
     modulePath,
-    mechanism: alg === 'p256' ? 0x1041 : alg === 'ed25519' ? 0x1057 : 0x40,
-    data: alg === 'p256' ? randomBytes(32) : randomBytes(64),
-    outBytes: alg === 'rsa2048' ? 256 : 64,
+    mechanism: SIGN_MECHANISM[alg],
+    data: randomBytes(SIGN_INPUT_BYTES[alg]),
+    outBytes: SIGNATURE_BYTES[alg],
     seconds,
-    key: privateKey,
+    key: token.privateKey,
   };
   // warm-up: the same loop for a fifth of the sample, as the other contenders warm up first
   const run = (secs) =>
     Promise.all(
-      sessions.map(
+      token.sessions.map(
         (session) =>
           new Promise((resolve, reject) => {
             const worker = new Worker(WORKER_LOOP, { eval: true, workerData: { ...workerData, session, seconds: secs } });
@@ -205,12 +212,7 @@ async function workerLoops() {
   const start = performance.now();
   const counts = await run(seconds);
   const elapsed = (performance.now() - start) / 1000;
-  for (const s of sessions) p11.C_CloseSession(s);
-  p11.C_DestroyObject(login, privateKey);
-  p11.C_DestroyObject(login, publicKey);
-  p11.C_Logout(login);
-  p11.C_CloseSession(login);
-  p11.C_Finalize();
+  closeRawToken(token);
   const ops = counts.reduce((a, b) => a + b, 0);
   return { ops, opsPerSec: ops / elapsed, threads };
 }

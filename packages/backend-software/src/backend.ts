@@ -86,7 +86,7 @@ import {
   type StoreHeader,
 } from './format.js';
 import { DIRECTORY_MODE, errnoOf, ioError, syncDirectory, tempName, writeFileExclusive } from './fs-util.js';
-import { DEFAULT_PASSPHRASE_ENV, MASTER_KEY_BYTES, SCRYPT_LIMITS, parseSoftwareOptions, type SoftwareBackendOptions, type SoftwareBackendOptionsInput } from './options.js';
+import { MASTER_KEY_BYTES, SCRYPT_LIMITS, parseSoftwareOptions, type SoftwareBackendOptions, type SoftwareBackendOptionsInput } from './options.js';
 
 export const SOFTWARE_BACKEND_TYPE = 'software';
 /** Stable references are `software:<id>`. */
@@ -429,7 +429,8 @@ export class SoftwareBackend implements HsmBackend {
   }
 
   async #readPassphrase(): Promise<string> {
-    const passphrase = this.#passphrase ?? (await this.#context.readSecret(this.options.passphrase ?? { env: DEFAULT_PASSPHRASE_ENV }, 'backend.options.passphrase'));
+    // the options schema sets `passphrase` (its default source) whenever `masterKey` is absent
+    const passphrase = this.#passphrase ?? (await this.#context.readSecret(this.options.passphrase!, 'backend.options.passphrase'));
     if (typeof passphrase !== 'string' || passphrase.length === 0) {
       throw new HsmError('InvalidConfiguration', 'backend.options.passphrase: the passphrase is empty', {
         details: { field: 'backend.options.passphrase' },

@@ -7,23 +7,14 @@
 import { createPrivateKey, randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { KEY_ALGORITHMS, verifyLocally, type ExportedKey } from '@olocus/hsm-core';
 import { expectHsmError } from '@olocus/hsm-core/testing';
 import { SoftwareBackend } from '../src/index.js';
-import { FAST_SCRYPT, openBackend, removeStore, tempStore } from './helpers.js';
+import { FAST_SCRYPT, openBackend, storesRemovedAfterAll } from './helpers.js';
 
 const PASS_VAR = 'OLOCUS_TEST_BACKUP_PASSPHRASE';
-const stores: string[] = [];
-afterAll(async () => {
-  for (const dir of stores) await removeStore(dir);
-});
-
-async function store(label: string): Promise<string> {
-  const dir = await tempStore(label);
-  stores.push(dir);
-  return dir;
-}
+const store = storesRemovedAfterAll();
 
 /** A backend whose passphrase comes from its configured source (the way an application runs it). */
 async function openFromEnv(directory: string, variable = PASS_VAR): Promise<SoftwareBackend> {

@@ -4,6 +4,7 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { afterAll } from 'vitest';
 import { SoftwareBackend, type SoftwareBackendOptionsInput } from '../src/index.js';
 
 export const PACKAGE_DIR = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -18,6 +19,19 @@ export async function tempStore(label: string): Promise<string> {
 
 export async function removeStore(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
+}
+
+/** A `tempStore` maker for one test file: every store it made is removed after the file's tests. */
+export function storesRemovedAfterAll(): (label: string) => Promise<string> {
+  const made: string[] = [];
+  afterAll(async () => {
+    for (const dir of made) await removeStore(dir);
+  });
+  return async (label) => {
+    const dir = await tempStore(label);
+    made.push(dir);
+    return dir;
+  };
 }
 
 export function backendFor(directory: string, passphrase: string, extra: Partial<SoftwareBackendOptionsInput> = {}): SoftwareBackend {

@@ -7,11 +7,11 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { KEY_ALGORITHMS, verifyLocally, type ExportedKey } from '@olocus/hsm-core';
 import { expectHsmError } from '@olocus/hsm-core/testing';
 import { SoftwareBackend, parseSoftwareOptions } from '../src/index.js';
-import { FAST_SCRYPT, openBackend, removeStore, snapshot, tempStore } from './helpers.js';
+import { FAST_SCRYPT, openBackend, snapshot, storesRemovedAfterAll } from './helpers.js';
 
 const KEY_VAR = 'OLOCUS_TEST_MASTER_KEY';
 const OTHER_VAR = 'OLOCUS_TEST_MASTER_KEY_OTHER';
@@ -20,16 +20,7 @@ const masterKey = randomBytes(32).toString('base64');
 process.env[KEY_VAR] = masterKey;
 process.env[PASS_VAR] = randomBytes(18).toString('base64url');
 
-const stores: string[] = [];
-afterAll(async () => {
-  for (const dir of stores) await removeStore(dir);
-});
-
-async function store(label: string): Promise<string> {
-  const dir = await tempStore(label);
-  stores.push(dir);
-  return dir;
-}
+const store = storesRemovedAfterAll();
 
 function keyed(directory: string, source: { env: string } | { file: string } = { env: KEY_VAR }): SoftwareBackend {
   return new SoftwareBackend({ directory, cacheRevalidateMs: 0, masterKey: source });

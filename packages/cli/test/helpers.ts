@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
 
 export const BIN = fileURLToPath(new URL('../dist/bin.js', import.meta.url));
 
@@ -67,4 +68,32 @@ export async function tempDir(prefix = 'olocus-cli-test-'): Promise<{ dir: strin
 /** Lines of text, without the empty last one. */
 export function lines(text: string): string[] {
   return text.split('\n').filter((l, i, all) => !(l === '' && i === all.length - 1));
+}
+
+/** The one stderr line of a refused command (exit 2), checked to start with `olocus-hsm: CODE: `. */
+export function errorLine(r: RunResult, code: string): string {
+  expect(r.code, r.stdout + r.stderr).toBe(2);
+  const errLines = lines(r.stderr);
+  expect(errLines, r.stderr).toHaveLength(1);
+  expect(errLines[0]).toMatch(new RegExp(`^olocus-hsm: ${code}: `));
+  return errLines[0]!;
+}
+
+/** An empty folder `name` under `parent` (emptied when it exists). */
+export async function freshDir(parent: string, name: string): Promise<string> {
+  const path = join(parent, name);
+  await rm(path, { recursive: true, force: true });
+  await mkdir(path);
+  return path;
+}
+
+/** Every file under `path`, recursively. */
+export async function listFiles(path: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const entry of await readdir(path, { withFileTypes: true })) {
+    const full = join(path, entry.name);
+    if (entry.isDirectory()) out.push(...(await listFiles(full)));
+    else out.push(full);
+  }
+  return out;
 }

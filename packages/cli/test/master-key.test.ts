@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cleanEnv, cli, lines, tempDir, TEST_PASSPHRASE, testEnv, type RunResult } from './helpers.js';
+import { cleanEnv, cli, errorLine, freshDir, listFiles, tempDir, TEST_PASSPHRASE, testEnv, type RunResult } from './helpers.js';
 
 /**
  * `init --master-key-file PATH` / `--master-key-env NAME`: a software store protected by a random
@@ -20,12 +20,7 @@ afterAll(async () => cleanup?.());
 /** The variable the env variant names (not OLOCUS_*: cleanEnv() keeps it when given). */
 const KEY_VAR = 'HSM_TEST_MASTER_KEY';
 
-async function fresh(name: string): Promise<string> {
-  const path = join(dir, name);
-  await rm(path, { recursive: true, force: true });
-  await mkdir(path);
-  return path;
-}
+const fresh = (name: string) => freshDir(dir, name);
 
 /** A master key as `openssl rand -base64 32` makes one (or of another length, to be refused). */
 function newKey(bytes = 32): string {
@@ -34,24 +29,6 @@ function newKey(bytes = 32): string {
 
 async function writeKeyFile(path: string, key: string, mode = 0o600): Promise<void> {
   await writeFile(path, key + '\n', { mode });
-}
-
-function errorLine(r: RunResult, code: string): string {
-  expect(r.code, r.stdout + r.stderr).toBe(2);
-  const errLines = lines(r.stderr);
-  expect(errLines, r.stderr).toHaveLength(1);
-  expect(errLines[0]).toMatch(new RegExp(`^olocus-hsm: ${code}: `));
-  return errLines[0]!;
-}
-
-async function listFiles(path: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const entry of await readdir(path, { withFileTypes: true })) {
-    const full = join(path, entry.name);
-    if (entry.isDirectory()) out.push(...(await listFiles(full)));
-    else out.push(full);
-  }
-  return out;
 }
 
 /** The key (its base64 text and its 32 raw bytes) is in none of the outputs and no file of the store folder. */

@@ -4,7 +4,7 @@ import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, lines, tempDir, testEnv, type RunResult } from './helpers.js';
+import { cli, errorLine, lines, tempDir, testEnv } from './helpers.js';
 
 /**
  * Key rotation through the CLI: logical keys made by `keys create`, `keys rotate` (normal and
@@ -15,14 +15,6 @@ import { cli, lines, tempDir, testEnv, type RunResult } from './helpers.js';
 
 const PG_URL = process.env['OLOCUS_TEST_PG_URL'] ?? 'postgres://olocus_test@127.0.0.1:5432/olocus_test';
 const ME = userInfo().username;
-
-function oneLineError(r: RunResult, code: string): string {
-  expect(r.code, r.stdout + r.stderr).toBe(2);
-  const errLines = lines(r.stderr);
-  expect(errLines, r.stderr).toHaveLength(1);
-  expect(errLines[0]).toMatch(new RegExp(`^olocus-hsm: ${code}: `));
-  return errLines[0]!;
-}
 
 interface Version {
   keyId: string;
@@ -128,14 +120,14 @@ describe('rotation on the default SQLite registry', () => {
     // Without --signed-at every version never revoked or compromised is tried: v1 matches and is named.
     const now = await json<{ valid: boolean; keyId: string; version: number }>(['verify', '--key', 'rk', '--in', 'msg', '--signature', 'v1.sig']);
     expect(now).toMatchObject({ valid: true, keyId: 'rk.v1', version: 1 });
-    const bad = oneLineError(await run(['verify', '--key', 'rk', '--in', 'msg', '--signature', 'v1.sig', '--signed-at', 'yesterday']), 'InvalidArgument');
+    const bad = errorLine(await run(['verify', '--key', 'rk', '--in', 'msg', '--signature', 'v1.sig', '--signed-at', 'yesterday']), 'InvalidArgument');
     expect(bad).toContain('--signed-at');
   });
 
   it('emergency rotation needs --reason (naming the flag) and the policy to allow it', async () => {
-    const noReason = oneLineError(await run(['keys', 'rotate', '--id', 'rk', '--emergency']), 'InvalidArgument');
+    const noReason = errorLine(await run(['keys', 'rotate', '--id', 'rk', '--emergency']), 'InvalidArgument');
     expect(noReason).toContain('--reason');
-    const disabled = oneLineError(await run(['keys', 'rotate', '--id', 'rk', '--emergency', '--reason', 'leaked']), 'PolicyViolation');
+    const disabled = errorLine(await run(['keys', 'rotate', '--id', 'rk', '--emergency', '--reason', 'leaked']), 'PolicyViolation');
     expect(disabled).toContain('allowEmergencyRotation');
     expect(disabled).toContain(join(dir, '.olocus', 'config.json'));
 
@@ -157,20 +149,20 @@ describe('rotation on the default SQLite registry', () => {
     expect(r.valid).toBe(false);
     const h = await json<History>(['keys', 'history', '--id', 'rk']);
     expect(h.history).toContainEqual(expect.objectContaining({ version: 1, from: 'Superseded', to: 'Revoked', actor: ME, reason: 'retired early' }));
-    const missing = oneLineError(await run(['keys', 'revoke', '--id', 'rk', '--version', '9', '--reason', 'x']), 'KeyNotFound');
+    const missing = errorLine(await run(['keys', 'revoke', '--id', 'rk', '--version', '9', '--reason', 'x']), 'KeyNotFound');
     expect(missing).toContain('--version');
   });
 
   it('keys suspend / resume: no signing while suspended', async () => {
     const s = await json<{ from: string; version: Version }>(['keys', 'suspend', '--id', 'rk', '--reason', 'maintenance']);
     expect(s).toMatchObject({ from: 'Active', version: { version: 2, state: 'Suspended' } });
-    oneLineError(await run(['sign', '--key', 'rk', '--in', 'msg', '--out', 'x.sig']), 'KeyNotFound');
+    errorLine(await run(['sign', '--key', 'rk', '--in', 'msg', '--out', 'x.sig']), 'KeyNotFound');
     const r = await json<{ from: string; version: Version }>(['keys', 'resume', '--id', 'rk', '--reason', 'maintenance over', '--actor', 'bob']);
     expect(r).toMatchObject({ from: 'Suspended', version: { version: 2, state: 'Active' } });
     expect(await json<Signed>(['sign', '--key', 'rk', '--in', 'msg', '--out', '-'])).toMatchObject({ version: 2 });
     const h = await json<History>(['keys', 'history', '--id', 'rk']);
     expect(h.history).toContainEqual(expect.objectContaining({ version: 2, from: 'Suspended', to: 'Active', actor: 'bob', reason: 'maintenance over' }));
-    const noReason = oneLineError(await run(['keys', 'suspend', '--id', 'rk']), 'UsageError');
+    const noReason = errorLine(await run(['keys', 'suspend', '--id', 'rk']), 'UsageError');
     expect(noReason).toContain('--reason');
   });
 
@@ -209,7 +201,7 @@ describe('rotation on the default SQLite registry', () => {
     expect(list.keys.map((k) => k.id)).not.toContain('rk.v1');
     const shown = await json<{ key: { id: string; keyId: string; version: number } }>(['keys', 'show', '--id', 'rk']);
     expect(shown.key).toMatchObject({ id: 'rk', keyId: 'rk.v2', version: 2 });
-    const refused = oneLineError(await run(['keys', 'destroy', '--id', 'rk']), 'PolicyViolation');
+    const refused = errorLine(await run(['keys', 'destroy', '--id', 'rk']), 'PolicyViolation');
     expect(refused).toContain('keys revoke');
   });
 
@@ -221,10 +213,10 @@ describe('rotation on the default SQLite registry', () => {
       ['keys', 'suspend', '--id', 'ghost-key', '--reason', 'x'],
       ['keys', 'resume', '--id', 'ghost-key', '--reason', 'x'],
     ]) {
-      expect(oneLineError(await run(args), 'KeyNotFound')).toContain('"ghost-key"');
+      expect(errorLine(await run(args), 'KeyNotFound')).toContain('"ghost-key"');
     }
     await json(['keys', 'create', '--id', 'plain', '--algorithm', 'Ed25519', '--no-rotation']);
-    expect(oneLineError(await run(['keys', 'rotate', '--id', 'plain']), 'KeyNotFound')).toContain('backend key, not a logical key');
+    expect(errorLine(await run(['keys', 'rotate', '--id', 'plain']), 'KeyNotFound')).toContain('backend key, not a logical key');
     // A plain backend key still signs and verifies as before.
     expect((await run(['sign', '--key', 'plain', '--in', 'msg', '--out', 'plain.sig'])).code).toBe(0);
     expect(await json(['verify', '--key', 'plain', '--in', 'msg', '--signature', 'plain.sig'])).toMatchObject({ valid: true, key: 'plain' });
@@ -236,16 +228,16 @@ describe('rotation on the default SQLite registry', () => {
       await writeFile(path, JSON.stringify({ backend: { type: 'software', options: { directory: '.olocus/keys', passphrase: { file: '.olocus/passphrase' } } }, rotation }));
       return path;
     };
-    const a = oneLineError(await run(['--config', await write('r1.json', { storage: { kind: 'sqlite', path: 5 } }), 'rotation', 'status']), 'InvalidConfiguration');
+    const a = errorLine(await run(['--config', await write('r1.json', { storage: { kind: 'sqlite', path: 5 } }), 'rotation', 'status']), 'InvalidConfiguration');
     expect(a).toContain('rotation.storage.path');
     expect(a).toContain(join(dir, 'r1.json'));
-    const b = oneLineError(await run(['--config', await write('r2.json', { policy: { retentionVersions: 0 } }), 'rotation', 'status']), 'InvalidConfiguration');
+    const b = errorLine(await run(['--config', await write('r2.json', { policy: { retentionVersions: 0 } }), 'rotation', 'status']), 'InvalidConfiguration');
     expect(b).toContain('rotation.policy.retentionVersions');
     const inline = 'postgres://someone:inline-secret-pw@127.0.0.1:5432/x';
     const c = await run(['--config', await write('r3.json', { storage: { kind: 'postgres', connectionString: inline } }), 'rotation', 'status']);
-    expect(oneLineError(c, 'InvalidConfiguration')).toContain('rotation.storage.connectionString');
+    expect(errorLine(c, 'InvalidConfiguration')).toContain('rotation.storage.connectionString');
     expect(c.stderr + c.stdout).not.toContain('inline-secret-pw');
-    const d = oneLineError(await run(['--config', await write('r4.json', { storage: { kind: 'mysql' } }), 'rotation', 'status']), 'InvalidConfiguration');
+    const d = errorLine(await run(['--config', await write('r4.json', { storage: { kind: 'mysql' } }), 'rotation', 'status']), 'InvalidConfiguration');
     expect(d).toContain('"sqlite" or "postgres"');
   });
 });
@@ -322,7 +314,7 @@ describe('rotation on PostgreSQL (connection string from an environment variable
   });
 
   it('a missing variable names it; a password in the connection string is never printed', async () => {
-    const missing = oneLineError(await cli(['rotation', 'status'], { cwd: dir, env: testEnv() }), 'InvalidConfiguration');
+    const missing = errorLine(await cli(['rotation', 'status'], { cwd: dir, env: testEnv() }), 'InvalidConfiguration');
     expect(missing).toContain('OLOCUS_HSM_PG_URL');
     // Port 1: nothing listens there; the error must not show the password.
     const password = 'pw-' + randomBytes(6).toString('hex');

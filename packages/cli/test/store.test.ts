@@ -3,7 +3,7 @@ import { existsSync, statSync } from 'node:fs';
 import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, cleanEnv, cli, lines, tempDir, testEnv, type RunResult } from './helpers.js';
+import { BIN, cleanEnv, cli, errorLine, freshDir, lines, listFiles, tempDir, testEnv } from './helpers.js';
 
 /**
  * The key store's lifecycle through the CLI: only `init` creates a store, with a passphrase the
@@ -17,20 +17,7 @@ let cleanup: () => Promise<void>;
 beforeAll(async () => ({ dir, cleanup } = await tempDir('olocus-cli-store-')));
 afterAll(async () => cleanup?.());
 
-function errorLine(r: RunResult, code: string): string {
-  expect(r.code, r.stdout + r.stderr).toBe(2);
-  const errLines = lines(r.stderr);
-  expect(errLines, r.stderr).toHaveLength(1);
-  expect(errLines[0]).toMatch(new RegExp(`^olocus-hsm: ${code}: `));
-  return errLines[0]!;
-}
-
-async function fresh(name: string): Promise<string> {
-  const path = join(dir, name);
-  await rm(path, { recursive: true, force: true });
-  await import('node:fs/promises').then((fs) => fs.mkdir(path));
-  return path;
-}
+const fresh = (name: string) => freshDir(dir, name);
 
 interface Rec {
   seq: number;
@@ -312,16 +299,6 @@ describe('internal keys', () => {
     expect(isInternalKeyId('my-checkpoint', ['my-checkpoint'])).toBe(true);
   });
 });
-
-async function listFiles(path: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const entry of await readdir(path, { withFileTypes: true })) {
-    const full = join(path, entry.name);
-    if (entry.isDirectory()) out.push(...(await listFiles(full)));
-    else out.push(full);
-  }
-  return out;
-}
 
 /**
  * Runs the CLI on a pseudo-terminal (`script` from util-linux) and types each answer only after
